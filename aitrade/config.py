@@ -30,8 +30,11 @@ class _Section(BaseModel):
 
 
 class DatabaseSettings(_Section):
-    url: str = Field("sqlite:///var/aitrade.db", description="SQLAlchemy URL; relative SQLite paths are under the project root. "
-                     "Production: postgresql+psycopg://user@host:5432/aitrade")
+    url: str = Field(
+        "sqlite:///var/aitrade.db",
+        description="SQLAlchemy URL; relative SQLite paths are under the project root. "
+        "Production: postgresql+psycopg://user@host:5432/aitrade",
+    )
     echo: bool = Field(False, description="log every SQL statement")
     pool_size: int = Field(5, ge=1, le=200, description="connections kept open per process (PostgreSQL)")
     busy_timeout_ms: int = Field(10_000, ge=0, description="SQLite: how long a writer waits for the lock")
@@ -56,28 +59,39 @@ class RedisSettings(_Section):
 
 
 class DaskSettings(_Section):
-    address: str = Field("", description="scheduler address of an existing cluster (tcp://host:8786); empty = LocalCluster")
+    address: str = Field(
+        "", description="scheduler address of an existing cluster (tcp://host:8786); empty = LocalCluster"
+    )
     n_workers: int = Field(2, ge=1, le=512, description="LocalCluster worker processes")
     threads_per_worker: int = Field(1, ge=1, le=64, description="threads in each LocalCluster worker")
     dashboard_port: int = Field(8787, ge=0, le=65535, description="Dask dashboard port (0 = any free port)")
 
 
 class ArchiveSettings(_Section):
-    url: str = Field("var/archive", description="local folder or fsspec URL (s3://bucket/prefix) of the executed-notebook archive")
-    retention_years: int = Field(7, ge=1, le=100, description="default retention of archived runs (SOX: 7, FINRA: 6)")
+    url: str = Field(
+        "var/archive",
+        description="local folder or fsspec URL (s3://bucket/prefix) of the executed-notebook archive",
+    )
+    retention_years: int = Field(
+        7, ge=1, le=100, description="default retention of archived runs (SOX: 7, FINRA: 6)"
+    )
 
 
 class HubSettings(_Section):
     ip: str = Field("127.0.0.1", description="address JupyterHub's proxy listens on")
     port: int = Field(8000, ge=1, le=65535, description="public port of JupyterHub")
     admin_user: str = Field("admin", min_length=1, description="name of the first admin account")
-    authenticator: Literal["native", "oidc"] = Field("native", description="native = local accounts; oidc = SSO")
+    authenticator: Literal["native", "oidc"] = Field(
+        "native", description="native = local accounts; oidc = SSO"
+    )
     min_password_length: int = Field(12, ge=8, description="local accounts: shortest password accepted")
     lockout_attempts: int = Field(5, ge=1, description="failed logins before an account is locked")
     lockout_seconds: int = Field(600, ge=1, description="how long a locked account stays locked")
     oidc_issuer: str = Field("", description="OIDC issuer URL (authenticator = oidc)")
     oidc_client_id: str = Field("", description="OIDC client id")
-    oidc_client_secret: SecretStr = Field(SecretStr(""), description="OIDC client secret (secret: env or secrets file)")
+    oidc_client_secret: SecretStr = Field(
+        SecretStr(""), description="OIDC client secret (secret: env or secrets file)"
+    )
     oidc_groups_claim: str = Field("groups", description="claim whose values become Hub groups")
 
 
@@ -85,28 +99,45 @@ class RiskSettings(_Section):
     max_data_age_seconds: int = Field(900, ge=1, description="market data older than this blocks new orders")
     var_confidence: float = Field(0.99, gt=0.5, lt=1.0, description="VaR / ES confidence level")
     var_horizon_days: int = Field(1, ge=1, le=250, description="VaR horizon in trading days")
-    approval_notional: float = Field(1_000_000.0, ge=0, description="orders above this notional need four-eyes approval")
+    approval_notional: float = Field(
+        1_000_000.0, ge=0, description="orders above this notional need four-eyes approval"
+    )
     approval_vega: float = Field(50_000.0, ge=0, description="orders above this vega need four-eyes approval")
 
 
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
-    format: Literal["console", "json"] = Field("console", description="console = human readable; json = one object a line")
-    file: str = Field("", description="also write logs to this file (relative to the project root); empty = stderr only")
+    format: Literal["console", "json"] = Field(
+        "console", description="console = human readable; json = one object a line"
+    )
+    file: str = Field(
+        "", description="also write logs to this file (relative to the project root); empty = stderr only"
+    )
 
 
 class ComputeSettings(_Section):
-    backend: Literal["auto", "cpu", "gpu"] = Field("auto", description="auto = CuPy when a CUDA GPU is usable, else numba; cpu forces CPU")
+    backend: Literal["auto", "cpu", "gpu"] = Field(
+        "auto", description="auto = CuPy when a CUDA GPU is usable, else numba; cpu forces CPU"
+    )
 
 # %% ../nbs/00_config.ipynb #b79939c4
 SECTIONS: dict[str, type[_Section]] = {
-    "database": DatabaseSettings, "redis": RedisSettings, "dask": DaskSettings, "archive": ArchiveSettings,
-    "hub": HubSettings, "risk": RiskSettings, "logging": LoggingSettings, "compute": ComputeSettings,
+    "database": DatabaseSettings,
+    "redis": RedisSettings,
+    "dask": DaskSettings,
+    "archive": ArchiveSettings,
+    "hub": HubSettings,
+    "risk": RiskSettings,
+    "logging": LoggingSettings,
+    "compute": ComputeSettings,
 }
 ENV_PREFIX = "AITRADE_"
 #: short names the architecture uses for the production column
-ENV_ALIASES = {"AITRADE_DATABASE_URL": ("database", "url"), "AITRADE_REDIS_URL": ("redis", "url"),
-               "AITRADE_DASK_ADDRESS": ("dask", "address")}
+ENV_ALIASES = {
+    "AITRADE_DATABASE_URL": ("database", "url"),
+    "AITRADE_REDIS_URL": ("redis", "url"),
+    "AITRADE_DASK_ADDRESS": ("dask", "address"),
+}
 
 
 class ConfigError(Exception):
@@ -142,7 +173,9 @@ def _read_ini(path: Path, what: str) -> dict[str, dict[str, str]]:
     out: dict[str, dict[str, str]] = {}
     for sect in cp.sections():
         if sect not in SECTIONS:
-            raise ConfigError(sect, "*", f"unknown section in {path.name}; known: {', '.join(SECTIONS)}", str(path))
+            raise ConfigError(
+                sect, "*", f"unknown section in {path.name}; known: {', '.join(SECTIONS)}", str(path)
+            )
         fields = SECTIONS[sect].model_fields
         for key, val in cp.items(sect):
             if key not in fields:
@@ -160,7 +193,9 @@ def _read_secrets_file() -> tuple[Path | None, dict[str, dict[str, str]]]:
         raise ConfigError("secrets", "AITRADE_SECRETS_FILE", f"file {p} does not exist", "environment")
     mode = stat.S_IMODE(p.stat().st_mode)
     if mode & 0o077:
-        raise ConfigError("secrets", str(p), f"permissions {oct(mode)} are too open; chmod 600", "environment")
+        raise ConfigError(
+            "secrets", str(p), f"permissions {oct(mode)} are too open; chmod 600", "environment"
+        )
     data = _read_ini(p, "secrets file")
     for sect, kv in data.items():
         for key in kv:
@@ -182,7 +217,7 @@ def _env_values() -> dict[tuple[str, str], tuple[str, str]]:
     for var, val in os.environ.items():
         if not var.startswith(ENV_PREFIX) or "__" not in var:
             continue
-        sect, _, key = var[len(ENV_PREFIX):].partition("__")
+        sect, _, key = var[len(ENV_PREFIX) :].partition("__")
         sect, key = sect.lower(), key.lower()
         if sect in SECTIONS and key in SECTIONS[sect].model_fields:
             out[(sect, key)] = (val, var)  # the long form wins over an alias
@@ -233,7 +268,9 @@ class Settings(BaseSettings):
     _sources: dict[tuple[str, str], str] = {}
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
+    def settings_customise_sources(
+        cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
+    ):
         data = getattr(cls, "_pending_file_data", {})
         return (init_settings, _EnvSource(settings_cls), _IniSource(settings_cls, data))
 
@@ -334,6 +371,13 @@ def effective_settings(s: Settings | None = None) -> list[dict[str, str]]:
                 shown = "********" if v.get_secret_value() else ""
             else:
                 shown = _mask_url(str(v)) if isinstance(v, str) else str(v)
-            rows.append(dict(section=sect, key=key, value=shown, source=s.source(sect, key),
-                             description=f.description or ""))
+            rows.append(
+                dict(
+                    section=sect,
+                    key=key,
+                    value=shown,
+                    source=s.source(sect, key),
+                    description=f.description or "",
+                )
+            )
     return rows

@@ -43,7 +43,9 @@ def gpu_available() -> bool:
         return False
     ok = _cupy() is not None
     if backend == "gpu" and not ok:
-        raise RuntimeError("[compute] backend = gpu, but no usable CUDA GPU (cupy.cuda.is_available() is false)")
+        raise RuntimeError(
+            "[compute] backend = gpu, but no usable CUDA GPU (cupy.cuda.is_available() is false)"
+        )
     return ok
 
 

@@ -1,0 +1,113 @@
+"""Shared fixtures: isolated settings per test, and a database per test on SQLite and on PostgreSQL.
+
+PostgreSQL comes from AITRADE_TEST_DATABASE_URL (`.ci/run` sets it to the local server). Each test gets its own
+schema there (search_path) and drops it afterwards. With CI=true a database test fails, never skips, when the
+server is unreachable; redis tests follow the same rule with AITRADE_TEST_REDIS_URL.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+import sqlalchemy as sa
+
+from aitrade import config, store
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _unavailable(what: str, why: str):
+    if IN_CI:
+        pytest.fail(f"{what} is required under CI=true but {why}", pytrace=False)
+    pytest.skip(f"{what}: {why}")
+
+
+@pytest.fixture(autouse=True)
+def isolated_settings(tmp_path, monkeypatch):
+    "Every test starts from the defaults with its own project root (tmp_path), unaffected by the developer's env."
+    for k in list(os.environ):
+        if k.startswith("AITRADE_") and not k.startswith("AITRADE_TEST_"):
+            monkeypatch.delenv(k)
+    ini = tmp_path / "settings.ini"
+    ini.write_text("# test settings\n")
+    monkeypatch.setenv("AITRADE_SETTINGS", str(ini))
+    config.reload_settings()
+    yield ini
+    store.dispose_engines()
+    config.get_settings.cache_clear()
+
+
+def _pg_schema_url(base: str, schema: str) -> str:
+    u = sa.make_url(base)
+    return u.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)
+
+
+@pytest.fixture
+def pg_url():
+    "A fresh PostgreSQL schema for this test; dropped afterwards."
+    base = os.environ.get("AITRADE_TEST_DATABASE_URL")
+    if not base:
+        _unavailable("PostgreSQL", "AITRADE_TEST_DATABASE_URL is not set")
+    eng = sa.create_engine(base, poolclass=sa.pool.NullPool)
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    try:
+        with eng.begin() as c:
+            c.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    except sa.exc.OperationalError as e:
+        _unavailable("PostgreSQL", f"{base} is unreachable: {e.orig}")
+    try:
+        yield _pg_schema_url(base, schema)
+    finally:
+        store.dispose_engines()
+        with eng.begin() as c:
+            c.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+        eng.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    "The database URL of this test: a SQLite file, or a PostgreSQL schema."
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/aitrade.db"
+    else:
+        yield request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def db(db_url, monkeypatch):
+    "A migrated database, configured as the platform database of this test."
+    monkeypatch.setenv("AITRADE_DATABASE__URL", db_url)
+    config.reload_settings()
+    store.upgrade(url=db_url)
+    return db_url
+
+
+@pytest.fixture
+def redis_url():
+    "The Redis server of the tests (AITRADE_TEST_REDIS_URL), flushed before and after."
+    url = os.environ.get("AITRADE_TEST_REDIS_URL")
+    if not url:
+        _unavailable("Redis", "AITRADE_TEST_REDIS_URL is not set")
+    import redis
+
+    r = redis.Redis.from_url(url)
+    try:
+        r.ping()
+    except redis.exceptions.ConnectionError as e:
+        _unavailable("Redis", f"{url} is unreachable: {e}")
+    yield url
+    r.close()
+
+
+def pytest_collection_modifyitems(config, items):
+    gpu = None
+    for item in items:
+        if "gpu" in item.keywords:
+            if gpu is None:
+                from aitrade.kernels import _cupy
+
+                gpu = _cupy() is not None
+            if not gpu:
+                item.add_marker(pytest.mark.skip(reason="no CUDA GPU (cupy.cuda.is_available() is false)"))
