@@ -59,7 +59,9 @@ def main(argv: list[str]) -> int:
         except Exception as e:  # one broken benchmark must not hide the others
             rows.append({"benchmark": f.stem, "metric": f"FAILED: {type(e).__name__}: {e}"})
         print(f"# {f.name}: {time.perf_counter() - t:.1f} s", file=sys.stderr)
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
     print_table(rows)
     out = HERE / "results"
     out.mkdir(exist_ok=True)

@@ -13,19 +13,37 @@ PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 def test_every_dependency_has_a_version_range():
     deps = PROJECT["dependencies"] + [d for ds in PROJECT["optional-dependencies"].values() for d in ds]
     for d in deps:
-        assert re.search(r"(>=|~=|==)[\d.]+", d) and ("<" in d or "==" in d or "~=" in d), f"{d}: give a version range"
+        assert re.search(r"(>=|~=|==)[\d.]+", d) and ("<" in d or "==" in d or "~=" in d), (
+            f"{d}: give a version range"
+        )
     assert PROJECT["requires-python"] == ">=3.11"
     assert {"dev", "gpu", "bench"} <= set(PROJECT["optional-dependencies"])
 
 
 def test_environment_yml_mirrors_pyproject():
-    r = subprocess.run([sys.executable, str(ROOT / "tools" / "envyml.py"), "--check"], capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "envyml.py"), "--check"], capture_output=True, text=True
+    )
     assert r.returncode == 0, r.stdout
 
 
 def test_top_level_layout():
-    for p in ["nbs", "aitrade", "dashboards", "jobs", "hub", "tests", "bench", "settings.ini", "pyproject.toml",
-              "environment.yml", "Makefile", "README.md", "LICENSE", ".ci/run"]:
+    for p in [
+        "nbs",
+        "aitrade",
+        "dashboards",
+        "jobs",
+        "hub",
+        "tests",
+        "bench",
+        "settings.ini",
+        "pyproject.toml",
+        "environment.yml",
+        "Makefile",
+        "README.md",
+        "LICENSE",
+        ".ci/run",
+    ]:
         assert (ROOT / p).exists(), p
     assert "MIT License" in (ROOT / "LICENSE").read_text()
     for d in ["dashboards", "jobs", "hub", "bench"]:

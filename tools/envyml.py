@@ -29,8 +29,15 @@ def render() -> str:
         m = re.match(r"^([A-Za-z0-9_.\-\[\]]+)\s*(.*)$", d)
         name, spec = m.group(1), m.group(2).replace(" ", "")
         (pip if name in PIP_ONLY else conda).append(f"{CONDA_NAMES.get(name, name)}{spec}")
-    lines = ["# Generated from pyproject.toml by tools/envyml.py: do not edit by hand.",
-             "name: aitrade", "channels:", "  - conda-forge", "dependencies:", f"  - python>={py}", "  - pip"]
+    lines = [
+        "# Generated from pyproject.toml by tools/envyml.py: do not edit by hand.",
+        "name: aitrade",
+        "channels:",
+        "  - conda-forge",
+        "dependencies:",
+        f"  - python>={py}",
+        "  - pip",
+    ]
     lines += [f"  - {d}" for d in conda]
     lines += ["  - pip:"] + [f"      - {d}" for d in pip] + ["      - -e ."]
     return "\n".join(lines) + "\n"
@@ -40,6 +47,10 @@ if __name__ == "__main__":
     target = ROOT / "environment.yml"
     if "--check" in sys.argv:
         ok = target.exists() and target.read_text() == render()
-        print("environment.yml is up to date" if ok else "environment.yml is out of date: run python tools/envyml.py")
+        print(
+            "environment.yml is up to date"
+            if ok
+            else "environment.yml is out of date: run python tools/envyml.py"
+        )
         sys.exit(0 if ok else 1)
     target.write_text(render())
