@@ -53,8 +53,9 @@ format: install-dev ## ruff fix and format
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-nbtest: install-dev ## run every notebook's tests (nbdev-test)
-	$(BIN)/nbdev-test --n-workers $(NB_WORKERS)
+# one fresh process per notebook, as a reader's fresh kernel would be
+nbtest: install-dev ## run every notebook's tests (nbdev-test), each notebook in its own process
+	find nbs -name '*.ipynb' -not -path '*/.*' -not -name '_*' | sort | xargs -P $(NB_WORKERS) -n 1 $(BIN)/nbdev-test
 
 pytest: install-dev ## integration tests (pytest)
 	$(BIN)/pytest
