@@ -1,0 +1,103 @@
+"""JupyterHub configuration for aitrade (JupyterHub 6).
+
+Start it through the platform (`make run` / `aitrade hub`), or by hand from the project root:
+
+    AITRADE_SETTINGS=settings.ini jupyterhub -f hub/jupyterhub_config.py
+
+Everything that is logic (roles, scopes, audited authenticators, the first admin) lives in `aitrade.hub`
+(nbs/80_hub.ipynb); this file only wires it in from the `[hub]` settings. Production spawners
+(KubeSpawner, DockerSpawner) are documented in hub/README.md.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+from aitrade import hub
+from aitrade.auth import ROLES
+from aitrade.config import get_settings
+
+c = get_config()  # noqa: F821  (provided by JupyterHub when it loads this file)
+
+settings = get_settings()
+cfg = settings.hub
+state = hub.hub_dir(settings)
+state.mkdir(parents=True, exist_ok=True)
+repo = Path(__file__).resolve().parents[1]
+venv_bin = Path(sys.executable).parent
+
+# --- the Hub itself --------------------------------------------------------------------------------------
+c.JupyterHub.ip = cfg.ip
+c.JupyterHub.port = cfg.port
+c.JupyterHub.hub_ip = "127.0.0.1"
+c.JupyterHub.hub_port = int(os.environ.get("AITRADE_HUB_INTERNAL_PORT", cfg.port + 81))
+c.JupyterHub.db_url = hub.hub_db_url(settings)
+c.JupyterHub.cookie_secret_file = str(state / "jupyterhub_cookie_secret")
+c.JupyterHub.pid_file = str(state / "jupyterhub.pid")
+c.JupyterHub.tornado_settings = {"log_function": hub.audit_request}
+c.JupyterHub.cleanup_servers = True
+c.ConfigurableHTTPProxy.command = [str(repo / "hub" / "node_modules" / ".bin" / "configurable-http-proxy")]
+c.ConfigurableHTTPProxy.api_url = (
+    f"http://127.0.0.1:{int(os.environ.get('AITRADE_HUB_PROXY_API_PORT', cfg.port + 1))}"
+)
+c.ConfigurableHTTPProxy.pid_file = str(state / "proxy.pid")
+
+# --- roles and scopes: one custom scope per aitrade right, roles granted to groups ------------------------
+c.JupyterHub.custom_scopes = hub.custom_scopes()
+c.JupyterHub.load_roles = hub.hub_roles()
+c.JupyterHub.load_groups = {name: {"users": [cfg.admin_user] if name == "admin" else []} for name in ROLES}
+c.Authenticator.admin_users = {cfg.admin_user}
+c.Authenticator.allow_all = False
+
+# --- authentication --------------------------------------------------------------------------------------
+if cfg.authenticator == "native":
+    c.JupyterHub.authenticator_class = hub.native_authenticator_class()
+    c.NativeAuthenticator.enable_signup = True
+    c.NativeAuthenticator.open_signup = False  # an admin approves every sign-up
+    c.NativeAuthenticator.minimum_password_length = cfg.min_password_length
+    c.NativeAuthenticator.check_common_password = True
+    c.NativeAuthenticator.allowed_failed_logins = cfg.lockout_attempts
+    c.NativeAuthenticator.seconds_before_next_try = cfg.lockout_seconds
+    c.Authenticator.allow_existing_users = True
+else:
+    ep = hub.oidc_endpoints(cfg.oidc_issuer)
+    c.JupyterHub.authenticator_class = hub.oidc_authenticator_class()
+    c.GenericOAuthenticator.client_id = cfg.oidc_client_id
+    c.GenericOAuthenticator.client_secret = cfg.oidc_client_secret.get_secret_value()
+    c.GenericOAuthenticator.oauth_callback_url = f"http://{cfg.ip}:{cfg.port}/hub/oauth_callback"
+    c.GenericOAuthenticator.authorize_url = ep["authorize_url"]
+    c.GenericOAuthenticator.token_url = ep["token_url"]
+    c.GenericOAuthenticator.userdata_url = ep["userdata_url"]
+    c.GenericOAuthenticator.logout_redirect_url = ep["logout_url"]
+    c.GenericOAuthenticator.scope = ["openid", "profile", "email", cfg.oidc_groups_claim]
+    c.GenericOAuthenticator.username_claim = "preferred_username"
+    c.GenericOAuthenticator.manage_groups = True
+    c.GenericOAuthenticator.auth_state_groups_key = f"oauth_user.{cfg.oidc_groups_claim}"
+    c.GenericOAuthenticator.allowed_groups = set(ROLES)  # members of an aitrade group may log in
+    c.GenericOAuthenticator.admin_groups = {"admin"}
+    c.GenericOAuthenticator.enable_auth_state = False
+
+# --- spawner: JupyterLab as local processes, with the aitrade kernel and the Dask address preset ----------
+c.JupyterHub.spawner_class = "jupyterhub.spawner.SimpleLocalProcessSpawner"
+c.SimpleLocalProcessSpawner.home_dir_template = str(state / "users" / "{username}")
+c.Spawner.default_url = "/lab"
+c.Spawner.cmd = [str(venv_bin / "jupyterhub-singleuser")]
+c.Spawner.environment = {
+    "AITRADE_SETTINGS": str(settings.root / "settings.ini"),
+    "AITRADE_DASK_ADDRESS": os.environ.get("AITRADE_DASK_ADDRESS", settings.dask.address),
+    "PATH": f"{venv_bin}:{os.environ.get('PATH', '')}",
+}
+c.Spawner.start_timeout = 60
+c.Spawner.http_timeout = 60
+
+# --- services: idle culler --------------------------------------------------------------------------------
+c.JupyterHub.services = [
+    {"name": "idle-culler", "command": [sys.executable, "-m", "jupyterhub_idle_culler", "--timeout=3600"]},
+]
+c.JupyterHub.load_roles.append(
+    {
+        "name": "idle-culler",
+        "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
+        "services": ["idle-culler"],
+    }
+)
