@@ -28,9 +28,15 @@ $(VENV)/.installed-dev: pyproject.toml | $(PY)
 	$(PIP) -e ".[dev]"
 	@touch $@ $(VENV)/.installed-run
 
-install: $(VENV)/.installed-run ## create .venv and install aitrade
+# the Hub's Node parts (configurable-http-proxy; oidc-provider for the SSO tests), pinned by hub/package-lock.json
+hub/node_modules/.installed: hub/package.json hub/package-lock.json
+	@command -v npm >/dev/null || { echo "make: npm (Node.js >= 20) is required for JupyterHub's proxy"; exit 1; }
+	npm ci --prefix hub --no-audit --no-fund --loglevel=error
+	@touch $@
 
-install-dev: $(VENV)/.installed-dev ## install aitrade with the dev dependencies
+install: $(VENV)/.installed-run hub/node_modules/.installed ## create .venv and install aitrade
+
+install-dev: $(VENV)/.installed-dev hub/node_modules/.installed ## install aitrade with the dev dependencies
 
 run: install ## install, migrate and start the platform on the embedded defaults
 	$(BIN)/aitrade db upgrade
@@ -66,6 +72,6 @@ test: install-dev ## the whole suite: export and clean checks, lint, notebook te
 bench: install-dev ## benchmarks, side by side with the peers (not part of test)
 	$(PY) bench/run.py
 
-clean: ## remove the venv, caches and var/
-	rm -rf $(VENV) var .pytest_cache .ruff_cache
+clean: ## remove the venv, node modules, caches and var/
+	rm -rf $(VENV) var hub/node_modules .pytest_cache .ruff_cache
 	find . -name __pycache__ -prune -exec rm -rf {} +

@@ -47,7 +47,6 @@ c.JupyterHub.custom_scopes = hub.custom_scopes()
 c.JupyterHub.load_roles = hub.hub_roles()
 c.JupyterHub.load_groups = {name: {"users": [cfg.admin_user] if name == "admin" else []} for name in ROLES}
 c.Authenticator.admin_users = {cfg.admin_user}
-c.Authenticator.allow_all = False
 
 # --- authentication --------------------------------------------------------------------------------------
 if cfg.authenticator == "native":
@@ -58,7 +57,8 @@ if cfg.authenticator == "native":
     c.NativeAuthenticator.check_common_password = True
     c.NativeAuthenticator.allowed_failed_logins = cfg.lockout_attempts
     c.NativeAuthenticator.seconds_before_next_try = cfg.lockout_seconds
-    c.Authenticator.allow_existing_users = True
+    # NativeAuthenticator only authenticates sign-ups an admin approved, so every authenticated user is allowed
+    c.Authenticator.allow_all = True
 else:
     ep = hub.oidc_endpoints(cfg.oidc_issuer)
     c.JupyterHub.authenticator_class = hub.oidc_authenticator_class()
@@ -74,6 +74,7 @@ else:
     c.GenericOAuthenticator.manage_groups = True
     c.GenericOAuthenticator.auth_state_groups_key = f"oauth_user.{cfg.oidc_groups_claim}"
     c.GenericOAuthenticator.allowed_groups = set(ROLES)  # members of an aitrade group may log in
+    c.Authenticator.allow_all = False
     c.GenericOAuthenticator.admin_groups = {"admin"}
     c.GenericOAuthenticator.enable_auth_state = False
 
@@ -87,6 +88,8 @@ c.Spawner.environment = {
     "AITRADE_DASK_ADDRESS": os.environ.get("AITRADE_DASK_ADDRESS", settings.dask.address),
     "PATH": f"{venv_bin}:{os.environ.get('PATH', '')}",
 }
+if os.geteuid() == 0:  # containers and CI run as root; the single-user server refuses that unless told
+    c.Spawner.args = ["--allow-root"]
 c.Spawner.start_timeout = 60
 c.Spawner.http_timeout = 60
 
