@@ -12,10 +12,16 @@ import uuid
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import settings as hypothesis_settings
 
 from aitrade import config, store
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+# CI replays a fixed set of examples (a red run must be reproducible); local runs keep exploring new ones.
+hypothesis_settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+hypothesis_settings.register_profile("dev", deadline=None, print_blob=True)
+hypothesis_settings.load_profile("ci" if IN_CI else "dev")
 
 
 def _unavailable(what: str, why: str):
