@@ -16,7 +16,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # PyPI name -> conda-forge name, where they differ
-CONDA_NAMES = {"psycopg[binary]": "psycopg", "QuantLib": "quantlib", "cupy-cuda12x": "cupy"}
+CONDA_NAMES = {
+    "psycopg[binary]": "psycopg",
+    "QuantLib": "quantlib",
+    "cupy-cuda12x": "cupy",
+    "dask[distributed]": "dask",
+}
 PIP_ONLY = {"nbdev", "jupyterhub-nativeauthenticator", "py-vollib-vectorized", "vollib"}
 
 
