@@ -45,8 +45,10 @@ run: install ## install, migrate and start the platform on the embedded defaults
 export: install-dev ## export nbs/ to aitrade/ (nbdev-export)
 	$(BIN)/nbdev-export
 
-clean-nbs: install-dev ## strip outputs and execution counts from the notebooks (nbdev-clean)
+clean-nbs: install-dev ## strip outputs and execution counts from the notebooks of nbs/, jobs/, dashboards/ (nbdev-clean)
 	$(BIN)/nbdev-clean
+	$(BIN)/nbdev-clean --fname jobs
+	@if ls dashboards/*.ipynb >/dev/null 2>&1; then $(BIN)/nbdev-clean --fname dashboards; fi
 
 check: install-dev ## aitrade/ matches its notebooks, notebooks are clean
 	$(PY) tools/nbcheck.py
