@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 VENV   ?= .venv
-PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do command -v $$p >/dev/null && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' && { command -v $$p; break; }; done)
+PYTHON ?= $(shell for p in python3 python3.13 python3.12 python3.11; do command -v $$p >/dev/null && $$p -c "import sys; sys.exit(sys.version_info < (3, 11))" 2>/dev/null && { command -v $$p; break; }; done)
 PY     := $(VENV)/bin/python
 BIN    := $(VENV)/bin
 PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
