@@ -71,7 +71,9 @@ def check_export(tmp: Path) -> list[str]:
 
 def check_clean(tmp: Path) -> list[str]:
     problems = []
-    for nb in sorted([*NBS.rglob("*.ipynb"), *(ROOT / "jobs").glob("*.ipynb"), *(ROOT / "dashboards").glob("*.ipynb")]):
+    for nb in sorted(
+        [*NBS.rglob("*.ipynb"), *(ROOT / "jobs").glob("*.ipynb"), *(ROOT / "dashboards").glob("*.ipynb")]
+    ):
         if any(p.startswith((".", "_")) for p in nb.relative_to(ROOT).parts):
             continue
         rel = nb.relative_to(ROOT)
