@@ -253,10 +253,45 @@ def native_authenticator_class():
 
 
 def oidc_authenticator_class():
-    "GenericOAuthenticator (OIDC) with auditing."
+    """GenericOAuthenticator (OIDC) with auditing: logins with the identity provider's groups, group changes,
+    logins refused because none of the user's groups may log in (`hub.login.denied`), and logouts."""
     from oauthenticator.generic import GenericOAuthenticator
+    from oauthenticator.oauth2 import OAuthLogoutHandler
 
-    return _audited_authenticator(GenericOAuthenticator)
+    class AuditedLogoutHandler(OAuthLogoutHandler):
+        async def handle_logout(self):
+            user = self.current_user  # still the user who logs out: the Hub forgets it only after this hook
+            await super().handle_logout()
+            if user is not None and getattr(user, "kind", "user") == "user":
+                audit_hub_event(
+                    user.name,
+                    "hub.logout",
+                    f"user:{user.name}",
+                    after={"redirect": self.authenticator.logout_redirect_url or None},
+                    correlation_id=self.request.headers.get("X-Request-Id"),
+                )
+
+    class Gated(GenericOAuthenticator):
+        # The Hub applies `allowed_groups` (check_allowed) only after `authenticate`; applying it here first keeps a
+        # refused user out of the `hub.login` records and audits the refusal instead.
+        async def authenticate(self, handler, data=None):
+            model = await super().authenticate(handler, data)
+            if model is None or await self.check_allowed(model["name"], model):
+                return model
+            cid = handler.request.headers.get("X-Request-Id") if handler is not None else None
+            audit_hub_event(
+                model["name"],
+                "hub.login.denied",
+                f"user:{model['name']}",
+                after={"groups": sorted(model.get("groups") or [])},
+                correlation_id=cid,
+            )
+            return None
+
+    Gated.__name__ = Gated.__qualname__ = GenericOAuthenticator.__name__
+    cls = _audited_authenticator(Gated)
+    cls.logout_handler = AuditedLogoutHandler
+    return cls
 
 
 def oidc_endpoints(issuer: str, timeout: float = 10.0) -> dict[str, str]:

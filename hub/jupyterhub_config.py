@@ -45,7 +45,12 @@ c.ConfigurableHTTPProxy.pid_file = str(state / "proxy.pid")
 # --- roles and scopes: one custom scope per aitrade right, roles granted to groups ------------------------
 c.JupyterHub.custom_scopes = hub.custom_scopes()
 c.JupyterHub.load_roles = hub.hub_roles()
-c.JupyterHub.load_groups = {name: {"users": [cfg.admin_user] if name == "admin" else []} for name in ROLES}
+if cfg.authenticator == "native":
+    # with SSO the identity provider owns group membership (manage_groups); JupyterHub then refuses load_groups,
+    # and the roles above create the groups they are granted to
+    c.JupyterHub.load_groups = {
+        name: {"users": [cfg.admin_user] if name == "admin" else []} for name in ROLES
+    }
 c.Authenticator.admin_users = {cfg.admin_user}
 
 # --- authentication --------------------------------------------------------------------------------------
@@ -75,7 +80,12 @@ else:
     c.GenericOAuthenticator.auth_state_groups_key = f"oauth_user.{cfg.oidc_groups_claim}"
     c.GenericOAuthenticator.allowed_groups = set(ROLES)  # members of an aitrade group may log in
     c.Authenticator.allow_all = False
-    c.GenericOAuthenticator.admin_groups = {"admin"}
+    c.GenericOAuthenticator.admin_groups = {"admin"}  # members of the IdP's `admin` group are Hub admins
+    # ... which is also the only way to grant them JupyterHub's `admin` role here: on a first start JupyterHub 6
+    # cannot create a missing group for that role (it sets `.admin` on None), and load_groups is refused above
+    for role in c.JupyterHub.load_roles:
+        if role["name"] == "admin":
+            role.pop("groups", None)
     c.GenericOAuthenticator.enable_auth_state = False
 
 # --- spawner: JupyterLab as local processes, with the aitrade kernel and the Dask address preset ----------
