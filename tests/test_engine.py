@@ -113,16 +113,22 @@ def test_kernel_killed_mid_notebook_fails_only_that_notebook(pool, tmp_path):
 
 
 def test_engine_setting(monkeypatch):
+    "The engine and the pool size are settings ([dask] engine, kernel_pool), validated at start-up."
+    from aitrade import config
+
     assert engine.engine_name("warm") == "aitrade-warm" and engine.engine_name("papermill") == "aitrade"
+    assert engine.engine_name() == "aitrade-warm" and engine.pool_size_setting() == 2
     monkeypatch.setenv("AITRADE_DASK__ENGINE", "papermill")
+    config.reload_settings()
     assert engine.engine_name() == "aitrade"
     monkeypatch.setenv("AITRADE_DASK__ENGINE", "fast")
-    with pytest.raises(
-        engine.EngineError, match=r"\[dask\] engine: must be one of warm, papermill \(got 'fast'\)"
-    ):
-        engine.engine_name()
+    with pytest.raises(config.ConfigError, match=r"\[dask\] engine .*'warm' or 'papermill'"):
+        config.reload_settings()
+    monkeypatch.setenv("AITRADE_DASK__ENGINE", "warm")
     monkeypatch.setenv("AITRADE_DASK__KERNEL_POOL", "0")
-    with pytest.raises(engine.EngineError, match="kernel_pool: must be between 1 and 32"):
-        engine.pool_size_setting()
+    with pytest.raises(config.ConfigError, match=r"\[dask\] kernel_pool .*greater than or equal to 1"):
+        config.reload_settings()
+    with pytest.raises(engine.EngineError, match="engine: must be one of warm, papermill"):
+        engine.engine_name("fast")
     with pytest.raises(engine.EngineError, match="pool size"):
         engine.KernelPool(size=0)
