@@ -49,3 +49,20 @@ def test_top_level_layout():
     for d in ["dashboards", "jobs", "hub", "bench"]:
         files = [f for f in (ROOT / d).iterdir() if not f.name.startswith(".")]
         assert files, f"{d}/ is empty: it needs a README saying what goes there"
+
+
+def test_readme_role_table_matches_the_rights():
+    "The README's role x scope table is what aitrade.auth and aitrade.hub actually grant."
+    from aitrade.auth import RIGHTS, ROLES
+    from aitrade.hub import SERVER_ROLES
+
+    readme = (ROOT / "README.md").read_text()
+    roles = list(ROLES)
+    assert "| scope (`custom:aitrade:` + right) | " + " | ".join(roles) + " |" in readme
+    for r in RIGHTS:
+        assert f"| `{r}` | " + " | ".join("✓" if r in ROLES[x] else "" for x in roles) + " |" in readme, r
+    assert (
+        "| JupyterLab server (`servers!user`) | "
+        + " | ".join("✓" if x in SERVER_ROLES else "" for x in roles)
+        in readme
+    )
