@@ -103,9 +103,26 @@ if os.geteuid() == 0:  # containers and CI run as root; the single-user server r
 c.Spawner.start_timeout = 60
 c.Spawner.http_timeout = 60
 
-# --- services: idle culler --------------------------------------------------------------------------------
+# --- services: idle culler, the trading API (aitrade.api at /services/aitrade-api) -------------------------
+# The API listens on 127.0.0.1:AITRADE_API_PORT (default: Hub port + 2); the Hub passes it that URL as
+# JUPYTERHUB_SERVICE_URL, its token and OAuth client, and the platform's AITRADE_* settings. Browser logins get
+# OAuth tokens that may carry the aitrade scopes (never more than the user holds) and read:metrics.
+api_port = int(os.environ.get("AITRADE_API_PORT", cfg.port + 2))
 c.JupyterHub.services = [
     {"name": "idle-culler", "command": [sys.executable, "-m", "jupyterhub_idle_culler", "--timeout=3600"]},
+    {
+        "name": hub.API_SERVICE,
+        "url": f"http://127.0.0.1:{api_port}",
+        "command": [sys.executable, "-c", "from aitrade.api import main; main()"],
+        "cwd": str(settings.root),
+        # the platform's settings, but not the identity provider's secret: the API has no use for it
+        "environment": {
+            k: v for k, v in os.environ.items() if k.startswith("AITRADE_") and "OIDC_CLIENT_SECRET" not in k
+        },
+        "oauth_no_confirm": True,
+        "oauth_client_allowed_scopes": sorted(hub.custom_scopes()) + ["read:metrics"],
+        "display": True,
+    },
 ]
 c.JupyterHub.load_roles.append(
     {

@@ -1,0 +1,330 @@
+"""API benchmark: latency p50/p99 at a fixed offered rate (1,000 requests/s by default) and closed-loop
+throughput of the trading API (aitrade.api) running as a real JupyterHub service, through the Hub's proxy and
+direct to the service; order submission; WebSocket tick latency (bus publish -> client receive).
+
+Peers, measured in the same run on the same machine:
+  * reads: JupyterHub's own REST API `GET /hub/api/user` (token lookup + its database), through the same proxy /
+    direct to the Hub's port, at the same rate;
+  * order submission: JupyterHub's `POST /hub/api/users/<u>/activity` (a database write in the Hub), same rate;
+  * WebSocket: a plain `aitrade.bus` subscriber on the same bus, without the API in between.
+
+The load generator is a separate process (asyncio, raw HTTP/1.1 keep-alive connections) and open-loop: request i
+is due at t0 + i/rate and its latency is counted from that due time, so a stalled server is not hidden by the
+generator waiting (no coordinated omission). `ratio` = peer / aitrade latency (or aitrade / peer throughput), so
+> 1 means aitrade is better. Seed target (issue 6): p99 <= 50 ms at 1,000 requests/s on 2 cores.
+
+Run: `.venv/bin/python bench/bench_api.py [--quick]` (starts its own Hub on free ports in a temporary folder).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+P = "/services/aitrade-api"
+TARGET_P99_MS = 50.0
+
+
+# ------------------------------------------------------------------------------------------------------------
+# load generator (runs in its own process: `bench_api.py --loadgen '<json>'`)
+# ------------------------------------------------------------------------------------------------------------
+async def _read_response(reader: asyncio.StreamReader) -> int:
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    hdr = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:] if x)}
+    if "content-length" in hdr:
+        await reader.readexactly(int(hdr["content-length"]))
+    elif hdr.get("transfer-encoding", "").lower() == "chunked":
+        while True:
+            size = int((await reader.readline()).strip().split(b";")[0], 16)
+            await reader.readexactly(size + 2)
+            if size == 0:
+                break
+    return status
+
+
+def _request_bytes(cfg: dict, i: int) -> bytes:
+    body = b""
+    if cfg.get("body") is not None:
+        body = json.dumps(cfg["body"]).replace("__N__", f"{cfg['tag']}-{i}").encode()
+    lines = [f"{cfg['method']} {cfg['path']} HTTP/1.1", f"Host: {cfg['host']}:{cfg['port']}",
+             f"Authorization: token {cfg['token']}", "Connection: keep-alive"]  # fmt: skip
+    if body:
+        lines += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+async def _loadgen(cfg: dict) -> dict:
+    rate, duration, conns = cfg.get("rate"), float(cfg["duration"]), int(cfg["conns"])
+    n_total = int(rate * duration) if rate else None
+    lat, statuses, nxt = [], {}, [0]
+    t0 = time.perf_counter() + 0.2
+    t_end = t0 + duration
+
+    async def worker():
+        reader, writer = await asyncio.open_connection(cfg["host"], cfg["port"])
+        try:
+            while True:
+                i = nxt[0]
+                if (n_total is not None and i >= n_total) or time.perf_counter() > t_end + (5 if rate else 0):
+                    return
+                nxt[0] += 1
+                due = t0 + i / rate if rate else time.perf_counter()
+                if rate:
+                    wait = due - time.perf_counter()
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+                writer.write(_request_bytes(cfg, i))
+                await writer.drain()
+                st = await _read_response(reader)
+                done = time.perf_counter()
+                if done > t_end + 5:
+                    return
+                lat.append(done - due)
+                statuses[st] = statuses.get(st, 0) + 1
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(worker() for _ in range(conns)))
+    elapsed = max(time.perf_counter() - t0, 1e-9)
+    a = np.array(lat) * 1000
+    return {
+        "n": len(lat),
+        "p50_ms": float(np.percentile(a, 50)) if a.size else None,
+        "p99_ms": float(np.percentile(a, 99)) if a.size else None,
+        "achieved_rps": len(lat) / min(elapsed, duration + 5) if not rate else len(lat) / duration,
+        "statuses": {str(k): v for k, v in statuses.items()},
+    }
+
+
+def load(cfg: dict) -> dict:
+    "Run one load pattern in a separate process; its result."
+    out = subprocess.run(
+        [sys.executable, __file__, "--loadgen", json.dumps(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=cfg["duration"] + 120,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"load generator failed: {out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# ------------------------------------------------------------------------------------------------------------
+# the system under test: a Hub with the API service, in a temporary project folder
+# ------------------------------------------------------------------------------------------------------------
+def _start_hub(tmp: Path):
+    sys.path.insert(0, str(ROOT / "tests"))
+    from hubutil import Hub, free_port
+
+    (tmp / "jobs").mkdir()
+    api_port = free_port()
+    hub = Hub(tmp, env={"AITRADE_API_PORT": str(api_port), "AITRADE_API_LOG_LEVEL": "warning"})
+    hub.api_port = api_port
+    hub.hub_port = int(hub.env["AITRADE_HUB_INTERNAL_PORT"])
+    pw = hub.prepare()
+    hub.start()
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(hub.url + P + "/health", timeout=2).status_code == 200:
+                break
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.5)
+    else:
+        hub.stop()
+        raise RuntimeError("the API service did not come up")
+    s, r = hub.login("admin", pw)
+    admin = s.post(hub.url + "/hub/api/users/admin/tokens", headers={"X-XSRFToken": s.cookies.get("_xsrf")},
+                   json={"note": "bench", "expires_in": 3600}).json()["token"]  # fmt: skip
+    hub.api("POST", "/users/bench-trader", admin)
+    hub.api("POST", "/groups/trader/users", admin, json={"users": ["bench-trader"]})
+    hub.trader = hub.api("POST", "/users/bench-trader/tokens", admin, json={"expires_in": 3600}).json()[
+        "token"
+    ]
+    code = (
+        "import datetime as dt; from aitrade import store; from aitrade.marketdata import OptionQuote, ensure_underlyings\n"
+        "now = store.utcnow(); exp = (now + dt.timedelta(days=120)).date()\n"
+        "with store.session_scope() as s:\n"
+        "    ensure_underlyings(s, ['SPX'])\n"
+        "    for k in range(40):\n"
+        "        s.add(OptionQuote(underlying='SPX', quote_date=now.date(), ts=now, expiry=exp, strike=80.0 + k,"
+        " option_type='C', bid=4.9, ask=5.1, bid_size=10, ask_size=7, underlying_price=100.0))\n"
+        "print(exp.isoformat())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=hub.env, cwd=tmp, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    hub.expiry = out.stdout.strip().splitlines()[-1]
+    return hub
+
+
+def _row(benchmark, metric, ours, peer, peer_value, lower_is_better=True, target="", met=None):
+    ratio = None
+    if ours and peer_value:
+        ratio = peer_value / ours if lower_is_better else ours / peer_value
+    return {"benchmark": benchmark, "metric": metric, "aitrade": ours, "peer": peer, "peer_value": peer_value,
+            "ratio": ratio, "target": target, "met": met}  # fmt: skip
+
+
+def _ws_latency(hub, n: int, rate: float) -> tuple[dict, dict]:
+    "p50/p99 ms publish -> receive through the proxy and the API, and for a plain bus subscriber (the peer)."
+    from websockets.sync.client import connect
+
+    from aitrade.bus import SqliteBus
+
+    b = SqliteBus(hub.root / "var" / "bus.db")
+    api_lat, bus_lat, ready = [], [], threading.Event()
+
+    def api_client():
+        url = hub.url.replace("http://", "ws://") + P + "/v1/stream?streams=ticks"
+        with connect(url, additional_headers={"Authorization": f"token {hub.trader}"}) as ws:
+            json.loads(ws.recv(timeout=10))
+            ready.set()
+            while len(api_lat) < n:
+                m = json.loads(ws.recv(timeout=30))
+                api_lat.append(time.time() - m["data"]["t_pub"])
+
+    def bus_client():
+        sub = SqliteBus(hub.root / "var" / "bus.db").subscribe("ticks", "$", block_ms=30_000)
+        for _, m in sub:
+            bus_lat.append(time.time() - m["t_pub"])
+            if len(bus_lat) >= n:
+                return
+
+    th = [threading.Thread(target=api_client, daemon=True), threading.Thread(target=bus_client, daemon=True)]
+    for t in th:
+        t.start()
+    ready.wait(30)
+    time.sleep(0.5)
+    for i in range(n):
+        b.publish("ticks", {"symbol": "SPX", "price": 100.0 + i * 1e-3, "t_pub": time.time()})
+        time.sleep(1.0 / rate)
+    for t in th:
+        t.join(30)
+
+    def pct(x):
+        a = np.array(x) * 1000
+        return {"p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99)), "n": len(a)}
+
+    return pct(api_lat), pct(bus_lat)
+
+
+def run(quick: bool = False) -> list[dict]:
+    dur = 3.0 if quick else 10.0
+    rate = 1000.0
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory() as d:
+        hub = _start_hub(Path(d))
+        try:
+            host = "127.0.0.1"
+            proxy_port = hub.port
+            base = {"host": host, "token": hub.trader, "duration": dur, "conns": 64}
+            reads = [
+                ("GET /v1/risk/limits", f"{P}/v1/risk/limits"),
+                ("GET /v1/orders?limit=20", f"{P}/v1/orders?limit=20"),
+                ("GET /v1/marketdata/SPX/chain", f"{P}/v1/marketdata/SPX/chain?date={time.strftime('%Y-%m-%d', time.gmtime())}"),
+            ]  # fmt: skip
+            peer_path = "/hub/api/user"
+            # warm up (token cache, SQLite pages, numba-free paths): a short burst each
+            for _, path in reads:
+                load(
+                    {**base, "method": "GET", "path": path, "port": proxy_port, "rate": 200, "duration": 1.0}
+                )
+            for where, port, hub_port in (
+                ("proxy", proxy_port, proxy_port),
+                ("direct", hub.api_port, hub.hub_port),
+            ):
+                peer = load({**base, "method": "GET", "path": peer_path, "port": hub_port, "rate": rate})
+                peer_name = f"JupyterHub GET /hub/api/user ({where})"
+                for name, path in reads:
+                    r = load({**base, "method": "GET", "path": path, "port": port, "rate": rate})
+                    ok = set(r["statuses"]) == {"200"}
+                    bench = f"api {name} via {where} @{rate:.0f} rps"
+                    rows.append(_row(bench, "p50 ms", r["p50_ms"], peer_name, peer["p50_ms"]))
+                    rows.append(_row(bench, "p99 ms", r["p99_ms"], peer_name, peer["p99_ms"],
+                                     target=f"p99 <= {TARGET_P99_MS:.0f} ms", met=ok and r["p99_ms"] <= TARGET_P99_MS))  # fmt: skip
+                    if not ok:
+                        rows[-1]["metric"] += f" (statuses {r['statuses']})"
+            # closed-loop throughput of a read, proxy and direct
+            for where, port, hub_port in (
+                ("proxy", proxy_port, proxy_port),
+                ("direct", hub.api_port, hub.hub_port),
+            ):
+                r = load(
+                    {
+                        **base,
+                        "method": "GET",
+                        "path": f"{P}/v1/risk/limits",
+                        "port": port,
+                        "rate": None,
+                        "conns": 32,
+                    }
+                )
+                pr = load(
+                    {**base, "method": "GET", "path": peer_path, "port": hub_port, "rate": None, "conns": 32}
+                )
+                rows.append(_row(f"api GET /v1/risk/limits via {where}, closed loop 32 conns", "throughput req/s",
+                                 r["achieved_rps"], f"JupyterHub GET /hub/api/user ({where})", pr["achieved_rps"],
+                                 lower_is_better=False, target=">= 1000 req/s", met=r["achieved_rps"] >= 1000))  # fmt: skip
+            # order submission: each request a new client_order_id (a real order, pre-trade checks, audit)
+            order = {"client_order_id": "__N__", "symbol": "SPX", "side": "buy", "quantity": 1, "option_type": "C",
+                     "expiry": hub.expiry, "strike": 100.0}  # fmt: skip
+            activity = {"last_activity": "2024-01-02T00:00:00Z"}
+            for orate in (100.0, rate):
+                for where, port, hub_port in (
+                    ("proxy", proxy_port, proxy_port),
+                    ("direct", hub.api_port, hub.hub_port),
+                ):
+                    tag = uuid.uuid4().hex[:8]
+                    r = load({**base, "method": "POST", "path": f"{P}/v1/orders", "port": port, "rate": orate,
+                              "body": order, "tag": tag})  # fmt: skip
+                    pr = load({**base, "method": "POST", "path": "/hub/api/users/bench-trader/activity",
+                               "port": hub_port, "rate": orate, "body": activity, "tag": tag})  # fmt: skip
+                    ok = set(r["statuses"]) == {"201"}
+                    bench = f"api POST /v1/orders via {where} @{orate:.0f} rps"
+                    peer_name = f"JupyterHub POST /hub/api/users/<u>/activity ({where})"
+                    rows.append(_row(bench, "p50 ms", r["p50_ms"], peer_name, pr["p50_ms"]))
+                    rows.append(_row(bench, "p99 ms" + ("" if ok else f" (statuses {r['statuses']})"), r["p99_ms"],
+                                     peer_name, pr["p99_ms"], target=f"p99 <= {TARGET_P99_MS:.0f} ms",
+                                     met=ok and r["p99_ms"] <= TARGET_P99_MS))  # fmt: skip
+                    rows.append(_row(bench, "achieved req/s", r["achieved_rps"], peer_name, pr["achieved_rps"],
+                                     lower_is_better=False))  # fmt: skip
+            # WebSocket tick latency
+            ws, busl = _ws_latency(hub, n=200 if quick else 1000, rate=100.0)
+            for k in ("p50_ms", "p99_ms"):
+                rows.append(_row("WebSocket tick publish -> client (via proxy, 100 ticks/s)", k.replace("_", " "),
+                                 ws[k], "aitrade.bus subscriber, no API (same bus)", busl[k]))  # fmt: skip
+        finally:
+            hub.stop()
+    return rows
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 2 and sys.argv[1] == "--loadgen":
+        try:
+            import uvloop
+
+            uvloop.install()
+        except ImportError:
+            pass
+        print(json.dumps(asyncio.run(_loadgen(json.loads(sys.argv[2])))))
+        sys.exit(0)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from run import print_table
+
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    print_table(run(quick="--quick" in sys.argv))
