@@ -3,6 +3,7 @@
 Modules:
 
 - `aitrade.archive`: Every executed production notebook, success or failure, stored write-once and content-addressed, with a hash-chained manifest that an auditor can verify offline.
+- `aitrade.backtest`: A strategy proposes orders from the day's chains and model outputs; the orders go through the same pre-trade checks, limits, kill switch, fail-closed rules, approvals and paper broker as in production; out come the daily P&L, the Greeks and a summary (Sharpe, drawdown, turnover, hit rate) with plots.
 - `aitrade.bus`: `publish(stream, message)` / `subscribe(stream, last_id)`: Redis Streams in production, a SQLite-WAL stream file on the embedded default; one API, works across the platform's processes.
 - `aitrade.engine`: A papermill engine that executes notebooks on pre-started kernels from a small pool per process, each kernel replaced by a fresh one after every run so that no state leaks from one notebook to the next.
 - `aitrade.execution`: Orders move through a state machine with full history; a retried submission never creates a second order; large or manual orders wait for a second person; the paper broker fills at the quote with slippage, partial fills and commissions; positions and P&L are explained by the Greeks.
@@ -16,6 +17,7 @@ Modules:
 - `aitrade.pricing.sabr`: Hagan et al. (2002) lognormal and normal SABR vols (with Obłój's 2008 correction and shifts for negative rates), numba on the CPU, the same algorithm in array code for CuPy, and a batched Levenberg–Marquardt calibration of (alpha, rho, nu) per expiry.
 - `aitrade.risk`: Greeks per underlying and expiry bucket, a full-revaluation scenario grid, historical and Monte Carlo VaR / expected shortfall, and the metrics of the pre-trade check: pure array code, no database.
 - `aitrade.scheduler`: `aitrade scheduler`: fires due pipeline runs from their cron schedules and exchange calendars, drives them on Dask under leases with heartbeats, takes over the runs of a crashed scheduler, and alerts on missed deadlines.
-- `aitrade.surfaces`: Implied vol per quote, SABR per expiry, Heston per underlying; stored with status ok/failed, so that risk can refuse to trade an underlying whose surface did not fit."""
+- `aitrade.surfaces`: Implied vol per quote, SABR per expiry, Heston per underlying; stored with status ok/failed, so that risk can refuse to trade an underlying whose surface did not fit.
+- `aitrade.trading_cli`: `aitrade market load|show`, `aitrade risk report`, `aitrade orders list|submit|approve|reject|cancel`, `aitrade killswitch on|off|status` and `aitrade backtest`: thin typer commands over the same functions the jobs and the API call."""
 
 __version__ = "0.1.0"
