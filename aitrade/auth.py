@@ -11,7 +11,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 # %% auto #0
-__all__ = ['RIGHTS', 'ROLES', 'BACKTEST_POLICY', 'SCHEDULER', 'scope_of', 'right_of', 'PermissionDenied', 'Principal', 'require']
+__all__ = ['RIGHTS', 'ROLES', 'BACKTEST_POLICY', 'ORDER_ROUTER', 'SCHEDULER', 'scope_of', 'right_of', 'PermissionDenied',
+           'Principal', 'require']
 
 # %% ../nbs/05_auth.ipynb #2f15b734
 RIGHTS: dict[str, str] = {
@@ -134,6 +135,8 @@ def require(principal: Principal, right: str, action: str = "") -> None:
 
 #: the policy that auto-approves orders in backtests (never used in production)
 BACKTEST_POLICY = Principal("policy:backtest", frozenset({"orders:submit", "orders:approve", "orders:read"}))
+#: the platform's identity that routes an approved order to its venue (an approver need not hold orders:submit)
+ORDER_ROUTER = Principal("system:order-router", frozenset({"orders:submit", "orders:read", "orders:cancel"}))
 #: the scheduler's identity for scheduled runs
 SCHEDULER = Principal(
     "system:scheduler",

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from sqlalchemy.orm.attributes import set_committed_value
 
 from .audit import append as audit_append
-from .auth import Principal, PermissionDenied, require
+from .auth import ORDER_ROUTER, PermissionDenied, Principal, require
 from .config import get_settings
 from .limits import KillSwitchEngaged, fail_closed_reason, kill_switch_state, pre_trade_check
 from .pricing.black import bsm_greeks, bsm_price
@@ -594,8 +594,8 @@ def approve_order(
             order.id, order.state, "approved", "only pending_approval orders are approved"
         )
     _transition(session, order, "approved", principal.name, reason, approved_by=principal.name)
-    if broker is not None:
-        send_order(session, principal, order.id, broker)
+    if broker is not None:  # the platform routes it: approving is a risk or trading right, sending is not
+        send_order(session, ORDER_ROUTER, order.id, broker)
     return order
 
 

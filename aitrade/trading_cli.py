@@ -27,7 +27,7 @@ from . import execution, limits, marketdata, risk, store, surfaces
 from .auth import PermissionDenied, Principal
 
 # %% auto #0
-__all__ = ['UserOpt', 'RoleOpt', 'market_cli', 'risk_cli', 'orders_cli', 'ROUTER', 'ReasonOpt', 'killswitch_cli', 'principal',
+__all__ = ['UserOpt', 'RoleOpt', 'market_cli', 'risk_cli', 'orders_cli', 'ReasonOpt', 'killswitch_cli', 'principal',
            'market_load', 'market_show', 'risk_snapshot', 'risk_report_cmd', 'orders_list', 'orders_submit',
            'orders_approve', 'orders_reject', 'orders_cancel', 'killswitch_on', 'killswitch_off', 'killswitch_status',
            'backtest_cmd', 'mount']
@@ -473,22 +473,17 @@ def orders_submit(
             raise _Done(1, "order rejected")
 
 
-#: the platform's identity that routes an approved order to the venue (the approver need not hold orders:submit)
-ROUTER = Principal("system:order-router", frozenset({"orders:submit", "orders:read"}))
-
-
 def _act(fn: Callable, order_id: int, user, role, reason: str, broker: bool = False) -> None:
     with _errors():
         p = principal(user, role)
         b = execution.PaperBroker()
         with store.session_scope() as s:
+            # approving with a broker sends as the platform's order router (execution.approve_order)
             o = (
                 fn(s, p, order_id, reason, broker=b)
-                if fn is execution.cancel_order
+                if fn is execution.cancel_order or broker
                 else fn(s, p, order_id, reason)
             )
-            if broker and o.state == "approved":
-                o = execution.send_order(s, ROUTER, o.id, b)
             line = _order_line(_fill(s, o, b))
         typer.echo(line)
 

@@ -427,3 +427,18 @@ def test_synthetic_chain_end_to_end_with_limits_and_the_paper_broker(db):
             now=now + timedelta(hours=1),
         )
         assert late.state == "rejected" and late.reason.startswith("stale market data for SPX")
+
+
+def test_risk_manager_approves_and_the_platform_routes_the_order(market):
+    "Approving needs orders:approve only: the approved order is sent by the order router, not the approver."
+    from aitrade.auth import ORDER_ROUTER
+
+    assert not RITA.can("orders:submit")
+    with store.session_scope() as s:
+        big = execution.submit_order(s, TOM, req("route-big", qty=200))
+        assert big.state == "pending_approval"
+    with store.session_scope() as s:
+        o = execution.approve_order(s, RITA, big.id, "hedge checked", broker=PaperBroker())
+        assert o.state in ("sent", "partially_filled", "filled") and o.approved_by == "rita"
+        moves = [(e.to_state, e.actor) for e in execution.order_history(s, big.id)]
+        assert ("approved", "rita") in moves and ("sent", ORDER_ROUTER.name) in moves
