@@ -237,9 +237,28 @@ def _audited_authenticator(base):
     return Audited
 
 
+def _audited_logout(base):
+    "A logout handler that audits `hub.logout` (with where the user is sent: the IdP's end-session page with SSO)."
+
+    class AuditedLogoutHandler(base):
+        async def handle_logout(self):
+            user = self.current_user  # still the user who logs out: the Hub forgets it only after this hook
+            await super().handle_logout()
+            if user is not None and getattr(user, "kind", "user") == "user":
+                audit_hub_event(
+                    user.name,
+                    "hub.logout",
+                    f"user:{user.name}",
+                    after={"redirect": getattr(self.authenticator, "logout_redirect_url", "") or None},
+                    correlation_id=self.request.headers.get("X-Request-Id"),
+                )
+
+    return AuditedLogoutHandler
+
+
 def native_authenticator_class():
     "NativeAuthenticator with auditing."
-    from jupyterhub.handlers.login import LoginHandler
+    from jupyterhub.handlers.login import LoginHandler, LogoutHandler
     from nativeauthenticator import NativeAuthenticator
 
     class AuditedNativeAuthenticator(_audited_authenticator(NativeAuthenticator)):
@@ -247,7 +266,8 @@ def native_authenticator_class():
             # NativeAuthenticator 1.3's own login page calls `handler.statsd`, which JupyterHub 6 removed; the Hub's
             # login page serves the same form and calls `authenticate` (2FA is not offered). Sign-up, approval and
             # password-change pages stay NativeAuthenticator's.
-            return [(r"/login", LoginHandler)] + [h for h in super().get_handlers(app) if h[0] != r"/login"]
+            own = [(r"/login", LoginHandler), (r"/logout", _audited_logout(LogoutHandler))]
+            return own + [h for h in super().get_handlers(app) if h[0] not in (r"/login", r"/logout")]
 
     return AuditedNativeAuthenticator
 
@@ -257,19 +277,6 @@ def oidc_authenticator_class():
     logins refused because none of the user's groups may log in (`hub.login.denied`), and logouts."""
     from oauthenticator.generic import GenericOAuthenticator
     from oauthenticator.oauth2 import OAuthLogoutHandler
-
-    class AuditedLogoutHandler(OAuthLogoutHandler):
-        async def handle_logout(self):
-            user = self.current_user  # still the user who logs out: the Hub forgets it only after this hook
-            await super().handle_logout()
-            if user is not None and getattr(user, "kind", "user") == "user":
-                audit_hub_event(
-                    user.name,
-                    "hub.logout",
-                    f"user:{user.name}",
-                    after={"redirect": self.authenticator.logout_redirect_url or None},
-                    correlation_id=self.request.headers.get("X-Request-Id"),
-                )
 
     class Gated(GenericOAuthenticator):
         # The Hub applies `allowed_groups` (check_allowed) only after `authenticate`; applying it here first keeps a
@@ -290,7 +297,7 @@ def oidc_authenticator_class():
 
     Gated.__name__ = Gated.__qualname__ = GenericOAuthenticator.__name__
     cls = _audited_authenticator(Gated)
-    cls.logout_handler = AuditedLogoutHandler
+    cls.logout_handler = _audited_logout(OAuthLogoutHandler)
     return cls
 
 

@@ -72,9 +72,16 @@ def test_password_policy_and_admin_approval(hub):
     _, r = hub.login("newbie", STRONG)
     assert r.status_code == 403, "a sign-up must not log in before an admin approves it"
     approve(hub, "newbie")
-    _, r = hub.login("newbie", STRONG)
+    s, r = hub.login("newbie", STRONG)
     assert r.status_code == 302
     assert any(a["action"] == "hub.signup.approve" and a["target"] == "user:newbie" for a in hub.audit())
+    s.get(hub.url + "/hub/logout", timeout=30)
+    assert (
+        s.get(hub.url + "/hub/api/user", headers={"X-XSRFToken": s.cookies.get("_xsrf") or ""}).status_code
+        == 403
+    )
+    acts = [a["action"] for a in hub.audit() if a["target"] == "user:newbie"]
+    assert acts[-2:] == ["hub.login", "hub.logout"], acts
 
 
 def test_lockout_locks_refuses_right_password_and_expires(hub):
