@@ -203,6 +203,8 @@ def up(
             typer.echo(
                 f"  {'first admin':<15} {name} / {password}  (shown once; also in {password_file}, mode 0600)"
             )
+    if scheduler and first_run:  # before the scheduler starts, so it is the first run it picks up
+        _queue_first_run(first_run)
     services = platform.plan_services(
         s,
         with_hub=hub,
@@ -221,8 +223,6 @@ def up(
             else ""
         )
     )
-    if scheduler and first_run:
-        _queue_first_run(first_run)
     typer.echo("  logs in " + str(s.path("var/log")) + "; Ctrl-C stops the platform")
     try:
         died = platform.watch(services, until=None if exit_after is None else time.monotonic() + exit_after)

@@ -64,6 +64,9 @@ class DaskSettings(_Section):
     )
     n_workers: int = Field(2, ge=1, le=512, description="LocalCluster worker processes")
     threads_per_worker: int = Field(1, ge=1, le=64, description="threads in each LocalCluster worker")
+    scheduler_port: int = Field(
+        8786, ge=0, le=65535, description="port of the Dask scheduler `aitrade up` starts (0 = any free port)"
+    )
     dashboard_port: int = Field(8787, ge=0, le=65535, description="Dask dashboard port (0 = any free port)")
     engine: Literal["warm", "papermill"] = Field(
         "warm",

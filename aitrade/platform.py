@@ -22,7 +22,7 @@ from pathlib import Path
 from .config import Settings, get_settings
 
 # %% auto #0
-__all__ = ['Service', 'port_open', 'hub_config_path', 'plan_services', 'PlatformError', 'start', 'stop', 'watch']
+__all__ = ['Service', 'free_port', 'port_open', 'hub_config_path', 'plan_services', 'PlatformError', 'start', 'stop', 'watch']
 
 # %% ../nbs/95_platform.ipynb #e7450c27
 @dataclass
@@ -36,6 +36,13 @@ class Service:
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen | None = None
     log: Path | None = None
+
+
+def free_port() -> int:
+    "A TCP port on 127.0.0.1 that is free now."
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
@@ -71,7 +78,8 @@ def plan_services(
     services: list[Service] = []
     dask_address = s.dask.address
     if not dask_address:
-        dask_address = "tcp://127.0.0.1:8786"
+        port = s.dask.scheduler_port or free_port()
+        dask_address = f"tcp://127.0.0.1:{port}"
         dash = f":{s.dask.dashboard_port}" if s.dask.dashboard_port else ":0"
         services.append(
             Service(
@@ -82,12 +90,12 @@ def plan_services(
                     "--host",
                     "127.0.0.1",
                     "--port",
-                    "8786",
+                    str(port),
                     "--dashboard-address",
                     dash,
                 ],
                 f"{dask_address} (dashboard {dash})",
-                ready=lambda: port_open("127.0.0.1", 8786),
+                ready=lambda: port_open("127.0.0.1", port),
             )
         )
         services.append(
