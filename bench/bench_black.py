@@ -8,7 +8,9 @@ scaled to options/s.
 
 from __future__ import annotations
 
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 from scipy.special import ndtr
@@ -223,22 +225,8 @@ def run(quick: bool = False) -> list[dict]:
     return rows
 
 
-def _print(rows: list[dict]) -> None:
-    cols = ["benchmark", "metric", "aitrade", "peer", "peer_value", "ratio", "target", "met"]
-
-    def fmt(v):
-        if isinstance(v, float):
-            return f"{v:.3g}"
-        return "" if v is None else str(v)
-
-    table = [[fmt(r[c]) for c in cols] for r in rows]
-    widths = [max(len(c), *(len(t[i]) for t in table)) for i, c in enumerate(cols)]
-    print("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)))
-    for t in table:
-        print("  ".join(v.ljust(w) for v, w in zip(t, widths, strict=True)))
-
-
 if __name__ == "__main__":
-    import sys
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from run import print_table  # the one table printer of bench/
 
-    _print(run(quick="--quick" in sys.argv))
+    print_table(run(quick="--quick" in sys.argv))

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -193,23 +194,8 @@ def run(quick: bool = False) -> list[dict]:
     return bench_surface(quick) + bench_calibration(quick)
 
 
-def _fmt(v):
-    if v is None:
-        return "-"
-    if isinstance(v, bool):
-        return str(v)
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
-
-
 if __name__ == "__main__":
-    import sys
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from run import print_table  # the one table printer of bench/
 
-    rows = run(quick="--quick" in sys.argv)
-    cols = ["benchmark", "metric", "aitrade", "peer", "peer_value", "ratio", "target", "met"]
-    table = [[_fmt(r[c]) for c in cols] for r in rows]
-    widths = [max(len(c), *(len(t[i]) for t in table)) for i, c in enumerate(cols)]
-    print("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)))
-    for t in table:
-        print("  ".join(x.ljust(w) for x, w in zip(t, widths, strict=True)))
+    print_table(run(quick="--quick" in sys.argv))

@@ -286,25 +286,8 @@ def run(quick: bool = False) -> list[dict]:
     return rows
 
 
-def _fmt(v) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, bool):
-        return str(v)
-    if isinstance(v, float):
-        return f"{v:.3g}"
-    return str(v)
-
-
-def print_table(rows: list[dict]) -> None:
-    cols = ["benchmark", "metric", "aitrade", "peer", "peer_value", "ratio", "target", "met"]
-    table = [[_fmt(r[c]) for c in cols] for r in rows]
-    widths = [max(len(c), *(len(t[i]) for t in table)) for i, c in enumerate(cols)]
-    print(" | ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)))
-    print("-+-".join("-" * w for w in widths))
-    for t in table:
-        print(" | ".join(v.ljust(w) for v, w in zip(t, widths, strict=True)))
-
-
 if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from run import print_table  # the one table printer of bench/
+
     print_table(run(quick="--quick" in sys.argv))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import QuantLib as ql
@@ -134,21 +135,8 @@ def run(quick: bool = False) -> list[dict]:
     return rows
 
 
-def _fmt(x) -> str:
-    if x is None:
-        return "-"
-    if isinstance(x, bool):
-        return str(x)
-    if isinstance(x, float):
-        return f"{x:.4g}" if abs(x) < 1e4 else f"{x / 1e6:.2f}M"
-    return str(x)
-
-
 if __name__ == "__main__":
-    rows = run(quick="--quick" in sys.argv)
-    cols = ["benchmark", "metric", "aitrade", "peer", "peer_value", "ratio", "target", "met"]
-    table = [[_fmt(r[c]) for c in cols] for r in rows]
-    widths = [max(len(c), *(len(t[i]) for t in table)) for i, c in enumerate(cols)]
-    print("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)))
-    for t in table:
-        print("  ".join(v.ljust(w) for v, w in zip(t, widths, strict=True)))
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from run import print_table  # the one table printer of bench/
+
+    print_table(run(quick="--quick" in sys.argv))
