@@ -48,6 +48,7 @@ from starlette.websockets import WebSocketDisconnect
 import aitrade
 from . import archive as archive_mod
 from . import audit, bus, execution, jobs, limits, marketdata, risk, store, surfaces
+from .errors import AitradeError
 from .auth import RIGHTS, PermissionDenied, Principal, right_of, scope_of
 from .hub import API_SERVICE
 
@@ -1423,8 +1424,7 @@ def create_app(
         LookupError,
         PermissionError,
         RuntimeError,
-        jobs.JobsError,
-        archive_mod.ArchiveError,
+        AitradeError,
     ):
         app.add_exception_handler(exc_class, _platform)
 

@@ -34,6 +34,7 @@ from . import __version__
 from .audit import AuditHead, AuditRecord, append, canonical_json
 from .audit import verify as verify_audit_log
 from .config import get_settings
+from .errors import Conflict, NotFound
 from .store import session_scope, utcnow
 
 # %% auto #0
@@ -53,16 +54,20 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
-class ArchiveError(Exception):
+class ArchiveError(Conflict):
     "Anything the archive refuses or cannot do; the message names the run or field and the reason."
+
+    code, exit_code = "archive_conflict", 2
 
 
 class WriteOnceError(ArchiveError):
     "A write to an address (object, chain position, run id) that already exists."
 
 
-class RunNotFound(ArchiveError):
+class RunNotFound(ArchiveError, NotFound):
     "No run with that id in the archive."
+
+    status, code = NotFound.status, NotFound.code
 
 
 class RetentionError(ArchiveError):

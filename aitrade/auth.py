@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from .errors import Forbidden
+
 # %% auto #0
 __all__ = ['RIGHTS', 'ROLES', 'BACKTEST_POLICY', 'ORDER_ROUTER', 'SCHEDULER', 'scope_of', 'right_of', 'PermissionDenied',
            'Principal', 'require']
@@ -81,11 +83,14 @@ def right_of(scope: str) -> str | None:
     return None
 
 # %% ../nbs/05_auth.ipynb #d61e659f
-class PermissionDenied(PermissionError):
-    "The principal lacks the right an action needs."
+class PermissionDenied(Forbidden):
+    "The principal lacks the right an action needs; `extra` names the Hub scope that grants it."
+
+    code = "missing_right"
 
     def __init__(self, principal: str, right: str, action: str = ""):
         self.principal, self.right = principal, right
+        self.extra = {"required_scope": scope_of(right) if right in RIGHTS else None}
         what = f" to {action}" if action else ""
         super().__init__(f"{principal} lacks the right {right!r}{what}")
 

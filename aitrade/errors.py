@@ -98,13 +98,16 @@ def problem(e: BaseException) -> Problem | None:
     if kind is None:
         return None
     detail = str(e) or kind.code.replace("_", " ")
-    fields = ((getattr(e, "field", None) or "request", getattr(e, "reason", None) or detail),)
+    field = getattr(
+        e, "field", None
+    )  # a FieldError's, or a class attribute naming the field of a whole family
+    fields = ((field or "request", getattr(e, "reason", None) or detail),)
     extra = {k: v for k, v in getattr(e, "extra", {}).items() if v is not None}
     return Problem(
         kind.status,
         kind.code,
         detail,
-        fields if issubclass(kind, FieldError) else (),
+        fields if field or issubclass(kind, FieldError) else (),
         kind.exit_code,
         extra,
     )

@@ -29,6 +29,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from .audit import append as audit_append
 from .auth import ORDER_ROUTER, PermissionDenied, Principal, require
 from .config import get_settings
+from .errors import Conflict, FieldError
 from .limits import KillSwitchEngaged, fail_closed_reason, kill_switch_state, pre_trade_check
 from .pricing.black import bsm_greeks, bsm_price
 from .store import Base, utcnow
@@ -156,8 +157,10 @@ class Fill(Base):
     fees: Mapped[float] = mapped_column(sa.Float, default=0.0)
 
 # %% ../nbs/40_execution.ipynb #38c539ba
-class IllegalTransition(RuntimeError):
+class IllegalTransition(Conflict):
     "The order is not in a state that allows the move."
+
+    code = "illegal_transition"
 
     def __init__(self, order_id: int, state: str, to: str, why: str = ""):
         self.order_id, self.state, self.to = order_id, state, to
@@ -167,7 +170,10 @@ class IllegalTransition(RuntimeError):
 class FourEyesViolation(PermissionDenied):
     "The submitter tried to approve or reject their own order."
 
+    status, code = 409, "four_eyes"
+
     def __init__(self, principal: str, order_id: int, action: str):
+        self.extra = {}
         PermissionError.__init__(
             self,
             f"{principal} submitted order {order_id} and cannot {action} it (four eyes: a different user must)",
@@ -175,8 +181,10 @@ class FourEyesViolation(PermissionDenied):
         self.principal, self.right = principal, "orders:approve"
 
 
-class DuplicateClientOrderId(ValueError):
+class DuplicateClientOrderId(FieldError):
     "The client order id is taken by an order with different contents."
+
+    status, code, exit_code = 409, "duplicate_client_order_id", 1
 
 
 @dataclass(frozen=True)
@@ -559,8 +567,8 @@ def submit_order(
 def _same(existing: Order, fp: str, request: OrderRequest) -> Order:
     if existing.request_hash != fp:
         raise DuplicateClientOrderId(
-            f"order client_order_id: {request.client_order_id!r} is already used by order {existing.id} "
-            "with different contents"
+            "client_order_id",
+            f"{request.client_order_id!r} is already used by order {existing.id} with different contents",
         )
     return existing
 

@@ -36,6 +36,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from .audit import append
 from .auth import SCHEDULER, Principal, require
 from .config import get_settings
+from .errors import Conflict, NotFound
 from .logs import get_logger
 from .store import Base, session_scope, utcnow
 
@@ -54,20 +55,27 @@ __all__ = ['log', 'PARAM_TYPES', 'SPECIAL_DEFAULTS', 'RUN_STATUSES', 'NB_STATUSE
 log = get_logger("aitrade.jobs")
 
 
-class JobsError(Exception):
+class JobsError(Conflict):
     "Anything the jobs engine refuses; the message names the pipeline, run, field and reason."
 
 
 class PipelineError(JobsError):
     "The pipelines file is invalid."
 
+    status, code = 503, "jobs_unavailable"
+
 
 class ParameterError(JobsError):
-    "A run's parameters are refused (unknown name, wrong type, missing)."
+    "A run's parameters are refused (unknown name, wrong type, missing); the field is `parameters`."
+
+    status, code, exit_code = 422, "validation_error", 2
+    field = "parameters"
 
 
-class RunNotFound(JobsError):
+class RunNotFound(JobsError, NotFound):
     "No run with that id."
+
+    status, code = NotFound.status, NotFound.code
 
 # %% ../nbs/70_jobs.ipynb #dcaadbd9
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")

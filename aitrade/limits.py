@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from .audit import audited
+from .errors import Conflict
 from .auth import Principal, require
 from .config import get_settings
 from .store import Base, utcnow
@@ -235,8 +236,10 @@ class KillSwitchState:
     changed_at: datetime | None
 
 
-class KillSwitchEngaged(RuntimeError):
+class KillSwitchEngaged(Conflict):
     "Order flow is stopped."
+
+    code = "kill_switch_engaged"
 
     def __init__(self, state: KillSwitchState):
         self.state = state
