@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import nbformat
+from timing import row  # the timer and row of every bench file
 
 
 def _notebook(i: int, kb: int) -> bytes:
@@ -24,20 +25,6 @@ def _notebook(i: int, kb: int) -> bytes:
     c.outputs = [nbformat.v4.new_output("stream", name="stdout", text=(f"{i:08d} " * 128 + "\n") * kb)]
     nb.cells = [c]
     return nbformat.writes(nb).encode()
-
-
-def _row(benchmark, metric, ours, peer, peer_value, target_ratio, target):
-    ratio = ours / peer_value if peer_value else None
-    return {
-        "benchmark": benchmark,
-        "metric": metric,
-        "aitrade": ours,
-        "peer": peer,
-        "peer_value": peer_value,
-        "ratio": ratio,
-        "target": target,
-        "met": None if ratio is None else ratio >= target_ratio,
-    }
 
 
 def run(quick: bool = False) -> list[dict]:
@@ -98,14 +85,14 @@ def _run(quick: bool) -> list[dict]:
                 )
             peer = n / (time.perf_counter() - t)
         rows.append(
-            _row(
+            row(
                 "archive_run",
                 f"runs/s ({n} notebooks, {kb} KiB each)",
                 ours,
                 "git hash-object -w",
                 peer,
-                0.5,
-                ">= 0.5x git (archive also writes manifest, chain and an audit record)",
+                need=0.5,
+                target=">= 0.5x git (archive also writes manifest, chain and an audit record)",
             )
         )
 
@@ -123,14 +110,14 @@ def _run(quick: bool) -> list[dict]:
             )
             peer = mb / (time.perf_counter() - t)
         rows.append(
-            _row(
+            row(
                 "verify",
                 f"MB/s of notebooks checked ({mb:.0f} MB, {n + 1} runs)",
                 ours,
                 "sha256sum -c",
                 peer,
-                0.5,
-                ">= 0.5x sha256sum (verify also checks links and pointers)",
+                need=0.5,
+                target=">= 0.5x sha256sum (verify also checks links and pointers)",
             )
         )
 
@@ -147,26 +134,26 @@ def _run(quick: bool) -> list[dict]:
             subprocess.run(["tar", "-cf", str(d / "peer.tar"), "-C", str(d / "archive"), "."], check=True)
             peer = time.perf_counter() - t
         rows.append(
-            _row(
+            row(
                 "export",
                 "seconds to write the .tar bundle",
                 export_s,
                 "GNU tar -cf",
                 peer,
-                0.0,
-                "report only",
+                need=0.0,
+                target="report only",
             )
             | {"ratio": (peer / export_s) if peer else None, "met": None}
         )
         rows.append(
-            _row(
+            row(
                 "verify bundle",
                 "seconds to verify the .tar bundle offline",
                 bundle_verify_s,
                 "-",
                 None,
-                0.0,
-                "report only",
+                need=0.0,
+                target="report only",
             )
         )
         store.dispose_engines()

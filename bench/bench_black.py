@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 from scipy.special import ndtr
+from timing import best_of, row  # the timer and row of every bench file
 
 from aitrade.kernels import cpu_threads
 from aitrade.pricing.black import GREEKS, _price_cpu, bsm_greeks, bsm_price
@@ -88,29 +89,6 @@ def quantlib_greeks(S, K, T, r, q, sigma, c):
     return out
 
 
-def _best(f, repeat: int) -> float:
-    best = np.inf
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        f()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
-def _row(benchmark, metric, ours, peer, peer_value, target, met):
-    ratio = None if not peer_value else ours / peer_value
-    return {
-        "benchmark": benchmark,
-        "metric": metric,
-        "aitrade": ours,
-        "peer": peer,
-        "peer_value": peer_value,
-        "ratio": ratio,
-        "target": target,
-        "met": met,
-    }
-
-
 def run(quick: bool = False) -> list[dict]:
     n = 1_000_000 if quick else 10_000_000
     n_ql = 2_000 if quick else 20_000
@@ -123,10 +101,10 @@ def run(quick: bool = False) -> list[dict]:
     )
     threads = cpu_threads()
 
-    t_price = _best(lambda: bsm_price(S, K, T, r, q, sigma, c), repeat)
-    t_greeks = _best(lambda: bsm_greeks(S, K, T, r, q, sigma, c, greeks=("price",) + GREEKS), repeat)
-    t_np_price = _best(lambda: numpy_price(S, K, T, r, q, sigma, c), repeat)
-    t_np_greeks = _best(lambda: numpy_greeks(S, K, T, r, q, sigma, c), 1 if not quick else repeat)
+    t_price = best_of(lambda: bsm_price(S, K, T, r, q, sigma, c), repeat).wall
+    t_greeks = best_of(lambda: bsm_greeks(S, K, T, r, q, sigma, c, greeks=("price",) + GREEKS), repeat).wall
+    t_np_price = best_of(lambda: numpy_price(S, K, T, r, q, sigma, c), repeat).wall
+    t_np_greeks = best_of(lambda: numpy_greeks(S, K, T, r, q, sigma, c), 1 if not quick else repeat).wall
 
     # the fused kernel alone: inputs already prepared, output preallocated (no allocation / page faults)
     flat = [np.ascontiguousarray(a) for a in (S, K, T, r, q, sigma)]
@@ -135,35 +113,35 @@ def run(quick: bool = False) -> list[dict]:
         a.flags.writeable = False
     out = np.zeros(n)
     _price_cpu(*flat, codes, False, out)
-    t_kernel = _best(lambda: _price_cpu(*flat, codes, False, out), repeat)
+    t_kernel = best_of(lambda: _price_cpu(*flat, codes, False, out), repeat).wall
 
     rows = [
-        _row(
+        row(
             f"BSM price, fused kernel only (prepared inputs, preallocated output), {threads} threads",
             "prices/s",
             n / t_kernel,
             "NumPy/SciPy vectorised",
             n / t_np_price,
-            ">= 2e8 prices/s",
-            n / t_kernel >= TARGET,
+            target=">= 2e8 prices/s",
+            met=n / t_kernel >= TARGET,
         ),
-        _row(
+        row(
             f"BSM price via bsm_price (allocates output), {n / 1e6:g}M options, {threads} threads",
             "prices/s",
             n / t_price,
             "NumPy/SciPy vectorised",
             n / t_np_price,
-            ">= 2e8 prices/s",
-            n / t_price >= TARGET,
+            target=">= 2e8 prices/s",
+            met=n / t_price >= TARGET,
         ),
-        _row(
+        row(
             f"BSM price + 8 Greeks, {n / 1e6:g}M options, {threads} threads",
             "options/s",
             n / t_greeks,
             "NumPy/SciPy vectorised",
             n / t_np_greeks,
-            "faster than peer",
-            n / t_greeks > n / t_np_greeks,
+            target="faster than peer",
+            met=n / t_greeks > n / t_np_greeks,
         ),
     ]
 
@@ -174,14 +152,14 @@ def run(quick: bool = False) -> list[dict]:
     ql_out = quantlib_greeks(Sq, Kq, Tq, rq, qq, sq_, cq)
     t_ql = time.perf_counter() - t0
     rows.append(
-        _row(
+        row(
             f"BSM price + Greeks vs QuantLib ({n_ql} options sampled)",
             "options/s",
             n / t_greeks,
             "QuantLib AnalyticEuropeanEngine (per option build + NPV + 5 Greeks)",
             n_ql / t_ql,
-            "faster than peer",
-            n / t_greeks > n_ql / t_ql,
+            target="faster than peer",
+            met=n / t_greeks > n_ql / t_ql,
         )
     )
 
@@ -197,14 +175,14 @@ def run(quick: bool = False) -> list[dict]:
         for j, k in enumerate(("price", "delta", "gamma", "vega", "theta", "rho"))
     )
     rows.append(
-        _row(
+        row(
             "max |difference| / scale vs QuantLib (sample, price + 5 Greeks)",
             "abs. diff / scale",
             err_ql,
             "QuantLib",
             None,
-            "<= 1e-12",
-            err_ql <= 1e-12,
+            target="<= 1e-12",
+            met=err_ql <= 1e-12,
         )
     )
     m = 1_000_000
@@ -212,14 +190,14 @@ def run(quick: bool = False) -> list[dict]:
     got = bsm_price(S[:m], K[:m], T[:m], r[:m], q[:m], sigma[:m], c[:m])
     err_np = float(np.max(np.abs(got - ref) / S[:m]))
     rows.append(
-        _row(
+        row(
             "max |difference| / S vs NumPy/SciPy (1M prices)",
             "abs. diff / scale",
             err_np,
             "NumPy/SciPy",
             None,
-            "<= 1e-12",
-            err_np <= 1e-12,
+            target="<= 1e-12",
+            met=err_np <= 1e-12,
         )
     )
     return rows

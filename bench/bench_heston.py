@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from timing import best_of  # the timer and row of every bench file
 
 from aitrade.pricing.heston import calibrate_heston, dax_surface, heston_price_lewis, heston_surface
 
@@ -23,15 +24,6 @@ if not REF.exists():
 
 PRM = (0.04, 1.5, 0.05, 0.6, -0.7)  # v0, kappa, theta, sigma, rho
 S, Q = 100.0, 0.01
-
-
-def _best(fn, repeat):
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 def _surface_grid(n_exp, n_strikes):
@@ -74,7 +66,7 @@ def bench_surface(quick: bool) -> list[dict]:
     n = n_exp * n_k
     tol = 1e-10  # |phi(u_N)| bound: price error below QuantLib's default engine (row 2)
     heston_surface(S, K, T, r, Q, PRM, tol=tol)  # warm up numba
-    t_ait = _best(lambda: heston_surface(S, K, T, r, Q, PRM, tol=tol), 3 if quick else 7)
+    t_ait = best_of(lambda: heston_surface(S, K, T, r, Q, PRM, tol=tol), 3 if quick else 7).wall
     ours = heston_surface(S, K, T, r, Q, PRM, tol=tol)
     ref = heston_surface(S, K, T, r, Q, PRM, tol=1e-15)
     F = S * np.exp((r - Q) * T)[:, None]
@@ -164,7 +156,7 @@ def bench_calibration(quick: bool) -> list[dict]:
     ref = json.loads((REF / "heston_dax_calibration.json").read_text())
     dax = dax_surface(ref)
     fit = calibrate_heston(**dax)  # warm up numba
-    t_ait = _best(lambda: calibrate_heston(**dax), 3 if quick else 10)
+    t_ait = best_of(lambda: calibrate_heston(**dax), 3 if quick else 10).wall
     t_ql, sse_ql = _ql_dax(ref)
     return [
         {

@@ -23,10 +23,10 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+from timing import best_of  # the timer and row of every bench file
 
 HERE = Path(__file__).resolve().parent
 VENV_VV = HERE / ".venv-vollib"
@@ -105,18 +105,6 @@ def reprice_error(o: dict[str, np.ndarray], vol: np.ndarray) -> tuple[float, int
     return float(np.nanmax(err)), int(np.isnan(err).sum())
 
 
-def _best_of(fn, repeat: int = 3) -> tuple[float, float]:
-    "Best wall time and the process CPU time of that run."
-    best, cpu = np.inf, np.inf
-    for _ in range(repeat):
-        t0, c0 = time.perf_counter(), time.process_time()
-        fn()
-        dt, dc = time.perf_counter() - t0, time.process_time() - c0
-        if dt < best:
-            best, cpu = dt, dc
-    return best, cpu
-
-
 _PEER_SCRIPT = r"""
 import sys, time, json
 import numpy as np
@@ -183,7 +171,7 @@ def run(quick: bool = False) -> list[dict]:
     args = (o["price"], o["F"], o["K"], o["T"], o["r"], o["call"])
     implied_vol_black76(*(a[:100] for a in args))  # warm-up (numba compile or cache load)
     vol = implied_vol_black76(*args)
-    secs, cpu = _best_of(lambda: implied_vol_black76(*args))
+    secs, cpu, _ = best_of(lambda: implied_vol_black76(*args))
     rate = n / secs
     err, nan = reprice_error(o, vol)
     threads = cpu_threads()

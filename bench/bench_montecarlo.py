@@ -7,13 +7,12 @@ Run: `.venv/bin/python bench/bench_montecarlo.py [--quick]`.
 
 from __future__ import annotations
 
-import math
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import QuantLib as ql
+from timing import best_of  # the timer and row of every bench file
 
 from aitrade.kernels import cpu_threads
 from aitrade.pricing.montecarlo import heston_mc
@@ -21,15 +20,6 @@ from aitrade.pricing.montecarlo import heston_mc
 PARAMS = dict(S=100.0, T=1.0, r=0.03, q=0.0, v0=0.04, kappa=1.5, theta=0.04, sigma=0.5, rho=-0.7)
 K = 100.0
 TARGET = 100e6  # path-steps per second on 2 cores
-
-
-def _best(fn, repeats: int) -> tuple[float, object]:
-    best, out = math.inf, None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
 
 
 def _ql_setup():
@@ -76,13 +66,13 @@ def run(quick: bool = False) -> list[dict]:
     process, option, analytic = _ql_setup()
 
     heston_mc(K=K, **PARAMS, n_paths=1_000, n_steps=5)  # compile / load the numba cache
-    t_ait, res = _best(lambda: heston_mc(K=K, **PARAMS, n_paths=n_paths, n_steps=n_steps, seed=1), 3)
+    t_ait, _, res = best_of(lambda: heston_mc(K=K, **PARAMS, n_paths=n_paths, n_steps=n_steps, seed=1), 3)
     rate_ait = work / t_ait
 
-    t_ql, (ql_price, ql_err) = _best(lambda: _ql_mc(process, option, ql_paths, n_steps), 1)
+    t_ql, _, (ql_price, ql_err) = best_of(lambda: _ql_mc(process, option, ql_paths, n_steps), 1)
     rate_ql = ql_paths * n_steps / t_ql
 
-    t_np, _ = _best(
+    t_np, *_ = best_of(
         lambda: heston_mc(K=K, **PARAMS, n_paths=np_paths, n_steps=n_steps, seed=1, backend="numpy"), 1
     )
     rate_np = np_paths * n_steps / t_np

@@ -14,6 +14,7 @@ import time
 import numpy as np
 import pandas as pd
 from scipy.special import ndtr
+from timing import best_of  # the timer and row of every bench file
 
 from aitrade.kernels import cpu_threads
 from aitrade.risk import (
@@ -26,15 +27,6 @@ from aitrade.risk import (
     historical_var,
     risk_report,
 )
-
-
-def _best_of(fn, repeat: int) -> float:
-    best = np.inf
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def make_book(n: int, nu: int, seed: int = 0):
@@ -118,15 +110,15 @@ def run(quick: bool = False) -> list[dict]:
     mkt = MarketState(market["symbol"], market["spot"], market["r"], market["q"], frame["vol"].to_numpy())
     pf = Portfolio.from_frame(frame)
     risk_report(pf, mkt)  # warm up numba (compiles or loads the cache) and the portfolio's cached sort
-    t_warm = _best_of(lambda: risk_report(pf, mkt), rep)
+    t_warm = best_of(lambda: risk_report(pf, mkt), rep).wall
     cpu = np.inf  # CPU seconds of all threads: the work, less sensitive to other load on the machine
     for _ in range(rep):
         c0 = time.process_time()
         risk_report(pf, mkt)
         cpu = min(cpu, time.process_time() - c0)
-    t_cold = _best_of(lambda: risk_report(Portfolio.from_frame(frame), mkt), max(3, rep // 2))
+    t_cold = best_of(lambda: risk_report(Portfolio.from_frame(frame), mkt), max(3, rep // 2)).wall
     peer_risk(frame.head(100), market)
-    t_peer = _best_of(lambda: peer_risk(frame, market), 3 if quick else 5)
+    t_peer = best_of(lambda: peer_risk(frame, market), 3 if quick else 5).wall
 
     # the two must agree before their times are compared
     g, sc = risk_report(pf, mkt, by="symbol")
@@ -178,8 +170,8 @@ def run(quick: bool = False) -> list[dict]:
     rets = pd.DataFrame(rng.normal(0, 0.015, (days, nu)), columns=market["symbol"])
     dvol = pd.DataFrame(rng.normal(0, 0.01, (days, nu)), columns=market["symbol"])
     historical_var(pf, mkt, rets.iloc[:5], vol_changes=dvol.iloc[:5])
-    t_full = _best_of(lambda: historical_var(pf, mkt, rets, vol_changes=dvol), 1 if quick else 2)
-    t_dgv = _best_of(lambda: historical_var(pf, mkt, rets, vol_changes=dvol, method="dgv"), 3)
+    t_full = best_of(lambda: historical_var(pf, mkt, rets, vol_changes=dvol), 1 if quick else 2).wall
+    t_dgv = best_of(lambda: historical_var(pf, mkt, rets, vol_changes=dvol, method="dgv"), 3).wall
     rows.append(
         {
             "benchmark": f"risk: historical VaR/ES, {days} days, full revaluation of {n:,} options",

@@ -7,24 +7,15 @@ Run: `.venv/bin/python bench/bench_sabr.py [--quick]`.
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import QuantLib as ql
 from scipy.optimize import least_squares
+from timing import best_of, row  # the timer and row of every bench file
 
 from aitrade.kernels import cpu_threads
 from aitrade.pricing.sabr import _lognormal_xp, calibrate_sabr, sabr_vol
-
-
-def _best_of(fn, repeat: int) -> float:
-    best = np.inf
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def _random_inputs(n: int, seed: int = 0):
@@ -52,22 +43,6 @@ def _smiles(n_exp: int, n_k: int, seed: int = 1, noise: float = 1e-3):
     return F, K, T, V + rng.normal(0.0, noise, V.shape)
 
 
-def _row(benchmark, metric, ours, peer, peer_value, target, higher_is_better=True, need=1.0):
-    ratio = None
-    if peer_value:
-        ratio = ours / peer_value if higher_is_better else peer_value / ours
-    return {
-        "benchmark": benchmark,
-        "metric": metric,
-        "aitrade": float(ours),
-        "peer": peer,
-        "peer_value": None if peer_value is None else float(peer_value),
-        "ratio": ratio,
-        "target": target,
-        "met": None if ratio is None else bool(ratio >= need),
-    }
-
-
 def run(quick: bool = False) -> list[dict]:
     rows = []
     # ---- vol throughput
@@ -77,9 +52,9 @@ def run(quick: bool = False) -> list[dict]:
     sabr_vol(*[a[:10] for a in args])  # warm up numba (serial and parallel kernels)
     sabr_vol(*args)
     rep = 3 if quick else 5
-    t_nb = _best_of(lambda: sabr_vol(*args), rep)
+    t_nb = best_of(lambda: sabr_vol(*args), rep).wall
     flat = list(args) + [np.zeros(n)]
-    t_xp = _best_of(lambda: _lognormal_xp(np, *flat, False), rep)
+    t_xp = best_of(lambda: _lognormal_xp(np, *flat, False), rep).wall
     F, K, T, a, b, r, nu = (x[:n_ql].tolist() for x in args)
     sv = ql.sabrVolatility
 
@@ -87,27 +62,28 @@ def run(quick: bool = False) -> list[dict]:
         for i in range(n_ql):
             sv(K[i], F[i], T[i], a[i], b[i], nu[i], r[i])
 
-    t_ql = _best_of(ql_loop, 1 if quick else 2)
+    t_ql = best_of(ql_loop, 1 if quick else 2).wall
     rate_nb, rate_xp, rate_ql = n / t_nb, n / t_xp, n_ql / t_ql
     rows.append(
-        _row(
+        row(
             f"sabr_vol lognormal, {n:,} random inputs, numba {cpu_threads()} threads",
             "vols/s",
             rate_nb,
             "QuantLib sabrVolatility (Python loop)",
             rate_ql,
-            ">= 5x QuantLib",
             need=5.0,
+            target=">= 5x QuantLib",
         )
     )
     rows.append(
-        _row(
+        row(
             f"sabr_vol lognormal, {n:,} inputs, xp path with NumPy (GPU algorithm on CPU)",
             "vols/s",
             rate_xp,
             "QuantLib sabrVolatility (Python loop)",
             rate_ql,
-            "informational",
+            target="informational",
+            need=1.0,
         )
     )
     rows[-1]["met"] = None
@@ -117,7 +93,7 @@ def run(quick: bool = False) -> list[dict]:
     Fe, Ke, Te, Ve = _smiles(n_exp, n_k)
     calibrate_sabr(Fe[:2], Ke[:2], Te[:2], Ve[:2], 0.5)  # warm up (serial kernel)
     calibrate_sabr(Fe, Ke, Te, Ve, 0.5)  # warm up (parallel kernel)
-    t_ours = _best_of(lambda: calibrate_sabr(Fe, Ke, Te, Ve, 0.5), rep)
+    t_ours = best_of(lambda: calibrate_sabr(Fe, Ke, Te, Ve, 0.5), rep).wall
     fit = calibrate_sabr(Fe, Ke, Te, Ve, 0.5)
 
     ql_rmse = np.empty(n_exp)
@@ -143,7 +119,7 @@ def run(quick: bool = False) -> list[dict]:
             model = sabr_vol(Fe[e], Ke[e], Te[e], interp.alpha(), 0.5, interp.rho(), interp.nu())
             ql_rmse[e] = np.sqrt(np.mean((model - Ve[e]) ** 2))
 
-    t_ql_cal = _best_of(ql_calib, 1)
+    t_ql_cal = best_of(ql_calib, 1).wall
 
     sp_rmse = np.empty(n_exp)
 
@@ -157,52 +133,54 @@ def run(quick: bool = False) -> list[dict]:
             sol = least_squares(res, x0, bounds=([1e-8, -0.9999, 0.0], [np.inf, 0.9999, 10.0]))
             sp_rmse[e] = np.sqrt(np.mean(sol.fun**2))
 
-    t_sp = _best_of(sp_calib, 1)
+    t_sp = best_of(sp_calib, 1).wall
     per = 1e3 / n_exp
     rows.append(
-        _row(
+        row(
             f"calibrate_sabr, {n_exp} expiries x {n_k} strikes, beta=0.5, noisy",
             "ms per expiry",
             t_ours * per,
             "QuantLib SABRInterpolation (per expiry)",
             t_ql_cal * per,
-            "faster than QuantLib",
             higher_is_better=False,
+            target="faster than QuantLib",
+            need=1.0,
         )
     )
     rows.append(
-        _row(
+        row(
             f"calibrate_sabr, {n_exp} expiries x {n_k} strikes, beta=0.5, noisy",
             "ms per expiry",
             t_ours * per,
             "scipy least_squares + sabr_vol (per expiry)",
             t_sp * per,
-            "faster than SciPy",
             higher_is_better=False,
+            target="faster than SciPy",
+            need=1.0,
         )
     )
     rows.append(
-        _row(
+        row(
             "calibration quality, same quotes",
             "mean rmse (vol)",
             float(np.mean(fit.rmse)),
             "QuantLib SABRInterpolation",
             float(np.mean(ql_rmse)),
-            "rmse <= QuantLib's",
             higher_is_better=False,
             need=1.0 - 1e-6,
+            target="rmse <= QuantLib's",
         )
     )
     rows.append(
-        _row(
+        row(
             "calibration quality, same quotes",
             "mean rmse (vol)",
             float(np.mean(fit.rmse)),
             "scipy least_squares",
             float(np.mean(sp_rmse)),
-            "rmse <= SciPy's",
             higher_is_better=False,
             need=1.0 - 1e-6,
+            target="rmse <= SciPy's",
         )
     )
     return rows

@@ -4,7 +4,8 @@
     .venv/bin/python bench/run.py iv heston   # only bench_iv.py and bench_heston.py
     .venv/bin/python bench/run.py --quick     # smaller sizes, for a smoke run
 
-Each bench_<area>.py has `run(quick=False) -> list[dict]` with the keys of COLUMNS. Results are also written
+Each bench_<area>.py has `run(quick=False) -> list[dict]` with the keys of COLUMNS; it times with
+`timing.best_of` and makes its rows with `timing.row` (bench/timing.py). Results are also written
 to bench/results/<utc time>.json. Figures depend on the machine: the targets in the issues are for 2 cores.
 """
 
