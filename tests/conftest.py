@@ -12,22 +12,15 @@ import uuid
 
 import pytest
 import sqlalchemy as sa
+from hubutil import IN_CI, unavailable
 from hypothesis import settings as hypothesis_settings
 
 from aitrade import config, store
-
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 # CI replays a fixed set of examples (a red run must be reproducible); local runs keep exploring new ones.
 hypothesis_settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
 hypothesis_settings.register_profile("dev", deadline=None, print_blob=True)
 hypothesis_settings.load_profile("ci" if IN_CI else "dev")
-
-
-def _unavailable(what: str, why: str):
-    if IN_CI:
-        pytest.fail(f"{what} is required under CI=true but {why}", pytrace=False)
-    pytest.skip(f"{what}: {why}")
 
 
 @pytest.fixture(autouse=True)
@@ -45,6 +38,16 @@ def isolated_settings(tmp_path, monkeypatch):
     config.get_settings.cache_clear()
 
 
+@pytest.fixture
+def sqlite_db(tmp_path, monkeypatch):
+    "A migrated SQLite database configured as the platform database, for paths that do not depend on the dialect."
+    url = f"sqlite:///{tmp_path}/aitrade.db"
+    monkeypatch.setenv("AITRADE_DATABASE__URL", url)
+    config.reload_settings()
+    store.upgrade(url=url)
+    return url
+
+
 def _pg_schema_url(base: str, schema: str) -> str:
     u = sa.make_url(base)
     return u.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)
@@ -55,14 +58,14 @@ def pg_url():
     "A fresh PostgreSQL schema for this test; dropped afterwards."
     base = os.environ.get("AITRADE_TEST_DATABASE_URL")
     if not base:
-        _unavailable("PostgreSQL", "AITRADE_TEST_DATABASE_URL is not set")
+        unavailable("PostgreSQL", "AITRADE_TEST_DATABASE_URL is not set")
     eng = sa.create_engine(base, poolclass=sa.pool.NullPool)
     schema = f"t_{uuid.uuid4().hex[:12]}"
     try:
         with eng.begin() as c:
             c.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
     except sa.exc.OperationalError as e:
-        _unavailable("PostgreSQL", f"{base} is unreachable: {e.orig}")
+        unavailable("PostgreSQL", f"{base} is unreachable: {e.orig}")
     try:
         yield _pg_schema_url(base, schema)
     finally:
@@ -95,14 +98,14 @@ def redis_url():
     "The Redis server of the tests (AITRADE_TEST_REDIS_URL), flushed before and after."
     url = os.environ.get("AITRADE_TEST_REDIS_URL")
     if not url:
-        _unavailable("Redis", "AITRADE_TEST_REDIS_URL is not set")
+        unavailable("Redis", "AITRADE_TEST_REDIS_URL is not set")
     import redis
 
     r = redis.Redis.from_url(url)
     try:
         r.ping()
     except redis.exceptions.ConnectionError as e:
-        _unavailable("Redis", f"{url} is unreachable: {e}")
+        unavailable("Redis", f"{url} is unreachable: {e}")
     yield url
     r.close()
 

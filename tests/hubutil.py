@@ -1,7 +1,9 @@
-"""Start a real JupyterHub (with its real proxy) on free loopback ports for the tests, and talk to it."""
+"""The platform's processes for the tests: a real JupyterHub (with its real proxy) on free loopback ports, the
+`aitrade` CLI in a subprocess, and the rule for a part that is missing (skip locally, fail under CI=true)."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -9,10 +11,38 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import requests
 
 ROOT = Path(__file__).resolve().parents[1]
 CHP = ROOT / "hub" / "node_modules" / ".bin" / "configurable-http-proxy"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def unavailable(what: str, why: str):
+    "A part the test needs is missing: skip with the reason, or fail under CI=true (CI never skips a real part)."
+    if IN_CI:
+        pytest.fail(f"{what} is required under CI=true but {why}", pytrace=False)
+    pytest.skip(f"{what}: {why}")
+
+
+def platform_env(**overrides: str) -> dict:
+    "This process's environment without the developer's AITRADE_* settings (the test ones stay), plus `overrides`."
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("AITRADE_") or k.startswith("AITRADE_TEST_")
+    }
+    return env | overrides
+
+
+def run_cli(*args, env: dict | None = None, cwd=None) -> subprocess.CompletedProcess:
+    "Run `aitrade ARGS...` in a fresh process, as an operator would type it; text stdout and stderr."
+    return subprocess.run(
+        [sys.executable, "-c", "from aitrade.cli import main; main()", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=platform_env(**(env or {})),
+        cwd=cwd,
+    )
 
 
 def free_port() -> int:
@@ -29,17 +59,12 @@ class Hub:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         (root / "settings.ini").write_text(f"[hub]\nport = {self.port}\n{extra_ini}")
-        self.env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith("AITRADE_") or k.startswith("AITRADE_TEST")
-        }
-        self.env |= {
-            "AITRADE_SETTINGS": str(root / "settings.ini"),
-            "AITRADE_HUB_PROXY_API_PORT": str(free_port()),
-            "AITRADE_HUB_INTERNAL_PORT": str(free_port()),
+        self.env = platform_env(
+            AITRADE_SETTINGS=str(root / "settings.ini"),
+            AITRADE_HUB_PROXY_API_PORT=str(free_port()),
+            AITRADE_HUB_INTERNAL_PORT=str(free_port()),
             **(env or {}),
-        }
+        )
         self.proc = None
 
     def prepare(self) -> str | None:
@@ -86,6 +111,31 @@ class Hub:
         if getattr(self, "log", None):
             self.log.close()
 
+    def start_as_admin(self, note: str = "tests", timeout: float = 90) -> Hub:
+        "Prepare, start, log the first admin in and keep an admin API token (`admin_password`, `admin_token`)."
+        self.admin_password = self.prepare()
+        self.start(timeout)
+        s, r = self.login("admin", self.admin_password)
+        assert r.status_code == 302, r.text
+        tok = s.post(
+            self.url + "/hub/api/users/admin/tokens",
+            headers={"X-XSRFToken": s.cookies.get("_xsrf")},
+            json={"note": note, "expires_in": 3600},
+        )
+        assert tok.status_code == 201, tok.text
+        self.admin_token = tok.json()["token"]
+        return self
+
+    def make_user(self, name: str, group: str, scopes: list[str] | None = None, note: str = "tests") -> str:
+        "Create `name` (if new) in `group` and return a 15-minute API token of theirs (narrowed to `scopes`)."
+        assert self.api("POST", f"/users/{name}", self.admin_token).status_code in (201, 409)
+        r = self.api("POST", f"/groups/{group}/users", self.admin_token, json={"users": [name]})
+        assert r.status_code == 200, r.text
+        body = {"note": note, "expires_in": 900} | ({"scopes": scopes} if scopes else {})
+        r = self.api("POST", f"/users/{name}/tokens", self.admin_token, json=body)
+        assert r.status_code == 201, r.text
+        return r.json()["token"]
+
     def login(self, user: str, password: str) -> tuple[requests.Session, requests.Response]:
         s = requests.Session()
         s.get(self.url + "/hub/login", timeout=10)
@@ -116,6 +166,4 @@ class Hub:
             [sys.executable, "-c", code], env=self.env, cwd=self.root, capture_output=True, text=True
         )
         assert out.returncode == 0, out.stderr
-        import json
-
         return json.loads(out.stdout)

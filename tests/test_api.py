@@ -466,9 +466,8 @@ def hub(tmp_path_factory):
     api_port = free_port()
     h = Hub(root, env={"AITRADE_API_PORT": str(api_port)})
     h.api_url = f"http://127.0.0.1:{api_port}"
-    h.admin_password = h.prepare()
-    h.start()
     try:
+        h.start_as_admin(note="api tests")
         deadline = time.monotonic() + 90
         while True:
             try:
@@ -481,29 +480,13 @@ def hub(tmp_path_factory):
                     f"the API service did not come up: {(root / 'hub.log').read_text()[-3000:]}"
                 )
             time.sleep(0.5)
-        s, r = h.login("admin", h.admin_password)
-        assert r.status_code == 302, r.text
-        tok = s.post(h.url + "/hub/api/users/admin/tokens", headers={"X-XSRFToken": s.cookies.get("_xsrf")},
-                     json={"note": "api tests", "expires_in": 3600})  # fmt: skip
-        h.admin_token = tok.json()["token"]
         h.tokens = {"admin": h.admin_token}
         for role in ROLES:
             if role != "admin":
-                h.tokens[role] = make_user(h, f"api-{role}", role)
+                h.tokens[role] = h.make_user(f"api-{role}", role, note="api")
         yield h
     finally:
         h.stop()
-
-
-def make_user(hub, name, group, scopes=None):
-    assert hub.api("POST", f"/users/{name}", hub.admin_token).status_code in (201, 409)
-    assert (
-        hub.api("POST", f"/groups/{group}/users", hub.admin_token, json={"users": [name]}).status_code == 200
-    )
-    body = {"note": "api", "expires_in": 900} | ({"scopes": scopes} if scopes else {})
-    r = hub.api("POST", f"/users/{name}/tokens", hub.admin_token, json=body)
-    assert r.status_code == 201, r.text
-    return r.json()["token"]
 
 
 def via_hub(hub, base=None):
@@ -550,13 +533,13 @@ def test_no_credentials_and_narrow_tokens_through_the_hub(hub):
             path,
         )
     assert call("GET", "/v1/orders", "not-a-hub-token").status_code == 401
-    narrow = make_user(hub, "api-rita", "risk", scopes=["custom:aitrade:risk:read"])
+    narrow = hub.make_user("api-rita", "risk", scopes=["custom:aitrade:risk:read"], note="api")
     allowed = {
         (m, p) for m, p, _ in eps if call(m, sample(m, p)[0], narrow, **sample(m, p)[1]).status_code != 403
     }
     assert allowed == {(m, p) for m, p, r in eps if r == "risk:read"}
     # a revoked token is refused (the service caches the Hub's answers for at most 30 s; this one was never seen)
-    tok = make_user(hub, "api-rita", "risk")
+    tok = hub.make_user("api-rita", "risk", note="api")
     toks = hub.api("GET", "/users/api-rita/tokens", hub.admin_token).json()["api_tokens"]
     tid = max(toks, key=lambda t: t["created"])["id"]
     assert hub.api("DELETE", f"/users/api-rita/tokens/{tid}", hub.admin_token).status_code == 204

@@ -61,16 +61,6 @@ def small_nb(text: str, error: bool = False, html: str | None = None):
     return nb
 
 
-@pytest.fixture
-def sqlite_db(tmp_path, monkeypatch):
-    "A migrated SQLite database configured as the platform database (for tests that need no PostgreSQL run)."
-    url = f"sqlite:///{tmp_path}/aitrade.db"
-    monkeypatch.setenv("AITRADE_DATABASE__URL", url)
-    config.reload_settings()
-    store.upgrade(url=url)
-    return url
-
-
 def fill(a: Archive, n: int = 4, pipeline: str = "report", **kw) -> list:
     return [
         a.add(small_nb(f"result {i}"), pipeline=pipeline, user="ops", run_id=f"{pipeline}-{i}", git=GIT, **kw)

@@ -2,12 +2,10 @@
 one-byte tampering found by `aitrade audit verify`, and concurrent writers that never fork the chain."""
 
 import multiprocessing as mp
-import os
-import subprocess
-import sys
 
 import pytest
 import sqlalchemy as sa
+from hubutil import run_cli
 
 from aitrade import audit, store
 from aitrade.audit import GENESIS_HASH, AuditRecord
@@ -35,17 +33,6 @@ def _tamper(url, sql, params):
             c.execute(sa.text(sql), params)
 
 
-def cli(*args, url):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AITRADE_")}
-    env["AITRADE_DATABASE__URL"] = url
-    return subprocess.run(
-        [sys.executable, "-c", "from aitrade.cli import main; main()", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-    )
-
-
 def _fill(n=5):
     with store.session_scope() as s:
         for i in range(n):
@@ -63,7 +50,7 @@ def test_chain_links_and_verifies(db):
         assert all(b.prev_hash == a.hash for a, b in zip(recs, recs[1:], strict=False))
         assert all(r.ts.tzinfo is not None for r in recs)
         assert audit.verify(s).ok and audit.verify(s).checked == 5
-    r = cli("audit", "verify", url=db)
+    r = run_cli("audit", "verify", env={"AITRADE_DATABASE__URL": db})
     assert r.returncode == 0 and "intact: 5 records" in r.stdout
 
 
@@ -150,7 +137,7 @@ def test_one_changed_byte_in_any_column_is_found(db, column):
         res = audit.verify(s)
     # a changed hash is caught at its own record (content does not match); every other column likewise
     assert not res.ok and res.broken_seq == 3, res
-    r = cli("audit", "verify", url=db)
+    r = run_cli("audit", "verify", env={"AITRADE_DATABASE__URL": db})
     assert r.returncode == 1 and f"broken at record {res.broken_seq}" in r.stderr
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import re
 import time
 from pathlib import Path
@@ -18,11 +17,10 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
-from hubutil import Hub
+from hubutil import Hub, unavailable
 
 from aitrade.pricing.black import bsm_price
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",
@@ -39,20 +37,18 @@ USER, PASSWORD = "quinn", "correct-horse-battery-staple-9"
 CELL = "from aitrade.pricing.black import bsm_price; print(bsm_price(100,100,1,0.01,0,0.2,True))"
 
 
-def _unavailable(why: str):
-    if IN_CI:
-        pytest.fail(f"the browser test is required under CI=true but {why}", pytrace=False)
-    pytest.skip(why)
-
-
 @pytest.fixture(scope="module")
 def playwright_api():
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        _unavailable("the Python package playwright is not installed (pip install playwright)")
+        unavailable(
+            "the browser test", "the Python package playwright is not installed (pip install playwright)"
+        )
     if not CHROMIUM.exists():
-        _unavailable(f"{CHROMIUM} is missing (apt-get update && apt-get install -y chromium)")
+        unavailable(
+            "the browser test", f"{CHROMIUM} is missing (apt-get update && apt-get install -y chromium)"
+        )
     with sync_playwright() as p:
         yield p
 
@@ -60,18 +56,9 @@ def playwright_api():
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory, playwright_api):
     h = Hub(tmp_path_factory.mktemp("browser-hub"))
-    admin_password = h.prepare()
-    h.start()
     try:
-        s, r = h.login("admin", admin_password)
-        assert r.status_code == 302, r.text
-        r = s.post(
-            h.url + "/hub/api/users/admin/tokens",
-            headers={"X-XSRFToken": s.cookies.get("_xsrf")},
-            json={"note": "browser test", "expires_in": 3600},
-        )
-        assert r.status_code == 201, r.text
-        token = r.json()["token"]
+        h.start_as_admin(note="browser test")
+        s, _ = h.login("admin", h.admin_password)
         # a local account: NativeAuthenticator sign-up with a password, approved by the admin ...
         su = requests.Session()
         su.get(h.url + "/hub/signup", timeout=30)
@@ -88,10 +75,7 @@ def hub(tmp_path_factory, playwright_api):
         assert r.status_code == 200 and "Something went wrong" not in r.text, r.text[:500]
         assert s.get(h.url + f"/hub/authorize/{USER}", allow_redirects=False).status_code == 302
         # ... and the Hub user in the `quant` group, through the admin API
-        assert h.api("POST", f"/users/{USER}", token).status_code in (201, 409)
-        r = h.api("POST", "/groups/quant/users", token, json={"users": [USER]})
-        assert r.status_code == 200, r.text
-        h.admin_token = token
+        h.make_user(USER, "quant", note="browser test")
         yield h
     finally:
         h.stop()

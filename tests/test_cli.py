@@ -1,11 +1,10 @@
 """The `aitrade` CLI: --help on every command, version, db and audit commands end to end."""
 
 import os
-import subprocess
-import sys
 
 import pytest
 import typer
+from hubutil import run_cli
 from typer.testing import CliRunner
 
 import aitrade
@@ -42,33 +41,22 @@ def test_every_command_has_help(cmd):
     assert "Usage:" in r.output and len(r.output.splitlines()) > 3
 
 
-def run(*args, cwd):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AITRADE_")}
-    return subprocess.run(
-        [sys.executable, "-c", "from aitrade.cli import main; main()", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-    )
-
-
 def test_version_and_db_lifecycle_from_a_project_folder(tmp_path):
     (tmp_path / "settings.ini").write_text("[logging]\n# quieter\nlevel = WARNING\n")
-    assert run("version", cwd=tmp_path).stdout.strip() == aitrade.__version__
-    r = run("db", "current", cwd=tmp_path)
+    assert run_cli("version", cwd=tmp_path).stdout.strip() == aitrade.__version__
+    r = run_cli("db", "current", cwd=tmp_path)
     assert r.returncode == 0 and "current: base (empty)" in r.stdout
-    r = run("db", "upgrade", cwd=tmp_path)
+    r = run_cli("db", "upgrade", cwd=tmp_path)
     assert r.returncode == 0 and (tmp_path / "var" / "aitrade.db").is_file()
     head = r.stdout.split()[-1]
-    assert run("db", "current", cwd=tmp_path).stdout.strip() == f"current: {head}  head: {head}"
-    r = run("db", "downgrade", "base", cwd=tmp_path)
+    assert run_cli("db", "current", cwd=tmp_path).stdout.strip() == f"current: {head}  head: {head}"
+    r = run_cli("db", "downgrade", "base", cwd=tmp_path)
     assert r.returncode == 0 and "base (empty)" in r.stdout
 
 
 def test_up_migrates_starts_dask_and_stops(tmp_path):
     (tmp_path / "settings.ini").write_text("[dask]\n# free ports\nscheduler_port = 0\ndashboard_port = 0\n")
-    r = run("up", "--no-hub", "--no-scheduler", "--exit-after", "2", cwd=tmp_path)
+    r = run_cli("up", "--no-hub", "--no-scheduler", "--exit-after", "2", cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "audit chain intact" in r.stdout and str(tmp_path / "var" / "aitrade.db") in r.stdout
     assert "dask-scheduler  tcp://127.0.0.1:" in r.stdout and "dask-workers" in r.stdout
@@ -88,5 +76,5 @@ def test_audit_list_shows_records(tmp_path):
         store.dispose_engines()
     finally:
         del os.environ["AITRADE_SETTINGS"]
-    r = run("audit", "list", cwd=tmp_path)
+    r = run_cli("audit", "list", cwd=tmp_path)
     assert r.returncode == 0 and "job.run" in r.stdout and "pipeline:daily" in r.stdout

@@ -1,25 +1,11 @@
 """Settings: file, environment, secrets file, validation at start-up, `aitrade config show`."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
+from hubutil import run_cli
 
 from aitrade import config
-
-
-def aitrade_cli(*args, env=None, cwd=None):
-    e = {k: v for k, v in os.environ.items() if not k.startswith("AITRADE_") or k.startswith("AITRADE_TEST_")}
-    e.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-c", "from aitrade.cli import main; main()", *args],
-        capture_output=True,
-        text=True,
-        env=e,
-        cwd=cwd,
-    )
 
 
 def test_defaults_are_the_embedded_platform(isolated_settings):
@@ -72,7 +58,7 @@ def test_bad_value_stops_startup_naming_section_and_key(isolated_settings, secti
         config.load_settings()
     assert (e.value.section, e.value.key) == (section, key)
     assert reason in e.value.reason
-    r = aitrade_cli("config", "show", env={"AITRADE_SETTINGS": str(isolated_settings)})
+    r = run_cli("config", "show", env={"AITRADE_SETTINGS": str(isolated_settings)})
     assert r.returncode == 2
     assert f"invalid setting [{section}] {key}" in r.stderr and reason in r.stderr
     assert str(isolated_settings) in r.stderr
@@ -128,7 +114,7 @@ def test_config_show_masks_secrets_and_names_sources(isolated_settings):
         "AITRADE_DATABASE__URL": "postgresql+psycopg://ops:pa55word@db.internal:5432/aitrade",
         "AITRADE_HUB__OIDC_CLIENT_SECRET": "abc",
     }
-    r = aitrade_cli("config", "show", "--json", env=env)
+    r = run_cli("config", "show", "--json", env=env)
     assert r.returncode == 0, r.stderr
     rows = {(x["section"], x["key"]): x for x in json.loads(r.stdout)}
     assert "pa55word" not in r.stdout and "abc" not in {x["value"] for x in rows.values()}
@@ -137,5 +123,5 @@ def test_config_show_masks_secrets_and_names_sources(isolated_settings):
     assert rows[("risk", "var_horizon_days")]["value"] == "10"
     assert rows[("risk", "var_horizon_days")]["source"] == f"file {isolated_settings}"
     assert rows[("dask", "n_workers")]["source"] == "default"
-    r = aitrade_cli("config", "show", env=env)
+    r = run_cli("config", "show", env=env)
     assert r.returncode == 0 and "risk.var_horizon_days" in r.stdout and "pa55word" not in r.stdout

@@ -16,17 +16,7 @@ STRONG = "correct-horse-battery-staple-7"
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
     h = Hub(tmp_path_factory.mktemp("hub"), extra_ini=f"lockout_attempts = 3\nlockout_seconds = {LOCK_S}\n")
-    h.admin_password = h.prepare()
-    h.start()
-    s, r = h.login("admin", h.admin_password)
-    assert r.status_code == 302, r.text
-    tok = s.post(
-        h.url + "/hub/api/users/admin/tokens",
-        headers={"X-XSRFToken": s.cookies.get("_xsrf")},
-        json={"note": "tests", "expires_in": 3600},
-    )
-    assert tok.status_code == 201, tok.text
-    h.admin_token = tok.json()["token"]
+    h.start_as_admin()
     yield h
     h.stop()
 
@@ -97,19 +87,9 @@ def test_lockout_locks_refuses_right_password_and_expires(hub):
     assert "hub.lockout" in acts and "hub.login.refused_locked" in acts and acts[-1] == "hub.login"
 
 
-def make_user(hub, name, group):
-    assert hub.api("POST", f"/users/{name}", hub.admin_token).status_code in (201, 409)
-    assert (
-        hub.api("POST", f"/groups/{group}/users", hub.admin_token, json={"users": [name]}).status_code == 200
-    )
-    r = hub.api("POST", f"/users/{name}/tokens", hub.admin_token, json={"note": "rbac", "expires_in": 600})
-    assert r.status_code == 201, r.text
-    return r.json()["token"]
-
-
 @pytest.mark.parametrize("role", sorted(ROLES))
 def test_role_gets_exactly_its_scopes(hub, role):
-    token = make_user(hub, f"u-{role}", role)
+    token = hub.make_user(f"u-{role}", role)
     me = hub.api("GET", "/user", token).json()
     granted = {s.removeprefix("custom:aitrade:") for s in me["scopes"] if s.startswith("custom:aitrade:")}
     assert granted == set(ROLES[role]), f"{role}: unexpected {granted ^ set(ROLES[role])}"
@@ -127,7 +107,7 @@ def test_role_gets_exactly_its_scopes(hub, role):
 
 
 def test_token_narrower_than_owner_gets_only_its_scopes(hub):
-    make_user(hub, "rita", "risk")
+    hub.make_user("rita", "risk")
     r = hub.api(
         "POST",
         "/users/rita/tokens",
@@ -147,7 +127,7 @@ def test_token_narrower_than_owner_gets_only_its_scopes(hub):
 
 
 def test_expired_token_is_refused(hub):
-    make_user(hub, "tom", "trader")
+    hub.make_user("tom", "trader")
     r = hub.api("POST", "/users/tom/tokens", hub.admin_token, json={"note": "short", "expires_in": 1})
     tok = r.json()["token"]
     time.sleep(2.5)

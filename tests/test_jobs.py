@@ -98,18 +98,6 @@ def drive(run_id, client, tmp_path, **kw) -> str:
     )
 
 
-@pytest.fixture
-def sqlite_db(tmp_path, monkeypatch):
-    "A migrated SQLite database, for the paths that do not depend on the dialect (keeps CI time down)."
-    from aitrade import config
-
-    url = f"sqlite:///{tmp_path}/aitrade.db"
-    monkeypatch.setenv("AITRADE_DATABASE__URL", url)
-    config.reload_settings()
-    store.upgrade(url=url)
-    return url
-
-
 def wait_for(cond, timeout=WAIT, every=0.1):
     t = time.monotonic() + timeout
     while time.monotonic() < t:

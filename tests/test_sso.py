@@ -20,22 +20,15 @@ from urllib.parse import urljoin, urlsplit
 
 import pytest
 import requests
-from hubutil import ROOT, Hub, free_port
+from hubutil import ROOT, Hub, free_port, unavailable
 
 from aitrade.auth import ROLES
 from aitrade.hub import SERVER_SCOPES
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 PROVIDER = ROOT / "tests" / "oidc" / "provider.mjs"
 OIDC_PROVIDER_PKG = ROOT / "hub" / "node_modules" / "oidc-provider" / "package.json"
 CLIENT_ID = "aitrade-hub"
 PASSWORDS = {"alice": "alice-pw-7f3k", "bob": "bob-pw-2m9q", "carol": "carol-pw-5x1z"}
-
-
-def _unavailable(why: str):
-    if IN_CI:
-        pytest.fail(f"the SSO test is required under CI=true but {why}", pytrace=False)
-    pytest.skip(why)
 
 
 def rights(scopes) -> set[str]:
@@ -123,9 +116,12 @@ class Provider:
 @pytest.fixture(scope="module")
 def sso(tmp_path_factory):
     if shutil.which("node") is None:
-        _unavailable("node (Node.js >= 20) is not on PATH")
+        unavailable("the SSO test", "node (Node.js >= 20) is not on PATH")
     if not OIDC_PROVIDER_PKG.exists():
-        _unavailable(f"{OIDC_PROVIDER_PKG.parent} is missing: run `make install-dev` (npm ci --prefix hub)")
+        unavailable(
+            "the SSO test",
+            f"{OIDC_PROVIDER_PKG.parent} is missing: run `make install-dev` (npm ci --prefix hub)",
+        )
     root = tmp_path_factory.mktemp("sso")
     idp = Provider(root)
     hub = Hub(
