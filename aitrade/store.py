@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from importlib import resources
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -62,7 +63,7 @@ class Base(DeclarativeBase):
 
     type_annotation_map = {datetime: UTCDateTime(), dict: JSON().with_variant(JSONB(), "postgresql")}
 
-# %% ../nbs/01_store.ipynb #0845dbb2
+# %% ../nbs/01_store.ipynb #6eb8ad60
 _engines: dict[str, Engine] = {}
 _factories: dict[str, sessionmaker[Session]] = {}
 _lock = threading.Lock()
@@ -83,8 +84,11 @@ def _sqlite_setup(engine: Engine, busy_timeout_ms: int) -> None:
     def _on_begin(conn):
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
-
-def make_engine(url: str | None = None, **kw) -> Engine:
+# %% ../nbs/01_store.ipynb #15bf6e36
+def make_engine(
+    url: str | None = None,  # a SQLAlchemy URL; default: the configured database (`[database] url`)
+    **kw,  # passed to `sqlalchemy.create_engine` (e.g. `poolclass`)
+) -> Engine:
     "A new engine for `url` (default: the configured database), with the platform's SQLite or PostgreSQL setup."
     s = get_settings()
     url = url or s.database_url
@@ -105,7 +109,9 @@ def make_engine(url: str | None = None, **kw) -> Engine:
     return eng
 
 
-def get_engine(url: str | None = None) -> Engine:
+def get_engine(
+    url: str | None = None,  # default: the configured database
+) -> Engine:
     "The process-wide engine for `url` (default: the configured database)."
     url = url or get_settings().database_url
     with _lock:
@@ -125,7 +131,9 @@ def session_factory(url: str | None = None) -> sessionmaker[Session]:
 
 
 @contextmanager
-def session_scope(url: str | None = None) -> Iterator[Session]:
+def session_scope(
+    url: str | None = None,  # default: the configured database
+) -> Iterator[Session]:
     "A session in one transaction: committed on success, rolled back on error."
     with session_factory(url)() as session, session.begin():
         yield session
@@ -145,19 +153,25 @@ def alembic_config(url: str | None = None):
     from alembic.config import Config
 
     cfg = Config()
-    cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    cfg.set_main_option("script_location", str(resources.files("aitrade.migrations")))
     cfg.set_main_option("sqlalchemy.url", (url or get_settings().database_url).replace("%", "%%"))
     return cfg
 
 
-def upgrade(revision: str = "head", url: str | None = None) -> None:
+def upgrade(
+    revision: str = "head",  # an Alembic revision id, or `head`
+    url: str | None = None,  # default: the configured database
+) -> None:
     "Migrate the database up to `revision`."
     from alembic import command
 
     command.upgrade(alembic_config(url), revision)
 
 
-def downgrade(revision: str = "-1", url: str | None = None) -> None:
+def downgrade(
+    revision: str = "-1",  # an Alembic revision id, `-1` (one step) or `base`
+    url: str | None = None,  # default: the configured database
+) -> None:
     "Migrate the database down to `revision` (`base` removes every table)."
     from alembic import command
 
