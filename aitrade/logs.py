@@ -25,8 +25,11 @@ def _add_correlation(_, __, event: dict) -> dict:
         event["correlation_id"] = cid
     return event
 
-
-def configure_logging(settings: Settings | None = None, stream=None) -> None:
+# %% ../nbs/04_logs.ipynb #4c1d06a9
+def configure_logging(
+    settings: Settings | None = None,  # default: the process's settings (`[logging] level, format, file`)
+    stream=None,  # where the console handler writes; default: standard error
+) -> None:
     "Configure structlog and the standard library from `[logging]` (level, format, file)."
     s = (settings or get_settings()).logging
     shared = [
@@ -74,6 +77,8 @@ def configure_logging(settings: Settings | None = None, stream=None) -> None:
     )
 
 
-def get_logger(name: str | None = None):
+def get_logger(
+    name: str | None = None,  # the logger's name, by convention the module's (`aitrade.jobs`)
+):
     "A structlog logger (`configure_logging` decides where it goes)."
     return structlog.get_logger(name)
