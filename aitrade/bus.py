@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .config import get_settings
+from .errors import FieldError
 
 # %% auto #0
 __all__ = ['check_stream', 'encode_message', 'Subscription', 'Bus', 'SqliteBus', 'RedisBus', 'bus_path', 'get_bus', 'publish',
@@ -33,7 +34,7 @@ _STREAM_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,200}$")
 def check_stream(stream: Any) -> str:
     "A valid stream name (letters, digits, `_ . : -`, 1-200 characters) or a ValueError naming the field."
     if not isinstance(stream, str) or not _STREAM_RE.match(stream):
-        raise ValueError(f"stream: must be 1-200 characters of letters, digits, _ . : - (got {stream!r})")
+        raise FieldError("stream", f"must be 1-200 characters of letters, digits, _ . : - (got {stream!r})")
     return stream
 
 
@@ -48,13 +49,13 @@ def _default(o: Any):
 def encode_message(message: Any) -> str:
     "JSON text of a message dict; ValueError naming the field when it is not a dict of JSON values."
     if not isinstance(message, dict):
-        raise ValueError(f"message: must be a dict, got {type(message).__name__}")
+        raise FieldError("message", f"must be a dict, got {type(message).__name__}")
     if not all(isinstance(k, str) for k in message):
-        raise ValueError("message: keys must be strings")
+        raise FieldError("message", "keys must be strings")
     try:
         return json.dumps(message, default=_default, separators=(",", ":"), allow_nan=True)
     except (TypeError, ValueError) as e:
-        raise ValueError(f"message: not JSON serialisable ({e})") from None
+        raise FieldError("message", f"not JSON serialisable ({e})") from None
 
 # %% ../nbs/20_bus.ipynb #0891ff8f
 class Subscription:
@@ -86,11 +87,11 @@ class Subscription:
 
 def _check_sub(last_id: Any, block_ms: Any, count: Any) -> None:
     if not isinstance(last_id, str) or not (last_id == "$" or re.match(r"^\d+(-\d+)?$", last_id)):
-        raise ValueError(f"last_id: must be '$', '0' or an id returned by publish (got {last_id!r})")
+        raise FieldError("last_id", f"must be '$', '0' or an id returned by publish (got {last_id!r})")
     if block_ms is not None and (not isinstance(block_ms, int) or block_ms < 0):
-        raise ValueError(f"block_ms: must be None or an int >= 0 (got {block_ms!r})")
+        raise FieldError("block_ms", f"must be None or an int >= 0 (got {block_ms!r})")
     if not isinstance(count, int) or count < 1:
-        raise ValueError(f"count: must be an int >= 1 (got {count!r})")
+        raise FieldError("count", f"must be an int >= 1 (got {count!r})")
 
 
 class Bus(Protocol):
