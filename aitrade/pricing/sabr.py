@@ -56,7 +56,7 @@ def _zx(z: float, rho: float) -> float:
         return z / _xpos(z, rho)
     return z / -_xpos(-z, -rho)
 
-
+# %% ../../nbs/12_pricing_sabr.ipynb #67c57138
 @cpu_kernel()
 def _params_ok(t: float, alpha: float, beta: float, rho: float, nu: float) -> bool:
     return (
@@ -292,7 +292,7 @@ STATUS = {
     -2: "bad forward, expiry, beta or shift",
 }
 
-
+# %% ../../nbs/12_pricing_sabr.ipynb #6aabc156
 @cpu_kernel()
 def _clamp(x, lo, hi):
     return min(max(x, lo), hi)
@@ -345,7 +345,7 @@ def _cost(terms, t, vs, ws, m, a, r, n, res):
         return np.inf
     return 0.5 * c
 
-
+# %% ../../nbs/12_pricing_sabr.ipynb #c79a9dec
 @cpu_kernel()
 def _solve3(A, g, lam, out):
     "Solve (A + lam*diag(A)) x = -g for a 3x3 symmetric A by Cholesky; False if not positive definite."
@@ -380,7 +380,7 @@ def _solve3(A, g, lam, out):
         out[i] = s / L[i, i]
     return True
 
-
+# %% ../../nbs/12_pricing_sabr.ipynb #bca9c2ef
 @cpu_kernel()
 def _fit_one(terms, t, vs, ws, m, max_iter, ftol, xtol, theta):
     "LM for one expiry on its m valid quotes; theta (3,) in/out (a, r, n). Returns (status, iterations)."
