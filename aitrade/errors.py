@@ -61,9 +61,10 @@ class FieldError(AitradeError, ValueError):
         self,
         field: str,  # the input's name, e.g. `quantity` or `parameters.as_of`
         reason: str,  # why it is refused, e.g. `must be positive`
+        subject: str | None = None,  # what the input belongs to, for people (`order`: "order expiry: ...")
     ):
-        super().__init__(f"{field}: {reason}")
-        self.field, self.reason = field, reason
+        super().__init__(f"{subject} {field}: {reason}" if subject else f"{field}: {reason}")
+        self.field, self.reason, self.subject = field, reason, subject
 
 # %% ../nbs/00_errors.ipynb #edcecdd5
 @dataclasses.dataclass(frozen=True)
