@@ -22,7 +22,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 # %% auto #0
 __all__ = ['SECTIONS', 'ENV_PREFIX', 'ENV_ALIASES', 'DatabaseSettings', 'RedisSettings', 'DaskSettings', 'JobsSettings',
            'ArchiveSettings', 'HubSettings', 'RiskSettings', 'LoggingSettings', 'ComputeSettings', 'ConfigError',
-           'find_settings_file', 'Settings', 'load_settings', 'get_settings', 'reload_settings', 'effective_settings']
+           'find_settings_file', 'Settings', 'load_settings', 'get_settings', 'reload_settings', 'mask_url',
+           'effective_settings']
 
 # %% ../nbs/00_config.ipynb #06ec5c69
 class _Section(BaseModel):
@@ -368,7 +369,10 @@ def reload_settings() -> Settings:
     return get_settings()
 
 # %% ../nbs/00_config.ipynb #c571d284
-def _mask_url(v: str) -> str:
+def mask_url(
+    v: str,  # a URL, e.g. `postgresql+psycopg://aitrade:secret@db:5432/aitrade`
+) -> str:
+    "`v` with the password replaced by `***` (anything that is not a URL comes back unchanged)."
     try:
         parts = urlsplit(v)
     except ValueError:
@@ -390,7 +394,7 @@ def effective_settings(s: Settings | None = None) -> list[dict[str, str]]:
             if isinstance(v, SecretStr):
                 shown = "********" if v.get_secret_value() else ""
             else:
-                shown = _mask_url(str(v)) if isinstance(v, str) else str(v)
+                shown = mask_url(str(v)) if isinstance(v, str) else str(v)
             rows.append(
                 dict(
                     section=sect,

@@ -70,7 +70,9 @@ def hub_config_path(s: Settings | None = None) -> Path:
 
 
 def plan_services(
-    s: Settings | None = None, with_hub: bool = True, with_scheduler: bool = True
+    s: Settings | None = None,  # the settings (default: the current ones)
+    with_hub: bool = True,  # start JupyterHub (and the services it runs)
+    with_scheduler: bool = True,  # start the job scheduler
 ) -> list[Service]:
     "The services `up` starts, in order, from the settings."
     s = s or get_settings()
@@ -140,7 +142,10 @@ class PlatformError(RuntimeError):
 
 
 def start(
-    services: list[Service], logs: Path, timeout: float = 120.0, echo: Callable[[str], None] = print
+    services: list[Service],  # from `plan_services`, in order
+    logs: Path,  # the folder each service logs to
+    timeout: float = 120.0,  # seconds each service may take to become ready
+    echo: Callable[[str], None] = print,  # prints progress
 ) -> None:
     "Start each service in order and wait until it is ready; on failure stop what started and raise."
     logs.mkdir(parents=True, exist_ok=True)
@@ -182,7 +187,11 @@ def stop(services: list[Service], grace: float = 15.0) -> None:
                 os.killpg(p.pid, signal.SIGKILL)
 
 
-def watch(services: list[Service], poll: float = 1.0, until: float | None = None) -> str | None:
+def watch(
+    services: list[Service],  # the started services
+    poll: float = 1.0,  # seconds between checks
+    until: float | None = None,  # a `time.monotonic()` deadline; None: until a signal
+) -> str | None:
     "Block until a service exits (return its name), SIGTERM/SIGINT arrives, or `until` (monotonic time) passes."
     stopping = []
 

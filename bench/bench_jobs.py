@@ -121,7 +121,7 @@ def _wall(n_workers: int, spec, work_s: float, engine: str) -> float:
             raise RuntimeError(f"run {rid}: {status}: {jobs.run_status(rid)['error']}")
         return wall
     finally:
-        jobs._close_client(client)
+        jobs.close_client(client)
 
 
 def bench_scaling(tmp: Path, n_nb: int, work_s: float) -> list[dict]:

@@ -36,7 +36,8 @@ from aitrade.archive import (
     git_state,
     sha256_hex,
 )
-from aitrade.audit import AuditRecord
+from aitrade.audit import AuditRecord, canonical_json
+from aitrade.cli import archive as archive_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 GIT = {"commit": "0123abcd", "dirty": False}
@@ -168,7 +169,7 @@ def test_manifest_records_provenance(tmp_path, db):
     assert f"fsspec=={__import__('fsspec').__version__}" in lock.splitlines()
     assert m["environment"]["distributions"] == len(lock.splitlines()) - 1
     assert (m["retention"]["rule"], m["retention"]["years"]) == ("FINRA", 6)
-    assert datetime.fromisoformat(m["retention"]["until"]) == archive._add_years(r.archived_at, 6)
+    assert datetime.fromisoformat(m["retention"]["until"]) == archive.store._add_years(r.archived_at, 6)
     assert (m["seq"], m["prev_manifest"]) == (1, GENESIS)
     # the manifest is stored as canonical JSON at its own hash
     assert sha256_hex(a.get_object(r.manifest_sha256)) == r.manifest_sha256
@@ -234,7 +235,7 @@ def test_identical_outputs_share_one_object(tmp_path, sqlite_db, monkeypatch):
     r1 = a.add(nb, pipeline="p", user="ops", run_id="p-1", git=GIT, retention=1)
     r2 = a.add(nb, pipeline="p", user="ops", run_id="p-2", git=GIT, retention=1)
     assert r1.notebook_sha256 == r2.notebook_sha256 and r1.manifest_sha256 != r2.manifest_sha256
-    monkeypatch.setattr(archive, "_now", lambda: store.utcnow() + timedelta(days=400))
+    monkeypatch.setattr(archive.manifest, "now", lambda: store.utcnow() + timedelta(days=400))
     t = a.delete("p-1", actor="ops", reason="retention over")
     assert t["notebook_removed"] is False  # p-2 still needs it
     assert a.get_object(r2.notebook_sha256)
@@ -370,7 +371,7 @@ def test_chain_rewritten_with_fresh_hashes_is_caught_by_the_audit_anchor(arc):
     "An attacker with storage access replaces the newest run with a consistent forgery."
     r = arc.show("report-4")
     m = dict(r.manifest, parameters={"forged": True})
-    mb = archive.canonical_json(m).encode()
+    mb = canonical_json(m).encode()
     arc.put_object(mb)
     for rel, body in (
         (
@@ -379,7 +380,7 @@ def test_chain_rewritten_with_fresh_hashes_is_caught_by_the_audit_anchor(arc):
         ),
         ("runs/report-4.json", {"seq": 4, "manifest": sha256_hex(mb)}),
     ):
-        restore(local(arc, rel), archive.canonical_json(body).encode())
+        restore(local(arc, rel), canonical_json(body).encode())
     assert arc.verify().ok
     res = arc.verify(audit=True)
     assert res.broken_runs == ["report-4"] and "differs from the audit log" in str(res)
@@ -402,7 +403,7 @@ def test_exported_bundle_verifies_elsewhere_offline(arc, tmp_path, monkeypatch, 
     def no_db(*a, **k):
         raise AssertionError("offline verification touched the database")
 
-    monkeypatch.setattr(archive, "session_scope", no_db)  # ... and so is the database
+    monkeypatch.setattr(archive.verify, "session_scope", no_db)  # ... and so is the database
     b = Archive(moved)
     res = b.verify()
     assert res.ok, str(res)
@@ -463,7 +464,7 @@ def test_partial_export_and_bad_destinations(arc, tmp_path):
 
 
 def years_later(monkeypatch, days: int) -> None:
-    monkeypatch.setattr(archive, "_now", lambda: store.utcnow() + timedelta(days=days))
+    monkeypatch.setattr(archive.manifest, "now", lambda: store.utcnow() + timedelta(days=days))
 
 
 def test_deletion_inside_retention_is_refused(arc, monkeypatch):
@@ -526,7 +527,7 @@ def test_legal_hold_blocks_deletion_after_retention(arc, monkeypatch):
     # the hold history is a write-once chain of events
     evs = arc._hold_events("report-1")
     assert [e["action"] for e in evs] == ["hold", "release"]
-    assert evs[1]["prev"] == sha256_hex(archive.canonical_json(evs[0]).encode())
+    assert evs[1]["prev"] == sha256_hex(canonical_json(evs[0]).encode())
 
 
 def test_forged_deletion_inside_retention_is_detected(arc):
@@ -536,11 +537,11 @@ def test_forged_deletion_inside_retention_is_detected(arc):
         "seq": 2,
         "manifest": r.manifest_sha256,
         "notebook": r.notebook_sha256,
-        "deleted_at": archive._iso(store.utcnow()),
+        "deleted_at": archive.iso_time(store.utcnow()),
         "actor": "mallory",
         "reason": "x",
     }
-    arc._create("deleted/report-2.json", archive.canonical_json(tomb).encode())
+    arc._create("deleted/report-2.json", canonical_json(tomb).encode())
     local(arc, arc.object_path(r.notebook_sha256)).unlink()
     res = arc.verify()
     assert res.broken_runs == ["report-2"] and "inside retention" in str(res)
@@ -700,7 +701,7 @@ def test_cli(arc, tmp_path, monkeypatch):
     monkeypatch.setenv("AITRADE_ARCHIVE__URL", arc.url)
     config.reload_settings()
     run = CliRunner().invoke
-    r = run(archive.cli, ["list"])
+    r = run(archive_cli.app, ["list"])
     assert r.exit_code == 0, r.output
     lines = r.output.splitlines()
     assert lines[0].split() == [
@@ -715,46 +716,46 @@ def test_cli(arc, tmp_path, monkeypatch):
         "deleted",
     ]
     assert [ln.split()[1] for ln in lines[1:]] == ["report-4", "report-3", "report-2", "report-1"]
-    r = run(archive.cli, ["list", "--json", "--limit", "1"])
+    r = run(archive_cli.app, ["list", "--json", "--limit", "1"])
     assert json.loads(r.output)["run_id"] == "report-4"
-    r = run(archive.cli, ["show", "report-2"])
+    r = run(archive_cli.app, ["show", "report-2"])
     assert r.exit_code == 0 and json.loads(r.output)["manifest"]["run_id"] == "report-2"
-    r = run(archive.cli, ["show", "report-9"])
+    r = run(archive_cli.app, ["show", "report-9"])
     assert r.exit_code == 2 and "run report-9: not in archive" in r.output
-    r = run(archive.cli, ["verify"])  # the configured archive, checked against the audit log
+    r = run(archive_cli.app, ["verify"])  # the configured archive, checked against the audit log
     assert r.exit_code == 0 and r.output.startswith("archive intact: 4 runs"), r.output
-    r = run(archive.cli, ["export", str(tmp_path / "b.tar"), "--actor", "auditor"])
+    r = run(archive_cli.app, ["export", str(tmp_path / "b.tar"), "--actor", "auditor"])
     assert r.exit_code == 0 and "exported 4 runs" in r.output
-    r = run(archive.cli, ["verify", str(tmp_path / "b.tar")])
+    r = run(archive_cli.app, ["verify", str(tmp_path / "b.tar")])
     assert r.exit_code == 0 and "archive intact: 4 runs" in r.output
-    r = run(archive.cli, ["render", "report-1", "-o", str(tmp_path / "r.html")])
+    r = run(archive_cli.app, ["render", "report-1", "-o", str(tmp_path / "r.html")])
     assert r.exit_code == 0 and (tmp_path / "r.html").is_file()
-    r = run(archive.cli, ["hold", "report-1", "--reason", "matter 7", "--actor", "legal"])
+    r = run(archive_cli.app, ["hold", "report-1", "--reason", "matter 7", "--actor", "legal"])
     assert r.exit_code == 0 and "under legal hold" in r.output
-    r = run(archive.cli, ["delete", "report-1", "--reason", "cleanup", "--actor", "ops"])
+    r = run(archive_cli.app, ["delete", "report-1", "--reason", "cleanup", "--actor", "ops"])
     assert r.exit_code == 2 and "retained until" in r.output
     years_later(monkeypatch, 8 * 366)
-    r = run(archive.cli, ["delete", "report-1", "--reason", "cleanup", "--actor", "ops"])
+    r = run(archive_cli.app, ["delete", "report-1", "--reason", "cleanup", "--actor", "ops"])
     assert r.exit_code == 2 and "under legal hold" in r.output
-    r = run(archive.cli, ["release", "report-1", "--reason", "closed", "--actor", "legal"])
+    r = run(archive_cli.app, ["release", "report-1", "--reason", "closed", "--actor", "legal"])
     assert r.exit_code == 0
-    r = run(archive.cli, ["delete", "report-1", "--reason", "cleanup", "--actor", "ops"])
+    r = run(archive_cli.app, ["delete", "report-1", "--reason", "cleanup", "--actor", "ops"])
     assert r.exit_code == 0 and "notebook deleted" in r.output
     p = local(arc, arc.object_path(arc.show("report-3").notebook_sha256))
     flip(p, 33)
-    r = run(archive.cli, ["verify"])
+    r = run(archive_cli.app, ["verify"])
     assert (
         r.exit_code == 1
         and "archive BROKEN" in r.output
         and "run report-3 (#3): notebook does not match" in r.output
     )
-    r = run(archive.cli, ["verify", str(tmp_path / "b.tar")])  # the earlier bundle is unaffected
+    r = run(archive_cli.app, ["verify", str(tmp_path / "b.tar")])  # the earlier bundle is unaffected
     assert r.exit_code == 0
     monkeypatch.setenv("AITRADE_DATABASE__URL", f"sqlite:///{tmp_path}/empty.db")
     config.reload_settings()
-    r = run(archive.cli, ["verify"])
+    r = run(archive_cli.app, ["verify"])
     assert r.exit_code == 2 and "cannot check against the audit log" in r.output and "--no-audit" in r.output
-    r = run(archive.cli, ["verify", "--no-audit"])
+    r = run(archive_cli.app, ["verify", "--no-audit"])
     assert r.exit_code == 1 and "run report-3 (#3)" in r.output
 
 

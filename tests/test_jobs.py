@@ -22,6 +22,7 @@ from aitrade import jobs, store
 from aitrade.archive import Archive
 from aitrade.audit import AuditRecord
 from aitrade.auth import Principal
+from aitrade.cli import jobs as jobs_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 OPS = Principal.with_roles("olga", ["ops"])
@@ -35,7 +36,7 @@ def cluster():
     client.wait_for_workers(2, timeout=60)
     assert all(n >= 1 for n in jobs.warm_workers(client, wait=60).values())
     yield client
-    jobs._close_client(client)
+    jobs.close_client(client)
 
 
 class Receiver:
@@ -131,11 +132,13 @@ def test_shipped_daily_pipeline_validates_before_its_notebooks_exist():
 
 def test_cli_refuses_bad_parameters_naming_them(db):
     r = CliRunner().invoke(
-        jobs.cli, ["run", "daily", "--file", str(ROOT / "jobs/pipelines.yaml"), "--param", "as_of=29/06/2018"]
+        jobs_cli.app,
+        ["run", "daily", "--file", str(ROOT / "jobs/pipelines.yaml"), "--param", "as_of=29/06/2018"],
     )
     assert r.exit_code == 2 and "parameter 'as_of': expected date (YYYY-MM-DD), got '29/06/2018'" in r.output
     r = CliRunner().invoke(
-        jobs.cli, ["run", "daily", "--file", str(ROOT / "jobs/pipelines.yaml"), "--param", "asof=2018-06-29"]
+        jobs_cli.app,
+        ["run", "daily", "--file", str(ROOT / "jobs/pipelines.yaml"), "--param", "asof=2018-06-29"],
     )
     assert r.exit_code == 2 and "unknown parameter 'asof'" in r.output
     with store.session_scope() as s:
@@ -289,9 +292,9 @@ def test_logs_stream_while_running_and_cli_follow(db, cluster, tmp_path):
     ticks = [(t, r) for t, r in seen if r["stream"] == "stdout" and "tick 0" in r["text"]]
     assert ticks and ticks[0][0] < t_end - 0.5, "the first line arrived only after the run ended"
     assert any(r["stream"] == "progress" and r["text"].strip() == "cell 3/3" for _, r in seen)
-    out = CliRunner().invoke(jobs.cli, ["logs", rid, "--follow"])
+    out = CliRunner().invoke(jobs_cli.app, ["logs", rid, "--follow"])
     assert out.exit_code == 0 and "[chatty#1] tick 2" in out.output and f"run {rid}: succeeded" in out.output
-    out = CliRunner().invoke(jobs.cli, ["status", rid])
+    out = CliRunner().invoke(jobs_cli.app, ["status", rid])
     assert "chatty" in out.output and "succeeded" in out.output and "cells 3/3" in out.output
 
 
@@ -304,7 +307,7 @@ def test_cancel_interrupts_a_running_notebook(sqlite_db, cluster, tmp_path):
     th.start()
     wait_for(lambda: nb_row(rid, "long").worker)
     t = time.monotonic()
-    r = CliRunner().invoke(jobs.cli, ["cancel", rid])
+    r = CliRunner().invoke(jobs_cli.app, ["cancel", rid])
     assert r.exit_code == 0, r.output
     th.join(WAIT)
     assert result["status"] == "cancelled" and time.monotonic() - t < 20
@@ -337,7 +340,7 @@ def test_retry_reruns_only_what_failed(sqlite_db, cluster, tmp_path):
     rid = jobs.create_run(spec, principal=OPS)
     assert drive(rid, cluster, tmp_path) == "failed"
     notebook(tmp_path / "b.ipynb", "assert x > 0, 'x too small'")
-    r = CliRunner().invoke(jobs.cli, ["retry", rid, "--queue"])
+    r = CliRunner().invoke(jobs_cli.app, ["retry", rid, "--queue"])
     assert r.exit_code == 0, r.output
     assert drive(rid, cluster, tmp_path) == "succeeded"
     st = jobs.run_status(rid)
@@ -391,12 +394,12 @@ def test_cli_run_pipeline_now_on_the_configured_cluster(sqlite_db, cluster, tmp_
         "      report: {path: report.ipynb, after: [ingest]}\n"
         "    parameters:\n      as_of: {type: date, default: $scheduled_date}\n"
     )
-    r = CliRunner().invoke(jobs.cli, ["run", "daily", "--file", str(f), "--param", "as_of=2018-06-29"])
+    r = CliRunner().invoke(jobs_cli.app, ["run", "daily", "--file", str(f), "--param", "as_of=2018-06-29"])
     assert r.exit_code == 0, r.output
     assert "[ingest#1] ingest 2018-06-29" in r.output and "[report#1] report 2018-06-29" in r.output
     rid = jobs.list_runs("daily")[0]["id"]
     assert f"run {rid}: succeeded" in r.output
-    r = CliRunner().invoke(jobs.cli, ["list", "--file", str(f)])
+    r = CliRunner().invoke(jobs_cli.app, ["list", "--file", str(f)])
     assert "daily: manual" in r.output and "report <- ingest" in r.output
-    r = CliRunner().invoke(jobs.cli, ["list", "--runs"])
+    r = CliRunner().invoke(jobs_cli.app, ["list", "--runs"])
     assert rid in r.output and "succeeded" in r.output

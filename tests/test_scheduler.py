@@ -29,7 +29,7 @@ def cluster():
     client.wait_for_workers(2, timeout=60)
     jobs.warm_workers(client, wait=60)
     yield client
-    jobs._close_client(client)
+    jobs.close_client(client)
 
 
 @pytest.fixture
@@ -93,8 +93,8 @@ def _daemon(tmp_path: Path, cluster, db_url: str, f: Path, name: str) -> subproc
         AITRADE_ARCHIVE__URL=str(tmp_path / "archive"),
         AITRADE_LOGGING__FILE=str(tmp_path / f"{name}.log"),
     )
-    code = "from aitrade.scheduler import cli; cli()"
-    args = ["--pipelines", str(f), "--lease", "3", "--stale", "4", "--poll", "0.2"]
+    code = "from aitrade.cli import main; main()"
+    args = ["scheduler", "--pipelines", str(f), "--lease", "3", "--stale", "4", "--poll", "0.2"]
     return subprocess.Popen(
         [sys.executable, "-c", code, *args],
         env=env,

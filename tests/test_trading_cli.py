@@ -10,7 +10,7 @@ import typer
 from typer.testing import CliRunner
 
 from aitrade import config, marketdata, store
-from aitrade.trading_cli import mount
+from aitrade.cli import trading
 
 
 @pytest.fixture
@@ -21,7 +21,11 @@ def app():
     def _startup():  # as aitrade.cli does: settings are read before any command
         config.reload_settings()
 
-    mount(a)
+    a.add_typer(trading.market_app, name="market")
+    a.add_typer(trading.risk_app, name="risk")
+    a.add_typer(trading.orders_app, name="orders")
+    a.add_typer(trading.killswitch_app, name="killswitch")
+    a.command("backtest")(trading.backtest_cmd)
     return a
 
 
