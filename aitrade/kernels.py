@@ -19,12 +19,12 @@ import numpy as np
 from .config import get_settings
 
 # %% auto #0
-__all__ = ['gpu_available', 'is_gpu_array', 'default_xp', 'Plan', 'plan', 'array_module', 'to_numpy', 'special', 'cpu_kernel',
-           'cpu_threads']
+__all__ = ['cupy_module', 'gpu_available', 'is_gpu_array', 'default_xp', 'Plan', 'plan', 'array_module', 'to_numpy', 'special',
+           'cpu_kernel', 'cpu_threads']
 
 # %% ../nbs/03_kernels.ipynb #3ba8a161
 @lru_cache(maxsize=1)
-def _cupy() -> ModuleType | None:
+def cupy_module() -> ModuleType | None:
     "CuPy if it imports and a CUDA device is usable, else None."
     try:
         import cupy
@@ -35,13 +35,16 @@ def _cupy() -> ModuleType | None:
     except Exception:
         return None
 
+# %% ../nbs/03_kernels.ipynb #5fadc955
+_cupy = cupy_module  # the former private name; tests/conftest.py still imports it
 
+# %% ../nbs/03_kernels.ipynb #1c17ae63
 def gpu_available() -> bool:
     "True when a CUDA GPU is usable and the settings do not force the CPU."
     backend = get_settings().compute.backend
     if backend == "cpu":
         return False
-    ok = _cupy() is not None
+    ok = cupy_module() is not None
     if backend == "gpu" and not ok:
         raise RuntimeError(
             "[compute] backend = gpu, but no usable CUDA GPU (cupy.cuda.is_available() is false)"
@@ -56,7 +59,7 @@ def is_gpu_array(x: Any) -> bool:
 
 def default_xp() -> ModuleType:
     "Array module for data the platform creates: CuPy when a GPU is usable (and allowed), else NumPy."
-    return _cupy() if gpu_available() else np
+    return cupy_module() if gpu_available() else np
 
 # %% ../nbs/03_kernels.ipynb #329b5fe2
 @dataclass(frozen=True)
@@ -100,7 +103,7 @@ def plan(*args: Any) -> Plan:
     cp = next((type(a).__module__ for a in args if is_gpu_array(a)), None)
     if cp is None:
         return Plan(np, np)
-    cupy = _cupy()
+    cupy = cupy_module()
     ret = cupy if cupy is not None else __import__("cupy")
     return Plan(ret if gpu_available() else np, ret)
 

@@ -27,8 +27,8 @@ from aitrade.pricing.black import (
     bsm_greeks,
     bsm_price,
     bsm_reason,
-    norm_cdf,
 )
+from aitrade.pricing.normal import norm_cdf
 
 ql = pytest.importorskip("QuantLib", reason="QuantLib is a dev dependency; install aitrade[dev]")
 
@@ -358,10 +358,10 @@ def test_one_compiled_signature_and_empty_input():
 
 
 def test_mills_coefficients_reproduce():
-    "The derivation printed in the notebook, rerun in 50-digit arithmetic, gives the shipped `_MILLS`."
+    "The derivation printed in the notebook, rerun in 50-digit arithmetic, gives the shipped `MILLS`."
     from math import comb
 
-    from aitrade.pricing.black import _MILLS
+    from aitrade.pricing.normal import MILLS
 
     mp = pytest.importorskip("mpmath", reason="mpmath is a dev dependency; install aitrade[dev]")
     mp.mp.dps = 50
@@ -388,4 +388,4 @@ def test_mills_coefficients_reproduce():
     coef = [
         mp.fsum(mono[i] * comb(i, j) * A**j * B ** (i - j) for i in range(j, deg + 1)) for j in range(deg + 1)
     ]
-    assert tuple(float(x) for x in coef) == _MILLS
+    assert tuple(float(x) for x in coef) == MILLS

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aitrade.kernels import _cupy
+from aitrade.kernels import cupy_module
 from aitrade.pricing import iv
 from aitrade.pricing.iv import implied_vol_black76, implied_vol_bsm, normalised_black
 
@@ -266,7 +266,7 @@ def test_xp_path_with_numpy_equals_numba(sample):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(_cupy() is None, reason="no CUDA GPU (cupy.cuda.is_available() is false)")
+@pytest.mark.skipif(cupy_module() is None, reason="no CUDA GPU (cupy.cuda.is_available() is false)")
 def test_gpu_matches_cpu(sample):
     import cupy as cp
 

@@ -16,7 +16,7 @@ import QuantLib as ql
 import scipy.special as sps
 import scipy.stats
 
-from aitrade.kernels import _cupy, cpu_threads
+from aitrade.kernels import cpu_threads, cupy_module
 from aitrade.pricing.montecarlo import (
     McResult,
     _qe_log_returns_cpu,
@@ -41,7 +41,7 @@ CASES = {
 MONEYNESS = np.array([0.7, 0.85, 1.0, 1.15, 1.4])
 
 NO_GPU = "no CUDA GPU (cupy.cuda.is_available() is false)"
-gpu = pytest.mark.skipif(_cupy() is None, reason=NO_GPU)
+gpu = pytest.mark.skipif(cupy_module() is None, reason=NO_GPU)
 
 
 def _ql_prices(S, days, r, q, v0, kappa, theta, sigma, rho, strikes, calls):
@@ -374,7 +374,7 @@ def test_scalar_strike_gives_scalar():
 
 
 def test_gpu_backend_without_gpu_raises():
-    if _cupy() is not None:
+    if cupy_module() is not None:
         pytest.skip("a CUDA GPU is present; the error path needs a machine without one")
     with pytest.raises(RuntimeError, match=r"cupy.cuda.is_available\(\) is false"):
         heston_mc(

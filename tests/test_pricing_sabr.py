@@ -13,14 +13,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aitrade.kernels import _cupy
+from aitrade.kernels import cupy_module
 from aitrade.pricing import sabr as S
 from aitrade.pricing.sabr import calibrate_sabr, sabr_normal_vol, sabr_vol
 
 ql = pytest.importorskip("QuantLib", reason="QuantLib (dev dependency) is needed for the peer comparisons")
 
 NO_GPU = "no CUDA GPU (cupy.cuda.is_available() is false)"
-needs_gpu = pytest.mark.skipif(_cupy() is None, reason=NO_GPU)
+needs_gpu = pytest.mark.skipif(cupy_module() is None, reason=NO_GPU)
 
 
 # Hagan et al. (2002) lognormal expansion; values from the pysabr test suite (QuantLib agrees);

@@ -13,231 +13,19 @@ from typing import Any
 
 import numba
 import numpy as np
-from llvmlite import ir
-from numba.core import types
-from numba.core.extending import intrinsic
 
 from ..kernels import cpu_kernel, plan, special, to_numpy
+from .normal import FASTMATH, INV_SQRT_2PI, YMAX, inline_kernel, mills, npdf, vexp, vlog
 
 # %% auto #0
-__all__ = ['GREEKS', 'norm_cdf', 'norm_pdf', 'bsm_price', 'black76_price', 'bsm_greeks', 'black76_greeks', 'bsm_reason',
-           'black76_reason']
-
-# %% ../../nbs/10_pricing_black.ipynb #92b8eaa9
-@intrinsic
-def _f2i(typingctx, x):
-    "Bits of a float64 as int64."
-    if x != types.float64:
-        return None
-
-    def codegen(context, builder, sig, args):
-        return builder.bitcast(args[0], ir.IntType(64))
-
-    return types.int64(types.float64), codegen
-
-
-@intrinsic
-def _i2f(typingctx, i):
-    "An int64 bit pattern as float64."
-    if i != types.int64:
-        return None
-
-    def codegen(context, builder, sig, args):
-        return builder.bitcast(args[0], ir.DoubleType())
-
-    return types.float64(types.int64), codegen
-
-
-_FM = {"contract"}  # fused multiply-add only; see the tolerance tests
-_inline = cpu_kernel(fastmath=_FM, error_model="numpy", inline="always")
-
-_LOG2E = 1.4426950408889634
-_LN2_HI = 0.6931471803691238  # ln 2 rounded to 32 significant bits: k * _LN2_HI is exact for |k| < 2**20
-_LN2_LO = 1.9082149292705877e-10  # ln 2 - _LN2_HI
-_SHIFT = 6755399441055744.0  # 1.5 * 2**52: x + _SHIFT - _SHIFT rounds x to an integer
-_SQRT2 = 1.4142135623730951
-_INV_SQRT_2PI = 0.3989422804014327
-_YMAX = 40.0  # n(y) underflows to 0 beyond ~38.6
-
-
-@_inline
-def _exp(x):
-    "e**x: Cody-Waite reduction x = k ln2 + r, |r| <= ln2/2, degree-13 Taylor polynomial, scale by 2**k."
-    x = 1400.0 if x > 1400.0 else x
-    x = -1400.0 if x < -1400.0 else x
-    kk = x * _LOG2E + _SHIFT
-    kf = kk - _SHIFT
-    ki = _f2i(kk) - _f2i(_SHIFT)
-    r = (x - kf * _LN2_HI) - kf * _LN2_LO
-    p = 1.0 / 6227020800.0
-    p = p * r + 1.0 / 479001600.0
-    p = p * r + 1.0 / 39916800.0
-    p = p * r + 1.0 / 3628800.0
-    p = p * r + 1.0 / 362880.0
-    p = p * r + 1.0 / 40320.0
-    p = p * r + 1.0 / 5040.0
-    p = p * r + 1.0 / 720.0
-    p = p * r + 1.0 / 120.0
-    p = p * r + 1.0 / 24.0
-    p = p * r + 1.0 / 6.0
-    p = p * r + 0.5
-    p = p * r + 1.0
-    p = p * r + 1.0
-    k1 = ki >> 1  # 2**k as two factors so that subnormal results and overflow to inf come out right
-    k2 = ki - k1
-    return p * _i2f((k1 + 1023) << 52) * _i2f((k2 + 1023) << 52)
-
-
-@_inline
-def _log(x):
-    "ln x for x > 0: x = m 2**e with m in [sqrt(1/2), sqrt(2)), ln m = 2 atanh(s), s = (m-1)/(m+1)."
-    tiny = x < 2.2250738585072014e-308
-    x = x * 18014398509481984.0 if tiny else x  # subnormal: scale by 2**54 first
-    bits = _f2i(x)
-    e = (bits >> 52) - 1023
-    m = _i2f((bits & 0x000FFFFFFFFFFFFF) | 0x3FF0000000000000)
-    big = m > _SQRT2
-    m = m * 0.5 if big else m
-    ef = float(e) + (1.0 if big else 0.0) - (54.0 if tiny else 0.0)
-    f = m - 1.0
-    s = f / (2.0 + f)
-    z = s * s
-    p = 2.0 / 23.0
-    p = p * z + 2.0 / 21.0
-    p = p * z + 2.0 / 19.0
-    p = p * z + 2.0 / 17.0
-    p = p * z + 2.0 / 15.0
-    p = p * z + 2.0 / 13.0
-    p = p * z + 2.0 / 11.0
-    p = p * z + 2.0 / 9.0
-    p = p * z + 2.0 / 7.0
-    p = p * z + 2.0 / 5.0
-    p = p * z + 2.0 / 3.0
-    return ef * _LN2_HI + ((2.0 * s + s * z * p) + ef * _LN2_LO)
-
-
-@_inline
-def _npdf(y):
-    "Normal density n(y), accurate in the tails (Cody's split of y**2)."
-    y = abs(y)
-    yh = ((y * 16.0 + _SHIFT) - _SHIFT) * 0.0625
-    a = -0.5 * yh * yh
-    b = -0.5 * ((y - yh) * (y + yh))
-    s = a + b
-    bb = s - a
-    err = (a - (s - bb)) + (b - bb)
-    return _exp(s) * (1.0 + err) * _INV_SQRT_2PI
-
-
-# (y + 5) M(y) = sum_j _MILLS[j] t**j, t = (y - 5)/(y + 5), 0 <= y <= 40 (see the derivation above)
-_MILLS = (
-    1.9280810471531575,
-    -1.6678665951889504,
-    1.2415470615739228,
-    -0.785911075547454,
-    0.41364471572989986,
-    -0.17325473406211953,
-    0.052125502468061476,
-    -0.007503283132467398,
-    -0.001999962563527681,
-    0.001365861253365438,
-    -0.0001488293833170018,
-    -0.00012474383829374407,
-    4.1800340799380374e-05,
-    9.993784628392004e-06,
-    -6.910049885290696e-06,
-    -8.612395148705565e-07,
-    1.0402073219224155e-06,
-    1.1253234709807671e-07,
-    -1.2844709374205103e-07,
-    -1.8030469275098418e-08,
-    6.079234283950219e-09,
-)
-
-
-@_inline
-def _mills(y):
-    "Mills ratio M(y) = N(-y)/n(y) for 0 <= y <= 40 (Horner in t = (y-5)/(y+5), unrolled so that it vectorises)."
-    inv = 1.0 / (y + 5.0)
-    t = (y - 5.0) * inv
-    g = _MILLS[20]
-    g = g * t + _MILLS[19]
-    g = g * t + _MILLS[18]
-    g = g * t + _MILLS[17]
-    g = g * t + _MILLS[16]
-    g = g * t + _MILLS[15]
-    g = g * t + _MILLS[14]
-    g = g * t + _MILLS[13]
-    g = g * t + _MILLS[12]
-    g = g * t + _MILLS[11]
-    g = g * t + _MILLS[10]
-    g = g * t + _MILLS[9]
-    g = g * t + _MILLS[8]
-    g = g * t + _MILLS[7]
-    g = g * t + _MILLS[6]
-    g = g * t + _MILLS[5]
-    g = g * t + _MILLS[4]
-    g = g * t + _MILLS[3]
-    g = g * t + _MILLS[2]
-    g = g * t + _MILLS[1]
-    g = g * t + _MILLS[0]
-    return g * inv
-
-
-@_inline
-def _ncdf(x):
-    "Normal CDF N(x) with full relative accuracy in the lower tail."
-    y = min(abs(x), _YMAX)
-    h = _npdf(y) * _mills(y)
-    return h if x < 0.0 else 1.0 - h
-
-# %% ../../nbs/10_pricing_black.ipynb #e8030da2
-@cpu_kernel(parallel=True, fastmath=_FM, error_model="numpy")
-def _ncdf_cpu(x, out):
-    for i in numba.prange(x.size):
-        out[i] = _ncdf(x[i]) if x[i] == x[i] else np.nan
-
-
-@cpu_kernel(parallel=True, fastmath=_FM, error_model="numpy")
-def _npdf_cpu(x, out):
-    for i in numba.prange(x.size):
-        out[i] = _npdf(min(abs(x[i]), _YMAX)) if x[i] == x[i] else np.nan
-
-
-@cpu_kernel(fastmath=_FM, error_model="numpy")
-def _exp_log_cpu(x, e, lg):
-    for i in range(x.size):
-        e[i] = _exp(x[i])
-        lg[i] = _log(x[i])
-
-
-def norm_cdf(x):
-    "Standard normal CDF, accurate to a few ulps relative also in the lower tail; NaN stays NaN."
-    p = plan(x)
-    shape, (xf,) = p.inputs(x)
-    if p.gpu:
-        return p.out(special(p.xp).ndtr(xf), shape)
-    out = np.empty(xf.size)
-    _ncdf_cpu(xf, out)
-    return p.out(out, shape)
-
-
-def norm_pdf(x):
-    "Standard normal density."
-    p = plan(x)
-    shape, (xf,) = p.inputs(x)
-    if p.gpu:
-        return p.out(p.xp.exp(-0.5 * xf * xf) * _INV_SQRT_2PI, shape)
-    out = np.empty(xf.size)
-    _npdf_cpu(xf, out)
-    return p.out(out, shape)
+__all__ = ['GREEKS', 'bsm_price', 'black76_price', 'bsm_greeks', 'black76_greeks', 'bsm_reason', 'black76_reason']
 
 # %% ../../nbs/10_pricing_black.ipynb #d5ded12e
 GREEKS = ("delta", "gamma", "vega", "theta", "rho", "vanna", "volga", "charm")
 _OUTPUTS = ("price",) + GREEKS
 
 
-@_inline
+@inline_kernel
 def _core(s, k, t, r, q, sig, c, black76):
     "Price and Greeks (in `_OUTPUTS` order) of one option; `c`: 1 call, 0 put, -1 invalid; NaN for an invalid row."
     ok = (
@@ -256,20 +44,20 @@ def _core(s, k, t, r, q, sig, c, black76):
     w = 1.0 if c == 1 else -1.0
     sq = np.sqrt(t)
     v = sig * sq
-    x = _log(s / k) + (r - q) * t  # ln(F/K)
+    x = vlog(s / k) + (r - q) * t  # ln(F/K)
     dg = v == 0.0  # deterministic limit: T == 0 or sigma == 0
     iv = 1.0 / (1.0 if dg else v)
     d1 = x * iv + 0.5 * v
     d2 = d1 - v
-    dq = _exp(-q * t)
+    dq = vexp(-q * t)
     se = s * dq  # S e^{-qT} = F e^{-rT}
-    kd = k * _exp(-r * t)  # K e^{-rT}
-    y1 = min(abs(d1), _YMAX)
-    y2 = min(abs(d2), _YMAX)
-    n1 = _npdf(y1)
+    kd = k * vexp(-r * t)  # K e^{-rT}
+    y1 = min(abs(d1), YMAX)
+    y2 = min(abs(d2), YMAX)
+    n1 = npdf(y1)
     sn1 = se * n1  # S e^{-qT} n(d1) = K e^{-rT} n(d2)
-    h1 = n1 * _mills(y1)  # N(-|d1|)
-    t2 = sn1 * _mills(y2)  # K e^{-rT} N(-|d2|)
+    h1 = n1 * mills(y1)  # N(-|d1|)
+    t2 = sn1 * mills(y2)  # K e^{-rT} N(-|d2|)
     n1w = h1 if w * d1 < 0.0 else 1.0 - h1  # N(w d1)
     a2 = t2 if w * d2 < 0.0 else kd - t2  # K e^{-rT} N(w d2)
     hx = 1.0 if w * x > 0.0 else (0.0 if w * x < 0.0 else 0.5)  # limit of both N(w d) when v -> 0
@@ -305,13 +93,13 @@ def _core(s, k, t, r, q, sig, c, black76):
     return price, delta, gamma, vega, theta, rho, vanna, volga, charm
 
 
-@cpu_kernel(parallel=True, fastmath=_FM, error_model="numpy")
+@cpu_kernel(parallel=True, fastmath=FASTMATH, error_model="numpy")
 def _price_cpu(S, K, T, r, q, sigma, c, black76, out):
     for i in numba.prange(out.size):
         out[i] = _core(S[i], K[i], T[i], r[i], q[i], sigma[i], c[i], black76)[0]
 
 
-@cpu_kernel(parallel=True, fastmath=_FM, error_model="numpy")
+@cpu_kernel(parallel=True, fastmath=FASTMATH, error_model="numpy")
 def _greeks_cpu(S, K, T, r, q, sigma, c, black76, rows, out):
     for i in numba.prange(out.shape[1]):
         g = _core(S[i], K[i], T[i], r[i], q[i], sigma[i], c[i], black76)
@@ -326,6 +114,9 @@ def _greeks_cpu(S, K, T, r, q, sigma, c, black76, rows, out):
         out[rows[8], i] = g[8]
 
 # %% ../../nbs/10_pricing_black.ipynb #912c88ad
+_SQRT2 = 1.4142135623730951
+
+
 def _black_xp(xp: ModuleType, S, K, T, r, q, sigma, c, names: tuple[str, ...], black76: bool) -> dict:
     "Price and Greeks on flat float64 arrays of the namespace `xp` (CuPy on a GPU, NumPy in the tests)."
     erfc = special(xp).erfc
@@ -359,7 +150,7 @@ def _black_xp(xp: ModuleType, S, K, T, r, q, sigma, c, names: tuple[str, ...], b
     hx = xp.where(w * x > 0, 1.0, xp.where(w * x < 0, 0.0, 0.5))
     Nd1 = xp.where(dg, hx, N(w * d1))
     Nd2 = xp.where(dg, hx, N(w * d2))
-    n1 = xp.where(dg, 0.0, xp.exp(-0.5 * d1 * d1) * _INV_SQRT_2PI)
+    n1 = xp.where(dg, 0.0, xp.exp(-0.5 * d1 * d1) * INV_SQRT_2PI)
     dq, dr = xp.exp(-q * T), xp.exp(-r * T)
     sigs = xp.where(sigma == 0, 1.0, sigma)
     Ts = xp.where(T == 0, 1.0, T)

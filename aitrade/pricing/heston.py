@@ -19,6 +19,7 @@ import numba
 import numpy as np
 
 from ..kernels import cpu_kernel, plan, to_numpy
+from .normal import ncdf
 
 # %% auto #0
 __all__ = ['PARAM_NAMES', 'DEFAULT_BOUNDS', 'HestonParams', 'check_params', 'heston_cf', 'heston_cf_grad', 'heston_price_cos',
@@ -732,11 +733,6 @@ def heston_price_lewis(S, K, T, r, q, v0, kappa, theta, sigma, rho, is_call=True
 
 # %% ../../nbs/13_pricing_heston.ipynb #1fa7d472
 @cpu_kernel()
-def _ncdf(x):
-    return 0.5 * math.erfc(-x / math.sqrt(2.0))
-
-
-@cpu_kernel()
 def _black_undisc(F, K, T, vol, call):
     "Undiscounted Black-76 price and vega."
     sd = vol * math.sqrt(T)
@@ -745,9 +741,9 @@ def _black_undisc(F, K, T, vol, call):
     d1 = (math.log(F / K) + 0.5 * sd * sd) / sd
     d2 = d1 - sd
     if call:
-        pr = F * _ncdf(d1) - K * _ncdf(d2)
+        pr = F * ncdf(d1) - K * ncdf(d2)
     else:
-        pr = K * _ncdf(-d2) - F * _ncdf(-d1)
+        pr = K * ncdf(-d2) - F * ncdf(-d1)
     vega = F * math.exp(-0.5 * d1 * d1) / math.sqrt(2.0 * math.pi) * math.sqrt(T)
     return pr, vega
 

@@ -15,7 +15,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from ..kernels import _cupy, cpu_kernel, is_gpu_array, plan, special, to_numpy
+from ..kernels import cupy_module, cpu_kernel, is_gpu_array, plan, special, to_numpy
 
 # %% auto #0
 __all__ = ['PSI_C', 'McResult', 'stream_key', 'ndtri_as241', 'qe_constants', 'heston_mc']
@@ -379,7 +379,7 @@ def heston_mc(
     if backend is None:
         xp = p.xp
     elif backend == "gpu":
-        xp = _cupy()
+        xp = cupy_module()
         if xp is None:
             raise RuntimeError("backend='gpu', but no usable CUDA GPU (cupy.cuda.is_available() is false)")
     else:
