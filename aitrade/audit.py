@@ -13,7 +13,7 @@ import json
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -24,9 +24,9 @@ from .store import Base, utcnow
 
 # %% auto #0
 __all__ = ['GENESIS_HASH', 'AuditRecord', 'AuditHead', 'canonical_json', 'new_correlation_id', 'current_correlation_id',
-           'correlation', 'append', 'AuditEntry', 'audited', 'VerifyResult', 'verify', 'query']
+           'correlation', 'append', 'query', 'VerifyResult', 'verify']
 
-# %% ../nbs/02_audit.ipynb #c254278f
+# %% ../nbs/02_audit.ipynb #0c44992c
 GENESIS_HASH = "0" * 64
 
 
@@ -95,7 +95,7 @@ class AuditHead(Base):
     seq: Mapped[int] = mapped_column(sa.BigInteger().with_variant(sa.Integer, "sqlite"))
     hash: Mapped[str] = mapped_column(sa.String(64))
 
-
+# %% ../nbs/02_audit.ipynb #e6d55613
 def canonical_json(obj: Any) -> str:
     "JSON with sorted keys and no spaces: the bytes that are hashed."
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_json_default)
@@ -108,7 +108,7 @@ def _json_default(o):
         return o.item()
     raise TypeError(f"{type(o).__name__} is not JSON serialisable")
 
-# %% ../nbs/02_audit.ipynb #29ec0ee1
+# %% ../nbs/02_audit.ipynb #33e0238a
 _correlation: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "aitrade_correlation_id", default=None
 )
@@ -132,7 +132,7 @@ def correlation(cid: str | None = None) -> Iterator[str]:
     finally:
         _correlation.reset(token)
 
-
+# %% ../nbs/02_audit.ipynb #76257f56
 def _require(name: str, value: Any, maxlen: int) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"audit {name}: must be a non-empty string (got {value!r})")
@@ -140,15 +140,15 @@ def _require(name: str, value: Any, maxlen: int) -> str:
         raise ValueError(f"audit {name}: longer than {maxlen} characters")
     return value
 
-
+# %% ../nbs/02_audit.ipynb #29814570
 def append(
-    session: Session,
-    actor: str,
-    action: str,
-    target: str,
-    before: Any = None,
-    after: Any = None,
-    correlation_id: str | None = None,
+    session: Session,  # the session whose transaction makes the change
+    actor: str,  # the principal's name, e.g. `rita` or `system:scheduler`
+    action: str,  # what happened, dotted, e.g. `limit.set`
+    target: str,  # what it happened to, e.g. `limit:SPX:vega`
+    before: Any = None,  # the state before (JSON-serialisable), None for a creation
+    after: Any = None,  # the state after, None for a removal
+    correlation_id: str | None = None,  # default: the current `correlation(...)`, else a new id
 ) -> AuditRecord:
     "Append one record to the chain inside `session`'s current transaction (commit is the caller's)."
     _require("actor", actor, 200)
@@ -183,34 +183,35 @@ def append(
     session.flush()
     return rec
 
-
-@dataclass
-class AuditEntry:
-    "What the body of `audited` may fill in: `after` (and, if it only becomes known inside, `target`)."
-
-    target: str
-    before: Any = None
-    after: Any = None
-    record: AuditRecord | None = field(default=None, repr=False)
-
-
-@contextmanager
-def audited(
+# %% ../nbs/02_audit.ipynb #808e78ce
+def query(
     session: Session,
-    actor: str,
-    action: str,
-    target: str,
-    before: Any = None,
+    actor: str | None = None,
+    action: str | None = None,
+    target: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
     correlation_id: str | None = None,
-) -> Iterator[AuditEntry]:
-    "Make a change and its audit record in one transaction: the record is appended when the block succeeds."
-    _require("actor", actor, 200)
-    _require("action", action, 200)
-    entry = AuditEntry(target=target, before=before)
-    yield entry
-    entry.record = append(session, actor, action, entry.target, entry.before, entry.after, correlation_id)
+    limit: int = 100,
+    offset: int = 0,
+) -> list[AuditRecord]:
+    "Records matching every given filter, newest first (`action` and `target` match as prefixes)."
+    q = sa.select(AuditRecord)
+    if actor:
+        q = q.where(AuditRecord.actor == actor)
+    if action:
+        q = q.where(AuditRecord.action.startswith(action, autoescape=True))
+    if target:
+        q = q.where(AuditRecord.target.startswith(target, autoescape=True))
+    if correlation_id:
+        q = q.where(AuditRecord.correlation_id == correlation_id)
+    if since:
+        q = q.where(AuditRecord.ts >= since)
+    if until:
+        q = q.where(AuditRecord.ts < until)
+    return list(session.execute(q.order_by(AuditRecord.seq.desc()).limit(limit).offset(offset)).scalars())
 
-# %% ../nbs/02_audit.ipynb #c9298bc6
+# %% ../nbs/02_audit.ipynb #2c574040
 @dataclass
 class VerifyResult:
     ok: bool
@@ -254,31 +255,3 @@ def verify(session: Session, batch: int = 5000) -> VerifyResult:
             f"chain head says {head.seq} records, {n} found (tail removed or head altered)",
         )
     return VerifyResult(True, n)
-
-
-def query(
-    session: Session,
-    actor: str | None = None,
-    action: str | None = None,
-    target: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    correlation_id: str | None = None,
-    limit: int = 100,
-    offset: int = 0,
-) -> list[AuditRecord]:
-    "Records matching every given filter, newest first (`action` and `target` match as prefixes)."
-    q = sa.select(AuditRecord)
-    if actor:
-        q = q.where(AuditRecord.actor == actor)
-    if action:
-        q = q.where(AuditRecord.action.startswith(action, autoescape=True))
-    if target:
-        q = q.where(AuditRecord.target.startswith(target, autoescape=True))
-    if correlation_id:
-        q = q.where(AuditRecord.correlation_id == correlation_id)
-    if since:
-        q = q.where(AuditRecord.ts >= since)
-    if until:
-        q = q.where(AuditRecord.ts < until)
-    return list(session.execute(q.order_by(AuditRecord.seq.desc()).limit(limit).offset(offset)).scalars())

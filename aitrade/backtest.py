@@ -26,43 +26,16 @@ from sqlalchemy.orm import Session
 
 from . import execution, marketdata, risk, store, surfaces
 from .auth import BACKTEST_POLICY, Principal
+from .clock import time_to_expiry
+from .errors import FieldError
 from .limits import set_limit
+from .performance import performance_summary, plot_backtest
 from .pricing.black import bsm_greeks, bsm_price
 from .pricing.iv import implied_vol_bsm
 
 # %% auto #0
-__all__ = ['TRADING_DAYS_PER_YEAR', 'STRATEGIES', 'performance_summary', 'Proposal', 'DayContext', 'Strategy', 'DeltaHedged',
-           'ShortVol', 'RichCheap', 'make_strategy', 'BacktestResult', 'run_backtest', 'context_from_store',
-           'order_request', 'plot_backtest']
-
-# %% ../nbs/50_backtest.ipynb #bee939bc
-TRADING_DAYS_PER_YEAR = 252
-
-
-def performance_summary(
-    daily_pnl: Iterable[float], traded_value: float = 0.0, contracts: float = 0.0
-) -> dict[str, float]:
-    "Sharpe (annualised), max drawdown, turnover and hit rate of a daily P&L series (see the prose)."
-    x = np.asarray(list(daily_pnl) if not isinstance(daily_pnl, np.ndarray) else daily_pnl, dtype=float)
-    if x.ndim != 1 or not np.isfinite(x).all():
-        raise ValueError("daily_pnl: must be a one-dimensional series of finite numbers")
-    n = x.size
-    sd = float(x.std(ddof=1)) if n > 1 else math.nan
-    cum = np.cumsum(x)
-    peak = np.maximum.accumulate(np.r_[0.0, cum])[1:]
-    nz = int(np.count_nonzero(x))
-    return {
-        "days": n,
-        "total_pnl": float(cum[-1]) if n else 0.0,
-        "mean_daily_pnl": float(x.mean()) if n else math.nan,
-        "std_daily_pnl": sd,
-        "sharpe": float(x.mean() / sd * math.sqrt(TRADING_DAYS_PER_YEAR)) if sd > 0 else math.nan,
-        "max_drawdown": float((peak - cum).max()) if n else 0.0,
-        "turnover": float(traded_value),
-        "turnover_per_day": float(traded_value) / n if n else math.nan,
-        "contracts_traded": float(contracts),
-        "hit_rate": float((x > 0).sum() / nz) if nz else math.nan,
-    }
+__all__ = ['STRATEGIES', 'Proposal', 'DayContext', 'Strategy', 'DeltaHedged', 'ShortVol', 'RichCheap', 'make_strategy',
+           'BacktestResult', 'run_backtest', 'context_from_store', 'order_request']
 
 # %% ../nbs/50_backtest.ipynb #7e6d131c
 @dataclass(frozen=True)
@@ -148,7 +121,7 @@ def _mark_and_vol(ctx: DayContext, r) -> tuple[float, float, float]:
     S = ctx.spot.get(r.symbol, math.nan)
     if r.option_type == "S":
         return S, 0.0, 0.0
-    T = execution._year_frac(r.expiry, ctx.now)
+    T = max(time_to_expiry(ctx.now, r.expiry), 0.0)
     q_ = ctx.div_yield.get(r.symbol, 0.0)
     call = r.option_type == "C"
     row = ctx.quote(r.symbol, r.option_type, r.expiry, r.strike)
@@ -171,18 +144,25 @@ def _position_greeks(ctx: DayContext) -> pd.DataFrame:
     p = ctx.positions[ctx.positions["quantity"] != 0].reset_index(drop=True)
     vals = [_mark_and_vol(ctx, r) for r in p.itertuples(index=False)]
     out = p.assign(
-        mark=[v[0] for v in vals], vol=[v[1] for v in vals], T=[v[2] for v in vals],
+        mark=[v[0] for v in vals],
+        vol=[v[1] for v in vals],
+        T=[v[2] for v in vals],
         spot=[ctx.spot.get(s, math.nan) for s in p["symbol"]],
-    )  # fmt: skip
+    )
     opt = (out["option_type"] != "S").to_numpy()
     delta = np.ones(len(out))
     if opt.any():
         o = out[opt]
         g = bsm_greeks(
-            o["spot"].to_numpy(float), o["strike"].to_numpy(float), o["T"].to_numpy(float), ctx.rate,
-            np.array([ctx.div_yield.get(s, 0.0) for s in o["symbol"]]), o["vol"].to_numpy(float),
-            (o["option_type"] == "C").to_numpy(), greeks=("delta",),
-        )  # fmt: skip
+            o["spot"].to_numpy(float),
+            o["strike"].to_numpy(float),
+            o["T"].to_numpy(float),
+            ctx.rate,
+            np.array([ctx.div_yield.get(s, 0.0) for s in o["symbol"]]),
+            o["vol"].to_numpy(float),
+            (o["option_type"] == "C").to_numpy(),
+            greeks=("delta",),
+        )
         delta[opt] = np.where(o["T"].to_numpy(float) > 0, g["delta"], 0.0)
     out["delta"] = delta
     out["delta_units"] = out["quantity"] * out["multiplier"] * out["delta"]
@@ -240,9 +220,10 @@ class ShortVol(DeltaHedged):
             out += rolls
             rolled = {(r.option_type, pd.Timestamp(r.expiry), r.strike) for r in rolls}
             keep = [
-                r for r in ctx.held(s).itertuples(index=False)
+                r
+                for r in ctx.held(s).itertuples(index=False)
                 if (r.option_type, pd.Timestamp(r.expiry), r.strike) not in rolled
-            ]  # fmt: skip
+            ]
             if keep or ctx.chains[s].empty:
                 continue
             ch = ctx.chains[s]
@@ -294,19 +275,27 @@ class RichCheap(DeltaHedged):
             days = (ch["expiry"] - ctx.date).dt.days
             z = np.log(ch["strike"] / ctx.spot[s]) / (ch["iv"] * np.sqrt(ch["T"]))
             c = ch[
-                ch["otm"].fillna(False).astype(bool) & np.isfinite(ch["residual"]) & (days >= self.min_days)
-                & (days <= self.max_days) & (np.abs(z) <= self.max_abs_z)
-            ]  # fmt: skip
+                ch["otm"].fillna(False).astype(bool)
+                & np.isfinite(ch["residual"])
+                & (days >= self.min_days)
+                & (days <= self.max_days)
+                & (np.abs(z) <= self.max_abs_z)
+            ]
             if len(c) < 2:
                 continue
             rich, cheap = c.loc[c["residual"].idxmax()], c.loc[c["residual"].idxmin()]
             if rich["residual"] < self.min_edge or cheap["residual"] > -self.min_edge:
                 continue
             v = bsm_greeks(
-                ctx.spot[s], np.array([rich["strike"], cheap["strike"]]), np.array([rich["T"], cheap["T"]]),
-                ctx.rate, ctx.div_yield.get(s, 0.0), np.array([rich["iv"], cheap["iv"]]),
-                np.array([rich["option_type"] == "C", cheap["option_type"] == "C"]), greeks=("vega",),
-            )["vega"]  # fmt: skip
+                ctx.spot[s],
+                np.array([rich["strike"], cheap["strike"]]),
+                np.array([rich["T"], cheap["T"]]),
+                ctx.rate,
+                ctx.div_yield.get(s, 0.0),
+                np.array([rich["iv"], cheap["iv"]]),
+                np.array([rich["option_type"] == "C", cheap["option_type"] == "C"]),
+                greeks=("vega",),
+            )["vega"]
             n_cheap = int(np.clip(np.round(self.contracts * v[0] / v[1]), 1, 5 * self.contracts))
             for row, q, tag in ((rich, -self.contracts, "rich"), (cheap, n_cheap, "cheap")):
                 out.append(
@@ -321,7 +310,7 @@ STRATEGIES: dict[str, type] = {"short_vol": ShortVol, "rich_cheap": RichCheap}
 def make_strategy(name: str, **params) -> Strategy:
     "A built-in strategy by name: 'short_vol' or 'rich_cheap'."
     if name not in STRATEGIES:
-        raise ValueError(f"strategy: unknown {name!r}; known: {', '.join(STRATEGIES)}")
+        raise FieldError("strategy", f"unknown {name!r}; known: {', '.join(STRATEGIES)}")
     return STRATEGIES[name](**params)
 
 # %% ../nbs/50_backtest.ipynb #1ffc6f0c
@@ -365,14 +354,21 @@ class BacktestResult:
             getattr(self, name).to_csv(p, index=False)
             paths.append(p)
         p = d / "summary.json"
-        meta = dict(strategy=self.strategy, symbols=self.symbols, seed=self.seed, start=str(self.days[0]),
-                    end=str(self.days[-1]), elapsed_s=self.elapsed_s, warnings=self.warnings)  # fmt: skip
+        meta = dict(
+            strategy=self.strategy,
+            symbols=self.symbols,
+            seed=self.seed,
+            start=str(self.days[0]),
+            end=str(self.days[-1]),
+            elapsed_s=self.elapsed_s,
+            warnings=self.warnings,
+        )
         p.write_text(json.dumps({**meta, "summary": self.summary}, indent=1, default=_json_default))
         paths.append(p)
         self.plots(d)
         return paths + [d / "pnl.png", d / "greeks.png"]
 
-
+# %% ../nbs/50_backtest.ipynb #37be88cd
 def _json_default(o):
     if isinstance(o, float | np.floating) and not math.isfinite(o):
         return None
@@ -382,15 +378,17 @@ def _json_default(o):
 
 
 def _trading_days(market, symbols: list[str], start, end) -> list[pd.Timestamp]:
-    s, e = marketdata._as_day(start, "start"), marketdata._as_day(end, "end")
+    s, e = marketdata.as_day(start, "start"), marketdata.as_day(end, "end")
     if e < s:
-        raise ValueError(f"end: {e.date()} is before start {s.date()}")
+        raise FieldError("end", f"{e.date()} is before start {s.date()}")
     common = None
     for sym in symbols:
         d = pd.DatetimeIndex(market.dates(sym, s, e))
         common = d if common is None else common.intersection(d)
     if common is None or not len(common):
-        raise ValueError(f"start, end: no common trading day of {symbols} between {s.date()} and {e.date()}")
+        raise FieldError(
+            "start, end", f"no common trading day of {symbols} between {s.date()} and {e.date()}"
+        )
     return list(common.sort_values())
 
 
@@ -398,7 +396,7 @@ def _enrich(good: pd.DataFrame, fit: surfaces.SurfaceFit, d: pd.Timestamp) -> pd
     "The day's good quotes with T, mid, iv (from the fit), model_iv (SABR), residual and otm."
     g = good.copy()
     g["expiry"] = pd.to_datetime(g["expiry"]).astype("datetime64[ns]")
-    g["T"] = marketdata.year_fraction(d, g["expiry"])
+    g["T"] = time_to_expiry(d, g["expiry"])
     g["mid"] = 0.5 * (g["bid"] + g["ask"])
     q = fit.quotes
     if len(q):
@@ -444,9 +442,18 @@ class _Run:
             if fit.underlying is None:
                 fit.underlying, fit.quote_date = sym, d
             surfaces.store_surface(self.s, fit)
-            self.calib.append(dict(day=d.date(), symbol=sym, status=fit.status, rmse=fit.rmse, error=fit.error,
-                                   quotes=len(raw), rejected_quotes=len(res.rejected),
-                                   elapsed_s=fit.elapsed_s))  # fmt: skip
+            self.calib.append(
+                dict(
+                    day=d.date(),
+                    symbol=sym,
+                    status=fit.status,
+                    rmse=fit.rmse,
+                    error=fit.error,
+                    quotes=len(raw),
+                    rejected_quotes=len(res.rejected),
+                    elapsed_s=fit.elapsed_s,
+                )
+            )
             chains[sym] = _enrich(good, fit, d)
             fits[sym] = fit
             spot[sym] = float(market.prices(sym, d, d)["close"].iloc[0])
@@ -475,7 +482,7 @@ class _Run:
         for o in execution.list_orders(self.s, states=execution.WORKING):
             execution.cancel_order(self.s, self.trader, o.id, "day order: unfilled at the close", self.broker)
 
-
+# %% ../nbs/50_backtest.ipynb #0ed3cdf0
 def run_backtest(
     strategy: Strategy | str,
     symbols: Iterable[str],
@@ -508,14 +515,14 @@ def run_backtest(
     t0 = time.perf_counter()
     strat = make_strategy(strategy, **strategy_params) if isinstance(strategy, str) else strategy
     if strategy_params and not isinstance(strategy, str):
-        raise ValueError("strategy_params: only for a strategy given by name")
+        raise FieldError("strategy_params", "only for a strategy given by name")
     symbols = list(dict.fromkeys([symbols] if isinstance(symbols, str) else symbols))
     if not symbols:
-        raise ValueError("symbols: give at least one underlying")
+        raise FieldError("symbols", "give at least one underlying")
     if model not in ("sabr", "heston"):
-        raise ValueError(f"model: must be 'sabr' or 'heston' (got {model!r})")
+        raise FieldError("model", f"must be 'sabr' or 'heston' (got {model!r})")
     if not isinstance(seed, int | np.integer) or seed < 0:
-        raise ValueError(f"seed: must be an int >= 0 (got {seed!r})")
+        raise FieldError("seed", f"must be an int >= 0 (got {seed!r})")
     market = market or marketdata.SyntheticMarket(seed=int(seed))
     days = _trading_days(market, symbols, start, end)
     broker = broker or execution.PaperBroker()
@@ -531,8 +538,8 @@ def run_backtest(
             run = _Run(session, strat, run_id, broker, model)
             res = _loop(run, market, symbols, days, limits, commit=None)
         else:
-            with Session(engine, expire_on_commit=False) as s:
-                s.info["aitrade_publish_hooked"] = True  # backtest fills stay off the live bus
+            # backtest fills stay off the live bus
+            with Session(engine, expire_on_commit=False) as s, execution.unpublished(s):
                 run = _Run(s, strat, run_id, broker, model)
                 res = _loop(run, market, symbols, days, limits, commit=s.commit)
             engine.dispose()
@@ -540,14 +547,20 @@ def run_backtest(
         if tmp is not None and not keep_db:
             shutil.rmtree(tmp, ignore_errors=True)
     result = BacktestResult(
-        strategy=strat.name, symbols=symbols, seed=int(seed), days=[d.date() for d in days], **res,
-        warnings=run.warnings, elapsed_s=time.perf_counter() - t0, db_url=url if keep_db else None,
-    )  # fmt: skip
+        strategy=strat.name,
+        symbols=symbols,
+        seed=int(seed),
+        days=[d.date() for d in days],
+        **res,
+        warnings=run.warnings,
+        elapsed_s=time.perf_counter() - t0,
+        db_url=url if keep_db else None,
+    )
     if out_dir is not None:
         result.save(out_dir)
     return result
 
-
+# %% ../nbs/50_backtest.ipynb #28b20cbe
 def _close_time(d: pd.Timestamp) -> dt.datetime:
     return (marketdata.session_close(d) + pd.Timedelta(minutes=1)).to_pydatetime()
 
@@ -597,9 +610,20 @@ def _marks(run: _Run, ctx: DayContext) -> list[dict]:
                 src = "model"
         if not math.isfinite(mark):
             raise RuntimeError(f"mark: cannot value {key} on {ctx.date.date()}")
-        rows.append(dict(day=ctx.date.date(), symbol=r.symbol, option_type=r.option_type, expiry=r.expiry,
-                         strike=r.strike, quantity=r.quantity, multiplier=r.multiplier, mark=mark,
-                         vol=r.vol, source=src))  # fmt: skip
+        rows.append(
+            dict(
+                day=ctx.date.date(),
+                symbol=r.symbol,
+                option_type=r.option_type,
+                expiry=r.expiry,
+                strike=r.strike,
+                quantity=r.quantity,
+                multiplier=r.multiplier,
+                mark=mark,
+                vol=r.vol,
+                source=src,
+            )
+        )
     return rows
 
 
@@ -611,13 +635,28 @@ def _greeks(ctx: DayContext) -> list[dict]:
     pf = execution.portfolio_from_positions(g, ctx.now)
     syms = sorted(set(g["symbol"]))
     mkt = risk.MarketState(
-        symbols=np.array(syms, dtype=object), spot=[ctx.spot[x] for x in syms], r=ctx.rate,
-        q=[ctx.div_yield.get(x, 0.0) for x in syms], vol=g["vol"].fillna(0.0).to_numpy(float),
-    )  # fmt: skip
+        symbols=np.array(syms, dtype=object),
+        spot=[ctx.spot[x] for x in syms],
+        r=ctx.rate,
+        q=[ctx.div_yield.get(x, 0.0) for x in syms],
+        vol=g["vol"].fillna(0.0).to_numpy(float),
+    )
     gr = risk.portfolio_greeks(pf, mkt, by="symbol")
     gr.insert(0, "day", ctx.date.date())
-    return gr[["day", "symbol", "positions", "spot", "delta", "delta_ccy", "gamma_ccy", "vega", "theta",
-               "market_value"]].to_dict("records")  # fmt: skip
+    return gr[
+        [
+            "day",
+            "symbol",
+            "positions",
+            "spot",
+            "delta",
+            "delta_ccy",
+            "gamma_ccy",
+            "vega",
+            "theta",
+            "market_value",
+        ]
+    ].to_dict("records")
 
 
 def _collect(run: _Run, days, marks_rows, greek_rows) -> dict[str, Any]:
@@ -626,9 +665,19 @@ def _collect(run: _Run, days, marks_rows, greek_rows) -> dict[str, Any]:
     t = execution.trade_pnl(fills) if len(fills) else fills
     marks = pd.DataFrame(
         marks_rows,
-        columns=["day", "symbol", "option_type", "expiry", "strike", "quantity", "multiplier", "mark", "vol",
-                 "source"],
-    )  # fmt: skip
+        columns=[
+            "day",
+            "symbol",
+            "option_type",
+            "expiry",
+            "strike",
+            "quantity",
+            "multiplier",
+            "mark",
+            "vol",
+            "source",
+        ],
+    )
     if len(fills):
         dp = execution.daily_pnl(fills, marks)
     else:
@@ -642,9 +691,19 @@ def _collect(run: _Run, days, marks_rows, greek_rows) -> dict[str, Any]:
     daily["drawdown"] = np.maximum.accumulate(np.r_[0.0, daily["cum_pnl"].to_numpy()])[1:] - daily["cum_pnl"]
     greeks = pd.DataFrame(
         greek_rows,
-        columns=["day", "symbol", "positions", "spot", "delta", "delta_ccy", "gamma_ccy", "vega", "theta",
-                 "market_value"],
-    )  # fmt: skip
+        columns=[
+            "day",
+            "symbol",
+            "positions",
+            "spot",
+            "delta",
+            "delta_ccy",
+            "gamma_ccy",
+            "vega",
+            "theta",
+            "market_value",
+        ],
+    )
     tot = greeks.groupby("day")[["delta_ccy", "gamma_ccy", "vega", "theta"]].sum()
     daily = daily.merge(tot, left_on="day", right_index=True, how="left")
     daily[["delta_ccy", "gamma_ccy", "vega", "theta"]] = daily[
@@ -656,12 +715,20 @@ def _collect(run: _Run, days, marks_rows, greek_rows) -> dict[str, Any]:
     summary = performance_summary(daily["total"].to_numpy(float), traded, contracts)
     if len(orders):
         summary.update(
-            orders=int(len(orders)), orders_rejected=int((orders["state"] == "rejected").sum()),
+            orders=int(len(orders)),
+            orders_rejected=int((orders["state"] == "rejected").sum()),
             orders_filled=int((orders["state"] == "filled").sum()),
             orders_approved_by_policy=int((orders["approved_by"] == BACKTEST_POLICY.name).sum()),
-        )  # fmt: skip
-    return dict(daily=daily, greeks=greeks, fills=t, orders=orders, marks=marks,
-                calibrations=pd.DataFrame(run.calib), summary=summary)  # fmt: skip
+        )
+    return dict(
+        daily=daily,
+        greeks=greeks,
+        fills=t,
+        orders=orders,
+        marks=marks,
+        calibrations=pd.DataFrame(run.calib),
+        summary=summary,
+    )
 
 # %% ../nbs/50_backtest.ipynb #d165bdc4
 def context_from_store(session, day, symbols: list[str], now: dt.datetime | None = None) -> DayContext:
@@ -687,46 +754,12 @@ def context_from_store(session, day, symbols: list[str], now: dt.datetime | None
 def order_request(p: Proposal, client_order_id: str, strategy: str) -> execution.OrderRequest:
     "The order of a proposal (buy if quantity > 0)."
     return execution.OrderRequest(
-        client_order_id=client_order_id, symbol=p.symbol, side="buy" if p.quantity > 0 else "sell",
-        quantity=abs(float(p.quantity)), option_type=p.option_type, expiry=p.expiry, strike=p.strike,
+        client_order_id=client_order_id,
+        symbol=p.symbol,
+        side="buy" if p.quantity > 0 else "sell",
+        quantity=abs(float(p.quantity)),
+        option_type=p.option_type,
+        expiry=p.expiry,
+        strike=p.strike,
         strategy=strategy,
-    )  # fmt: skip
-
-# %% ../nbs/50_backtest.ipynb #791c0dc2
-def plot_backtest(result: BacktestResult, out_dir: str | Path | None = None) -> dict[str, Any]:
-    "Figures 'pnl' and 'greeks' of a backtest (matplotlib, no pyplot); saved as PNGs in `out_dir` if given."
-    from matplotlib.figure import Figure
-
-    d = pd.to_datetime(result.daily["day"])
-    title = f"{result.strategy} on {', '.join(result.symbols)} (seed {result.seed})"
-    f1 = Figure(figsize=(9, 6), layout="constrained")
-    a, b = f1.subplots(2, 1, sharex=True, height_ratios=[2, 1])
-    cum = result.daily["cum_pnl"].to_numpy(float)
-    a.plot(d, cum, color="tab:blue", label="cumulative P&L")
-    a.fill_between(d, cum, cum + result.daily["drawdown"].to_numpy(float), color="tab:red", alpha=0.25,
-                   label="drawdown")  # fmt: skip
-    a.axhline(0, color="black", lw=0.5)
-    sm = result.summary
-    a.set_title(f"{title}\nSharpe {sm['sharpe']:.2f}, max drawdown {sm['max_drawdown']:,.0f}, "
-                f"hit rate {sm['hit_rate']:.0%}" if math.isfinite(sm.get("hit_rate", math.nan)) else title)  # fmt: skip
-    a.set_ylabel("currency")
-    a.legend(loc="best")
-    x = result.daily["total"].to_numpy(float)
-    b.bar(d, x, color=np.where(x >= 0, "tab:green", "tab:red"))
-    b.set_ylabel("daily P&L")
-    f2 = Figure(figsize=(9, 7), layout="constrained")
-    axes = f2.subplots(4, 1, sharex=True)
-    for ax, col, lab in zip(axes, ["delta_ccy", "gamma_ccy", "vega", "theta"],
-                            ["delta (ccy)", "gamma (ccy per 1%)", "vega (per vol pt)", "theta (per day)"],
-                            strict=True):  # fmt: skip
-        ax.plot(d, result.daily[col].to_numpy(float))
-        ax.axhline(0, color="black", lw=0.5)
-        ax.set_ylabel(lab)
-    axes[0].set_title(f"Greeks of the book: {title}")
-    figs = {"pnl": f1, "greeks": f2}
-    if out_dir is not None:
-        p = Path(out_dir)
-        p.mkdir(parents=True, exist_ok=True)
-        for k, f in figs.items():
-            f.savefig(p / f"{k}.png", dpi=100)
-    return figs
+    )

@@ -13,7 +13,8 @@ import hashlib
 import json
 import logging
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
@@ -28,8 +29,9 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from .audit import append as audit_append
 from .auth import ORDER_ROUTER, PermissionDenied, Principal, require
+from .clock import time_to_expiry
 from .config import get_settings
-from .errors import Conflict, FieldError
+from .errors import Conflict, FieldError, NotFound
 from .limits import KillSwitchEngaged, fail_closed_reason, kill_switch_state, pre_trade_check
 from .pricing.black import bsm_greeks, bsm_price
 from .store import Base, utcnow
@@ -42,13 +44,20 @@ __all__ = ['log', 'STATES', 'TRANSITIONS', 'WORKING', 'OPTION_TYPES', 'QuoteSour
            'DuplicateClientOrderId', 'OrderRequest', 'Quote', 'marketdata_quote', 'underlying_quote', 'order_risk',
            'get_order', 'order_by_client_id', 'order_history', 'list_orders', 'set_strategy', 'submit_order',
            'approve_order', 'reject_order', 'cancel_order', 'send_order', 'BrokerFill', 'BrokerAdapter', 'PaperBroker',
-           'record_fill', 'process_fills', 'fills_frame', 'trade_pnl', 'positions', 'pnl', 'daily_pnl',
+           'unpublished', 'record_fill', 'process_fills', 'fills_frame', 'trade_pnl', 'positions', 'pnl', 'daily_pnl',
            'portfolio_from_positions', 'portfolio_from_orders', 'market_from_quotes', 'attribution']
 
 # %% ../nbs/40_execution.ipynb #e2f6f78a
 STATES: tuple[str, ...] = (
-    "new", "pending_approval", "approved", "sent", "partially_filled", "filled", "cancelled", "rejected",
-)  # fmt: skip
+    "new",
+    "pending_approval",
+    "approved",
+    "sent",
+    "partially_filled",
+    "filled",
+    "cancelled",
+    "rejected",
+)
 TRANSITIONS: dict[str, frozenset[str]] = {
     "new": frozenset({"pending_approval", "approved", "rejected"}),
     "pending_approval": frozenset({"approved", "rejected", "cancelled"}),
@@ -62,7 +71,7 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 WORKING = ("sent", "partially_filled")
 OPTION_TYPES = ("C", "P", "S")  # call, put, the underlying itself (shares / index units)
 
-
+# %% ../nbs/40_execution.ipynb #aa788f7f
 class Strategy(Base):
     "A strategy that submits orders; `manual` ones always need four-eyes approval."
 
@@ -103,6 +112,10 @@ class Order(Base):
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 
+    # transient, not stored: the platform exception (e.g. `limits.KillSwitchEngaged`) that made `submit_order`
+    # reject this order in the current call; None otherwise (and on an order read back from the database)
+    rejection = None
+
     @property
     def remaining(self) -> float:
         return self.quantity - (self.filled_quantity or 0.0)
@@ -113,14 +126,27 @@ class Order(Base):
 
     def to_dict(self) -> dict[str, Any]:
         return dict(
-            id=self.id, client_order_id=self.client_order_id, submitted_by=self.submitted_by,
-            strategy=self.strategy, symbol=self.symbol, option_type=self.option_type,
-            expiry=self.expiry.isoformat() if self.expiry else None, strike=self.strike,
-            multiplier=self.multiplier, side=self.side, quantity=self.quantity, order_type=self.order_type,
-            limit_price=self.limit_price, state=self.state, reason=self.reason,
-            needs_approval=self.needs_approval, approved_by=self.approved_by, venue=self.venue,
-            filled_quantity=self.filled_quantity, avg_fill_price=self.avg_fill_price,
-        )  # fmt: skip
+            id=self.id,
+            client_order_id=self.client_order_id,
+            submitted_by=self.submitted_by,
+            strategy=self.strategy,
+            symbol=self.symbol,
+            option_type=self.option_type,
+            expiry=self.expiry.isoformat() if self.expiry else None,
+            strike=self.strike,
+            multiplier=self.multiplier,
+            side=self.side,
+            quantity=self.quantity,
+            order_type=self.order_type,
+            limit_price=self.limit_price,
+            state=self.state,
+            reason=self.reason,
+            needs_approval=self.needs_approval,
+            approved_by=self.approved_by,
+            venue=self.venue,
+            filled_quantity=self.filled_quantity,
+            avg_fill_price=self.avg_fill_price,
+        )
 
 
 class OrderEvent(Base):
@@ -205,7 +231,7 @@ class OrderRequest:
         "Raise ValueError naming the first bad field; return self."
 
         def bad(name, why):
-            raise ValueError(f"order {name}: {why} (got {getattr(self, name)!r})")
+            raise FieldError(f"order {name}", f"{why} (got {getattr(self, name)!r})")
 
         cid = self.client_order_id
         if not isinstance(cid, str) or not cid.strip() or len(cid) > 64:
@@ -306,10 +332,13 @@ def marketdata_quote(session: Session, order: Order, as_of: datetime | None = No
         if row is None:
             return None
         return Quote(
-            float(_field(row, "bid")), float(_field(row, "ask")),
-            float(_field(row, "bid_size")), float(_field(row, "ask_size")),
-            float(_field(row, "underlying_price")), _as_utc(_field(row, "ts")),
-        )  # fmt: skip
+            float(_field(row, "bid")),
+            float(_field(row, "ask")),
+            float(_field(row, "bid_size")),
+            float(_field(row, "ask_size")),
+            float(_field(row, "underlying_price")),
+            _as_utc(_field(row, "ts")),
+        )
     return underlying_quote(session, order.symbol, as_of)
 
 
@@ -329,22 +358,19 @@ def underlying_quote(
     return Quote(s * (1 - h), s * (1 + h), math.inf, math.inf, s, _as_utc(row.ts))
 
 
-def _year_frac(expiry: date | None, as_of: datetime) -> float:
-    if expiry is None:
-        return 0.0
-    end = datetime(expiry.year, expiry.month, expiry.day, 21, 0, tzinfo=UTC)  # expiry at the US close
-    return max((end - as_of).total_seconds(), 0.0) / (365.0 * 86400.0)
-
-
-def order_risk(order: Order | OrderRequest, quote: Quote, as_of: datetime) -> dict[str, float]:
-    "Notional (underlying x quantity x multiplier) and |vega| in currency per vol point of the order."
+def order_risk(
+    order: Order | OrderRequest,  # the order (or the request) to value
+    quote: Quote,  # its quote: the mid gives the implied vol
+    as_of: datetime,  # the instant: `T` is `clock.time_to_expiry(as_of, order.expiry)`, 0 once expired
+) -> dict[str, float]:
+    "Notional (underlying x quantity x multiplier), |vega| in currency per vol point, the vol and T of the order."
     from aitrade.pricing.iv import implied_vol_bsm
 
     mult = order.multiplier if isinstance(order, Order) else order.effective_multiplier
     qty, s = float(order.quantity), float(quote.underlying_price)
     if order.option_type == "S":
         return dict(notional=abs(qty * mult * s), vega=0.0, vol=math.nan, T=0.0)
-    T = _year_frac(order.expiry, as_of)
+    T = 0.0 if order.expiry is None else max(time_to_expiry(as_of, order.expiry), 0.0)
     mid = 0.5 * (quote.bid + quote.ask)
     c = order.option_type == "C"
     vol = float(implied_vol_bsm(mid, s, order.strike, T, quote.rate, quote.div_yield, c))
@@ -382,9 +408,13 @@ def _transition(
         set_committed_value(order, k, v)
     _event(session, order, frm, to, actor, reason, data)
     audit_append(
-        session, actor, f"order.{to}", f"order:{order.id}",
-        before={"state": frm}, after=dict(state=to, reason=reason, **(data or {})),
-    )  # fmt: skip
+        session,
+        actor,
+        f"order.{to}",
+        f"order:{order.id}",
+        before={"state": frm},
+        after=dict(state=to, reason=reason, **(data or {})),
+    )
     return order
 
 
@@ -394,7 +424,7 @@ def get_order(session: Session, order_id: int, lock: bool = False) -> Order:
         q = q.with_for_update()
     o = session.execute(q).scalar_one_or_none()
     if o is None:
-        raise LookupError(f"order {order_id}: no such order")
+        raise NotFound(f"order {order_id}: no such order")
     return o
 
 
@@ -423,7 +453,7 @@ def set_strategy(session: Session, principal: Principal, name: str, manual: bool
     "Mark a strategy manual (its orders always need four eyes) or automatic; needs `limits:write`; audited."
     require(principal, "limits:write", "mark a strategy manual or automatic")
     if not isinstance(name, str) or not name.strip() or len(name) > 100:
-        raise ValueError(f"strategy name: must be a non-empty string (got {name!r})")
+        raise FieldError("strategy name", f"must be a non-empty string (got {name!r})")
     st = session.get(Strategy, name)
     before = None if st is None else {"manual": st.manual}
     if st is None:
@@ -445,7 +475,7 @@ def set_strategy(session: Session, principal: Principal, name: str, manual: bool
 AUTO_APPROVER = "system:auto-approval"
 PRE_TRADE = "system:pre-trade"
 
-
+# %% ../nbs/40_execution.ipynb #269362ff
 def _needs_approval(session: Session, order: Order) -> str:
     r = get_settings().risk
     why = []
@@ -485,18 +515,18 @@ def _limit_check(session, order: Order, current, market, now, quotes=None) -> st
     res = pre_trade_check(session, cur, post, (mkt_cur, market), symbols=[order.symbol])
     return "" if res.ok else f"pre-trade limit check failed: {res.reason}"
 
-
+# %% ../nbs/40_execution.ipynb #879d8139
 def submit_order(
-    session: Session,
-    principal: Principal,
-    request: OrderRequest,
+    session: Session,  # the caller's transaction: the order, its history and audit commit with it
+    principal: Principal,  # who submits; needs `orders:submit`
+    request: OrderRequest,  # what is asked for; validated first (`FieldError` naming the field)
     *,
-    quotes: QuoteSource | None = None,
-    current: Any = None,
-    market: Any = None,
-    broker: BrokerAdapter | None = None,
-    now: datetime | None = None,
-    venue: str = "paper",
+    quotes: QuoteSource | None = None,  # where quotes come from (default: the stored market data)
+    current: Any = None,  # the current book as a `risk.Portfolio` (default: the stored positions)
+    market: Any = None,  # a `risk.MarketState` to value it (default: from `quotes`)
+    broker: BrokerAdapter | None = None,  # send an auto-approved order to this venue at once
+    now: datetime | None = None,  # the instant of the submission (default: now)
+    venue: str = "paper",  # the venue recorded on the order
 ) -> Order:
     "Submit an order (idempotent on `client_order_id`); returns it rejected, pending approval, approved or sent."
     require(principal, "orders:submit", "submit an order")
@@ -508,15 +538,28 @@ def submit_order(
         return _same(existing, fp, request)
     t = utcnow()
     order = Order(
-        client_order_id=request.client_order_id, request_hash=fp, submitted_by=principal.name,
-        strategy=request.strategy, symbol=request.symbol, option_type=request.option_type,
-        expiry=request.expiry, strike=None if request.strike is None else float(request.strike),
-        multiplier=request.effective_multiplier, side=request.side, quantity=float(request.quantity),
+        client_order_id=request.client_order_id,
+        request_hash=fp,
+        submitted_by=principal.name,
+        strategy=request.strategy,
+        symbol=request.symbol,
+        option_type=request.option_type,
+        expiry=request.expiry,
+        strike=None if request.strike is None else float(request.strike),
+        multiplier=request.effective_multiplier,
+        side=request.side,
+        quantity=float(request.quantity),
         order_type=request.order_type,
         limit_price=None if request.limit_price is None else float(request.limit_price),
-        state="new", reason="", needs_approval=False, approval_reason="", venue=venue,
-        filled_quantity=0.0, created_at=t, updated_at=t,
-    )  # fmt: skip
+        state="new",
+        reason="",
+        needs_approval=False,
+        approval_reason="",
+        venue=venue,
+        filled_quantity=0.0,
+        created_at=t,
+        updated_at=t,
+    )
     try:
         with session.begin_nested():
             session.add(order)
@@ -532,9 +575,8 @@ def submit_order(
 
     ks = kill_switch_state(session)
     if ks.engaged:
-        return _transition(
-            session, order, "rejected", PRE_TRADE, f"kill switch engaged by {ks.changed_by}: {ks.reason}"
-        )
+        order.rejection = KillSwitchEngaged(ks)  # its text is the order's reason
+        return _transition(session, order, "rejected", PRE_TRADE, str(order.rejection))
     why = fail_closed_reason(session, order.symbol, now)
     if why:
         return _transition(session, order, "rejected", PRE_TRADE, why)
@@ -565,6 +607,7 @@ def submit_order(
 
 
 def _same(existing: Order, fp: str, request: OrderRequest) -> Order:
+    existing.rejection = None  # a retry rejects nothing in this call
     if existing.request_hash != fp:
         raise DuplicateClientOrderId(
             "client_order_id",
@@ -581,7 +624,7 @@ def _instrument(o) -> str:
 # %% ../nbs/40_execution.ipynb #85134308
 def _reason(reason: Any, what: str) -> str:
     if not isinstance(reason, str) or not reason.strip():
-        raise ValueError(f"{what} reason: must say why")
+        raise FieldError(f"{what} reason", "must say why")
     return reason.strip()
 
 
@@ -632,7 +675,9 @@ def cancel_order(
         raise IllegalTransition(order.id, order.state, "cancelled")
     if order.state in WORKING:
         if broker is None:
-            raise ValueError(f"cancel broker: order {order.id} is working at {order.venue}; pass its broker")
+            raise FieldError(
+                "cancel broker", f"order {order.id} is working at {order.venue}; pass its broker"
+            )
         if not broker.cancel(session, order):
             raise RuntimeError(f"order {order.id}: venue {order.venue} refused the cancel")
     return _transition(session, order, "cancelled", principal.name, reason)
@@ -686,7 +731,7 @@ class BrokerAdapter(Protocol):
 
     def fills(self, session: Session, order: Order, now: datetime | None = None) -> list[BrokerFill]: ...
 
-
+# %% ../nbs/40_execution.ipynb #f10e804b
 @dataclass
 class PaperBroker:
     "The default venue: fills against stored quotes; see the prose at the top."
@@ -702,7 +747,7 @@ class PaperBroker:
         for name in ("slippage_bps", "commission_per_contract", "fee_per_contract", "commission_per_share"):
             v = getattr(self, name)
             if not (isinstance(v, int | float) and math.isfinite(v) and v >= 0):
-                raise ValueError(f"PaperBroker {name}: must be a finite number >= 0 (got {v!r})")
+                raise FieldError(f"PaperBroker {name}", f"must be a finite number >= 0 (got {v!r})")
 
     def submit(self, session: Session, order: Order) -> str:
         return f"paper-{order.id}"
@@ -747,7 +792,12 @@ class PaperBroker:
         ]
 
 # %% ../nbs/40_execution.ipynb #5686d67f
+_UNPUBLISHED = "aitrade_unpublished"  # session.info key: depth of `unpublished` blocks
+
+
 def _publish_after_commit(session: Session, stream: str, message: dict) -> None:
+    if session.info.get(_UNPUBLISHED):
+        return
     pending = session.info.setdefault("aitrade_publish", [])
     if not session.info.get("aitrade_publish_hooked"):
         session.info["aitrade_publish_hooked"] = True
@@ -773,7 +823,19 @@ def _publish_after_commit(session: Session, stream: str, message: dict) -> None:
 
     pending.append((stream, message))
 
+# %% ../nbs/40_execution.ipynb #d8c524f8
+@contextmanager
+def unpublished(
+    session: Session,  # the session whose fills stay off the bus
+) -> Iterator[Session]:
+    "Within the block, fills recorded on `session` are not published to the bus (they still commit)."
+    session.info[_UNPUBLISHED] = session.info.get(_UNPUBLISHED, 0) + 1
+    try:
+        yield session
+    finally:
+        session.info[_UNPUBLISHED] -= 1
 
+# %% ../nbs/40_execution.ipynb #9532a48b
 def record_fill(session: Session, order: Order, bf: BrokerFill, actor: str = "system:broker") -> Fill | None:
     "Record one execution of `order` (once per venue fill id); update the order's state."
     if order.state not in WORKING:
@@ -789,10 +851,16 @@ def record_fill(session: Session, order: Order, bf: BrokerFill, actor: str = "sy
             f"fill {bf.broker_fill_id}: quantity {qty} / price {bf.price} invalid for order {order.id}"
         )
     f = Fill(
-        order_id=order.id, venue=order.venue, broker_fill_id=bf.broker_fill_id, ts=_as_utc(bf.ts) or utcnow(),
-        quote_ts=_as_utc(bf.quote_ts), quantity=qty, price=float(bf.price),
-        commission=float(bf.commission), fees=float(bf.fees),
-    )  # fmt: skip
+        order_id=order.id,
+        venue=order.venue,
+        broker_fill_id=bf.broker_fill_id,
+        ts=_as_utc(bf.ts) or utcnow(),
+        quote_ts=_as_utc(bf.quote_ts),
+        quantity=qty,
+        price=float(bf.price),
+        commission=float(bf.commission),
+        fees=float(bf.fees),
+    )
     session.add(f)
     done = order.filled_quantity or 0.0
     avg = ((order.avg_fill_price or 0.0) * done + f.price * qty) / (done + qty)
@@ -811,12 +879,24 @@ def record_fill(session: Session, order: Order, bf: BrokerFill, actor: str = "sy
         avg_fill_price=avg,
     )
     _publish_after_commit(
-        session, "fills",
-        dict(order_id=order.id, client_order_id=order.client_order_id, symbol=order.symbol,
-             option_type=order.option_type, expiry=order.expiry.isoformat() if order.expiry else None,
-             strike=order.strike, side=order.side, quantity=qty, price=f.price, commission=f.commission,
-             fees=f.fees, ts=f.ts.isoformat(), state=to),
-    )  # fmt: skip
+        session,
+        "fills",
+        dict(
+            order_id=order.id,
+            client_order_id=order.client_order_id,
+            symbol=order.symbol,
+            option_type=order.option_type,
+            expiry=order.expiry.isoformat() if order.expiry else None,
+            strike=order.strike,
+            side=order.side,
+            quantity=qty,
+            price=f.price,
+            commission=f.commission,
+            fees=f.fees,
+            ts=f.ts.isoformat(),
+            state=to,
+        ),
+    )
     return f
 
 
@@ -848,18 +928,43 @@ def fills_frame(session: Session, until: datetime | None = None) -> pd.DataFrame
     "Every fill with its instrument, signed quantity and day (UTC), in time order."
     q = (
         sa.select(
-            Fill.id.label("fill_id"), Fill.order_id, Fill.ts, Fill.quantity, Fill.price, Fill.commission,
-            Fill.fees, Order.side, Order.symbol, Order.option_type, Order.expiry, Order.strike,
-            Order.multiplier, Order.strategy,
+            Fill.id.label("fill_id"),
+            Fill.order_id,
+            Fill.ts,
+            Fill.quantity,
+            Fill.price,
+            Fill.commission,
+            Fill.fees,
+            Order.side,
+            Order.symbol,
+            Order.option_type,
+            Order.expiry,
+            Order.strike,
+            Order.multiplier,
+            Order.strategy,
         )
         .join(Order, Order.id == Fill.order_id)
         .order_by(Fill.ts, Fill.id)
-    )  # fmt: skip
+    )
     if until is not None:
         q = q.where(Fill.ts <= until)
     df = pd.DataFrame(session.execute(q).mappings().all())
-    cols = ["fill_id", "order_id", "ts", "quantity", "price", "commission", "fees", "side", *KEY[:1], "option_type",
-            "expiry", "strike", "multiplier", "strategy"]  # fmt: skip
+    cols = [
+        "fill_id",
+        "order_id",
+        "ts",
+        "quantity",
+        "price",
+        "commission",
+        "fees",
+        "side",
+        *KEY[:1],
+        "option_type",
+        "expiry",
+        "strike",
+        "multiplier",
+        "strategy",
+    ]
     if df.empty:
         df = pd.DataFrame(columns=cols)
     df["qty"] = np.where(df["side"] == "buy", 1.0, -1.0) * df["quantity"].astype(float)
@@ -896,7 +1001,7 @@ def trade_pnl(fills: pd.DataFrame) -> pd.DataFrame:
     )
     return out
 
-
+# %% ../nbs/40_execution.ipynb #e50aaa68
 def positions(session: Session, until: datetime | None = None) -> pd.DataFrame:
     "Open positions (signed quantity, average cost, multiplier) and realised P&L per instrument, from the fills."
     t = trade_pnl(fills_frame(session, until))
@@ -905,8 +1010,12 @@ def positions(session: Session, until: datetime | None = None) -> pd.DataFrame:
         return pd.DataFrame(columns=cols)
     t["strike_k"] = t["strike"].fillna(-1.0)
     g = t.groupby(["symbol", "option_type", "expiry", "strike_k"], dropna=False, sort=True)
-    out = g.agg(multiplier=("multiplier", "last"), quantity=("position", "last"), avg_cost=("avg_cost", "last"),
-                realized=("realized", "sum")).reset_index()  # fmt: skip
+    out = g.agg(
+        multiplier=("multiplier", "last"),
+        quantity=("position", "last"),
+        avg_cost=("avg_cost", "last"),
+        realized=("realized", "sum"),
+    ).reset_index()
     out["strike"] = out["strike_k"].where(out["strike_k"] >= 0)
     return out[cols].reset_index(drop=True)
 
@@ -927,8 +1036,12 @@ def pnl(session: Session, marks: pd.DataFrame | None = None, as_of: datetime | N
     if marks is None:
         mk = []
         for r in pos.itertuples(index=False):
-            o = Order(symbol=r.symbol, option_type=r.option_type, expiry=r.expiry,
-                      strike=None if r.strike != r.strike else r.strike)  # fmt: skip
+            o = Order(
+                symbol=r.symbol,
+                option_type=r.option_type,
+                expiry=r.expiry,
+                strike=None if r.strike != r.strike else r.strike,
+            )
             q = marketdata_quote(session, o, as_of)
             mk.append(np.nan if q is None else 0.5 * (q.bid + q.ask))
         pos["mark"] = mk
@@ -940,7 +1053,7 @@ def pnl(session: Session, marks: pd.DataFrame | None = None, as_of: datetime | N
     pos["total"] = pos["realized"] + pos["unrealized"]
     return pos
 
-
+# %% ../nbs/40_execution.ipynb #45de264b
 def daily_pnl(fills: pd.DataFrame, marks: pd.DataFrame) -> pd.DataFrame:
     """P&L by day: total = change in mark-to-market + the day's cash flows; realised (average cost, net of
     costs) and unrealised = total - realised. `marks`: columns day, symbol, option_type, expiry, strike, mark."""
@@ -949,15 +1062,16 @@ def daily_pnl(fills: pd.DataFrame, marks: pd.DataFrame) -> pd.DataFrame:
     out, prev_mtm = [], 0.0
     for d in days:
         upto = t[t["day"] <= d]
-        pos = upto.groupby(["symbol", "option_type", "expiry", upto["strike"].fillna(-1.0)], dropna=False).agg(
-            quantity=("qty", "sum"), multiplier=("multiplier", "last"))  # fmt: skip
+        pos = upto.groupby(
+            ["symbol", "option_type", "expiry", upto["strike"].fillna(-1.0)], dropna=False
+        ).agg(quantity=("qty", "sum"), multiplier=("multiplier", "last"))
         pos = pos.reset_index().rename(columns={"strike": "strike"})
         pos["strike"] = pos["strike"].where(pos["strike"] >= 0)
         md = marks[marks["day"] == d]
         mark = _join_marks(pos, md).to_numpy() if len(pos) else np.array([])
         held = pos["quantity"].to_numpy() != 0
         if np.any(held & ~np.isfinite(mark)):
-            raise ValueError(f"daily_pnl marks: no mark on {d} for a held instrument")
+            raise FieldError("daily_pnl marks", f"no mark on {d} for a held instrument")
         mtm = float(np.sum(np.where(held, pos["quantity"] * pos["multiplier"] * np.nan_to_num(mark), 0.0)))
         today = t[t["day"] == d]
         cash = float(
@@ -980,31 +1094,52 @@ _KIND = {"S": 0, "C": 1, "P": 2}
 def _portfolio(symbol, option_type, strike, expiry, quantity, multiplier, now: datetime):
     from aitrade import risk
 
-    exp = np.array([np.datetime64(e, "D") if isinstance(e, date) else np.datetime64("NaT") for e in expiry],
-                   dtype="datetime64[D]")  # fmt: skip
-    T = np.array([_year_frac(e, now) if isinstance(e, date) else 0.0 for e in expiry], dtype=float)
+    exp = np.array(
+        [np.datetime64(e, "D") if isinstance(e, date) else np.datetime64("NaT") for e in expiry],
+        dtype="datetime64[D]",
+    )
+    T = np.array(
+        [max(time_to_expiry(now, e), 0.0) if isinstance(e, date) else 0.0 for e in expiry], dtype=float
+    )
     return risk.Portfolio(
-        symbol=np.asarray(symbol, dtype=str), kind=np.array([_KIND[t] for t in option_type], dtype=np.int8),
-        strike=np.nan_to_num(np.asarray(strike, dtype=float), nan=0.0), expiry_t=T,
-        quantity=np.asarray(quantity, dtype=float), multiplier=np.asarray(multiplier, dtype=float), expiry=exp,
-    )  # fmt: skip
+        symbol=np.asarray(symbol, dtype=str),
+        kind=np.array([_KIND[t] for t in option_type], dtype=np.int8),
+        strike=np.nan_to_num(np.asarray(strike, dtype=float), nan=0.0),
+        expiry_t=T,
+        quantity=np.asarray(quantity, dtype=float),
+        multiplier=np.asarray(multiplier, dtype=float),
+        expiry=exp,
+    )
 
-
+# %% ../nbs/40_execution.ipynb #3cb3b980
 def portfolio_from_positions(pos: pd.DataFrame, now: datetime | None = None):
     "The open positions as a `risk.Portfolio`."
     p = pos[pos["quantity"] != 0] if len(pos) else pos
     now = now or utcnow()
-    return _portfolio(list(p["symbol"]), list(p["option_type"]), list(p["strike"]), list(p["expiry"]),
-                      list(p["quantity"]), list(p["multiplier"]), now)  # fmt: skip
+    return _portfolio(
+        list(p["symbol"]),
+        list(p["option_type"]),
+        list(p["strike"]),
+        list(p["expiry"]),
+        list(p["quantity"]),
+        list(p["multiplier"]),
+        now,
+    )
 
 
 def portfolio_from_orders(orders: Iterable[Order], now: datetime | None = None):
     "Orders as if filled in full, as a `risk.Portfolio`."
     os_ = list(orders)
     now = now or utcnow()
-    return _portfolio([o.symbol for o in os_], [o.option_type for o in os_], [o.strike for o in os_],
-                      [o.expiry for o in os_], [o.sign * o.quantity for o in os_], [o.multiplier for o in os_],
-                      now)  # fmt: skip
+    return _portfolio(
+        [o.symbol for o in os_],
+        [o.option_type for o in os_],
+        [o.strike for o in os_],
+        [o.expiry for o in os_],
+        [o.sign * o.quantity for o in os_],
+        [o.multiplier for o in os_],
+        now,
+    )
 
 
 def market_from_quotes(session: Session, pf, now: datetime | None = None, quotes: QuoteSource | None = None):
@@ -1025,12 +1160,25 @@ def market_from_quotes(session: Session, pf, now: datetime | None = None, quotes
             vol[j] = 0.0
             continue
         exp = pf.expiry[j].astype(object)
-        o = Order(symbol=str(pf.symbol[j]), option_type="C" if pf.kind[j] == 1 else "P", expiry=exp,
-                  strike=float(pf.strike[j]))  # fmt: skip
+        o = Order(
+            symbol=str(pf.symbol[j]),
+            option_type="C" if pf.kind[j] == 1 else "P",
+            expiry=exp,
+            strike=float(pf.strike[j]),
+        )
         q = src(session, o, now)
         if q is not None:
-            vol[j] = float(implied_vol_bsm(0.5 * (q.bid + q.ask), q.underlying_price, o.strike, pf.expiry_t[j],
-                                           q.rate, q.div_yield, pf.kind[j] == 1))  # fmt: skip
+            vol[j] = float(
+                implied_vol_bsm(
+                    0.5 * (q.bid + q.ask),
+                    q.underlying_price,
+                    o.strike,
+                    pf.expiry_t[j],
+                    q.rate,
+                    q.div_yield,
+                    pf.kind[j] == 1,
+                )
+            )
     return risk.MarketState(symbols=syms, spot=spot, r=np.zeros(len(syms)), q=np.zeros(len(syms)), vol=vol)
 
 # %% ../nbs/40_execution.ipynb #840cd1e2
@@ -1045,7 +1193,7 @@ def attribution(
     )
     ot = np.broadcast_to(ot, S0.shape)
     if np.any(~np.isin(ot, OPTION_TYPES)):
-        raise ValueError("attribution option_type: must be 'C', 'P' or 'S'")
+        raise FieldError("attribution option_type", "must be 'C', 'P' or 'S'")
     opt = ot != "S"
     c = ot == "C"
     T1 = np.maximum(T0 - dt, 0.0)
@@ -1055,12 +1203,14 @@ def attribution(
     w = qty * m
     dS, dv = S1 - S0, vol1 - vol0
     delta = np.where(opt, g["delta"], 1.0)
-    out = pd.DataFrame(dict(
-        delta=w * delta * dS,
-        gamma=np.where(opt, w * 0.5 * g["gamma"] * dS * dS, 0.0),
-        vega=np.where(opt, w * g["vega"] * dv, 0.0),
-        theta=np.where(opt, w * g["theta"] * dt, 0.0),
-        total=np.where(opt, w * (v1 - g["price"]), w * dS),
-    ))  # fmt: skip
+    out = pd.DataFrame(
+        dict(
+            delta=w * delta * dS,
+            gamma=np.where(opt, w * 0.5 * g["gamma"] * dS * dS, 0.0),
+            vega=np.where(opt, w * g["vega"] * dv, 0.0),
+            theta=np.where(opt, w * g["theta"] * dt, 0.0),
+            total=np.where(opt, w * (v1 - g["price"]), w * dS),
+        )
+    )
     out["unexplained"] = out["total"] - out[["delta", "gamma", "vega", "theta"]].sum(axis=1)
     return out[["delta", "gamma", "vega", "theta", "unexplained", "total"]]

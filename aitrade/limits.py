@@ -19,8 +19,8 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from .audit import audited
-from .errors import Conflict
+from .audit import append as audit_append
+from .errors import Conflict, FieldError
 from .auth import Principal, require
 from .config import get_settings
 from .store import Base, utcnow
@@ -72,18 +72,23 @@ class KillSwitch(Base):
 # %% ../nbs/31_limits.ipynb #12b10f09
 def _check_scope(scope: Any) -> str:
     if not isinstance(scope, str) or not scope.strip() or len(scope) > 64:
-        raise ValueError(f"limit scope: must be 'portfolio' or an underlying symbol (got {scope!r})")
+        raise FieldError("limit scope", f"must be 'portfolio' or an underlying symbol (got {scope!r})")
     return scope.strip()
 
 
 def _check_metric(metric: Any) -> str:
     if metric not in METRICS:
-        raise ValueError(f"limit metric: must be one of {', '.join(METRICS)} (got {metric!r})")
+        raise FieldError("limit metric", f"must be one of {', '.join(METRICS)} (got {metric!r})")
     return metric
 
-
+# %% ../nbs/31_limits.ipynb #329db108
 def set_limit(
-    session: Session, principal: Principal, scope: str, metric: str, value: float, reason: str
+    session: Session,  # the caller's transaction: the limit and its audit record commit together
+    principal: Principal,  # who changes it; needs `limits:write`
+    scope: str,  # `portfolio` or an underlying symbol
+    metric: str,  # one of `METRICS`
+    value: float,  # the largest absolute value allowed (a share 0..1 for `concentration`)
+    reason: str,  # why the limit changes (kept on the limit and in the audit log)
 ) -> Limit:
     "Create or change the limit `scope`/`metric` to `value` (>= 0); audited as `limit.set` with before/after."
     require(principal, "limits:write", "set a risk limit")
@@ -91,45 +96,50 @@ def set_limit(
     try:
         value = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"limit value: must be a number (got {value!r})") from None
+        raise FieldError("limit value", f"must be a number (got {value!r})") from None
     if not math.isfinite(value) or value < 0:
-        raise ValueError(f"limit value: must be a finite number >= 0 (got {value!r})")
+        raise FieldError("limit value", f"must be a finite number >= 0 (got {value!r})")
     if metric == "concentration" and value > 1:
-        raise ValueError(f"limit value: concentration is a share of gross notional, 0 to 1 (got {value!r})")
+        raise FieldError("limit value", f"concentration is a share of gross notional, 0 to 1 (got {value!r})")
     if not isinstance(reason, str) or not reason.strip():
-        raise ValueError("limit reason: must say why the limit changes")
+        raise FieldError("limit reason", "must say why the limit changes")
     lim = session.execute(
         sa.select(Limit).where(Limit.scope == scope, Limit.metric == metric).with_for_update()
     ).scalar_one_or_none()
     before = lim.to_dict() if lim else None
-    with audited(session, principal.name, "limit.set", f"limit:{scope}:{metric}", before=before) as rec:
-        if lim is None:
-            lim = Limit(scope=scope, metric=metric)
-            session.add(lim)
-        lim.max_abs, lim.reason = value, reason.strip()
-        lim.updated_by, lim.updated_at = principal.name, utcnow()
-        session.flush()
-        rec.after = lim.to_dict()
+    if lim is None:
+        lim = Limit(scope=scope, metric=metric)
+        session.add(lim)
+    lim.max_abs, lim.reason = value, reason.strip()
+    lim.updated_by, lim.updated_at = principal.name, utcnow()
+    session.flush()
+    audit_append(session, principal.name, "limit.set", f"limit:{scope}:{metric}", before, lim.to_dict())
     return lim
 
 
-def remove_limit(session: Session, principal: Principal, scope: str, metric: str, reason: str) -> bool:
+def remove_limit(
+    session: Session,  # the caller's transaction
+    principal: Principal,  # who removes it; needs `limits:write`
+    scope: str,  # `portfolio` or an underlying symbol
+    metric: str,  # one of `METRICS`
+    reason: str,  # why it is removed (in the audit log)
+) -> bool:
     "Remove a limit (True if there was one); audited as `limit.remove`."
     require(principal, "limits:write", "remove a risk limit")
     scope, metric = _check_scope(scope), _check_metric(metric)
     if not isinstance(reason, str) or not reason.strip():
-        raise ValueError("limit reason: must say why the limit is removed")
+        raise FieldError("limit reason", "must say why the limit is removed")
     lim = session.execute(
         sa.select(Limit).where(Limit.scope == scope, Limit.metric == metric).with_for_update()
     ).scalar_one_or_none()
     if lim is None:
         return False
-    with audited(
-        session, principal.name, "limit.remove", f"limit:{scope}:{metric}", before=lim.to_dict()
-    ) as rec:
-        session.delete(lim)
-        session.flush()
-        rec.after = {"reason": reason.strip()}
+    before = lim.to_dict()
+    session.delete(lim)
+    session.flush()
+    audit_append(
+        session, principal.name, "limit.remove", f"limit:{scope}:{metric}", before, {"reason": reason.strip()}
+    )
     return True
 
 
@@ -169,7 +179,7 @@ class CheckResult:
         "The breaches in words ('' when ok)."
         return "; ".join(str(b) for b in self.breaches)
 
-
+# %% ../nbs/31_limits.ipynb #897b7e7c
 def _is_metrics(x: Any) -> bool:
     return isinstance(x, Mapping) or callable(getattr(x, "value", None))
 
@@ -191,7 +201,7 @@ def _scopes(metrics: Any) -> list[str]:
         return list(metrics)
     return [str(s) for s in metrics.by_symbol.index]
 
-
+# %% ../nbs/31_limits.ipynb #65bf9277
 def evaluate_limits(lims: Iterable[Limit], current: Any, post: Any) -> CheckResult:
     "Compare `post` (and `current`) metrics with each limit; pure, no database."
     breaches = []
@@ -220,7 +230,7 @@ def pre_trade_check(
         from aitrade.risk import pre_trade_metrics
 
         if market is None:
-            raise ValueError("pre_trade_check market: a MarketState is needed to value portfolios")
+            raise FieldError("pre_trade_check market", "a MarketState is needed to value portfolios")
         m_cur, m_post = market if isinstance(market, tuple) else (market, market)
         current = current if _is_metrics(current) else pre_trade_metrics(current, m_cur)
         post = post if _is_metrics(post) else pre_trade_metrics(post, m_post)
@@ -245,7 +255,7 @@ class KillSwitchEngaged(Conflict):
         self.state = state
         super().__init__(f"kill switch engaged by {state.changed_by}: {state.reason}")
 
-
+# %% ../nbs/31_limits.ipynb #75ccb329
 def _row(session: Session, lock: str | None) -> KillSwitch:
     q = sa.select(KillSwitch).where(KillSwitch.id == 1).execution_options(populate_existing=True)
     if lock:
@@ -255,7 +265,7 @@ def _row(session: Session, lock: str | None) -> KillSwitch:
         raise RuntimeError("kill_switch row is missing: run `aitrade db upgrade`")
     return row
 
-
+# %% ../nbs/31_limits.ipynb #21d44641
 def kill_switch_state(session: Session, lock: bool = True) -> KillSwitchState:
     "The switch as stored; `lock` holds a shared row lock to the end of the transaction (order flow uses it)."
     row = _row(session, "share" if lock else None)
@@ -273,28 +283,31 @@ def _switch(session: Session, principal: Principal, engage: bool, reason: str) -
     right = "killswitch:engage" if engage else "killswitch:release"
     require(principal, right, "engage the kill switch" if engage else "release the kill switch")
     if not isinstance(reason, str) or not reason.strip():
-        raise ValueError("kill switch reason: must say why")
+        raise FieldError("kill switch reason", "must say why")
     row = _row(session, "update")
     before = dict(engaged=row.engaged, reason=row.reason, changed_by=row.changed_by)
     action = "killswitch.engage" if engage else "killswitch.release"
-    with audited(session, principal.name, action, "killswitch", before=before) as rec:
-        row.engaged, row.reason, row.changed_by, row.changed_at = (
-            engage,
-            reason.strip(),
-            principal.name,
-            utcnow(),
-        )
-        session.flush()
-        rec.after = dict(engaged=row.engaged, reason=row.reason, changed_by=row.changed_by)
+    row.engaged, row.reason, row.changed_by, row.changed_at = engage, reason.strip(), principal.name, utcnow()
+    session.flush()
+    after = dict(engaged=row.engaged, reason=row.reason, changed_by=row.changed_by)
+    audit_append(session, principal.name, action, "killswitch", before, after)
     return KillSwitchState(row.engaged, row.reason, row.changed_by, row.changed_at)
 
 
-def engage_kill_switch(session: Session, principal: Principal, reason: str) -> KillSwitchState:
+def engage_kill_switch(
+    session: Session,  # the caller's transaction
+    principal: Principal,  # who pulls it; needs `killswitch:engage` (traders and risk)
+    reason: str,  # why (shown with every rejected order)
+) -> KillSwitchState:
     "Stop all order flow (needs `killswitch:engage`); audited."
     return _switch(session, principal, True, reason)
 
 
-def release_kill_switch(session: Session, principal: Principal, reason: str) -> KillSwitchState:
+def release_kill_switch(
+    session: Session,  # the caller's transaction
+    principal: Principal,  # who releases it; needs `killswitch:release` (risk or admin)
+    reason: str,  # why order flow may resume
+) -> KillSwitchState:
     "Let orders flow again (needs `killswitch:release`: risk or admin); audited."
     return _switch(session, principal, False, reason)
 

@@ -24,14 +24,18 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from .pricing.black import bsm_greeks, bsm_price
 from .pricing.sabr import sabr_vol
+
+# marketdata re-exports the chain and calendar names its callers read as `marketdata.*`
+from .chains import CHAIN_COLUMNS, FILE_COLUMNS, LoadResult, validate_chain  # noqa: F401
+from .chains import load_quotes_file, parse_quotes_frame, to_file_layout  # noqa: F401
+from .clock import calendar, is_session, session_close, sessions, time_to_expiry  # noqa: F401
+from .errors import FieldError
 from .store import Base
 
 # %% auto #0
-__all__ = ['CHAIN_COLUMNS', 'CATALOG', 'FILE_COLUMNS', 'TICKS_STREAM', 'Underlying', 'UnderlyingPrice', 'OptionQuote', 'calendar',
-           'is_session', 'session_close', 'year_fraction', 'UnderlyingSpec', 'history', 'expiries', 'SyntheticMarket',
-           'LoadResult', 'validate_chain', 'parse_quotes_frame', 'load_quotes_file', 'to_file_layout',
-           'ensure_underlyings', 'store_prices', 'store_chain', 'chain', 'latest_quote_time', 'quote', 'prices', 'Feed',
-           'SyntheticFeed', 'run_feed', 'subscribe_ticks']
+__all__ = ['CATALOG', 'TICKS_STREAM', 'Underlying', 'UnderlyingPrice', 'OptionQuote', 'as_day', 'UnderlyingSpec', 'history',
+           'expiries', 'SyntheticMarket', 'ensure_underlyings', 'store_prices', 'store_chain', 'chain',
+           'latest_quote_time', 'quote', 'prices', 'Feed', 'SyntheticFeed', 'run_feed', 'subscribe_ticks']
 
 # %% ../nbs/21_marketdata.ipynb #f07d7a54
 _big = sa.BigInteger().with_variant(sa.Integer, "sqlite")
@@ -88,54 +92,19 @@ class OptionQuote(Base):
     ask_size: Mapped[int] = mapped_column(sa.Integer)
     underlying_price: Mapped[float] = mapped_column(sa.Float)
 
-
-CHAIN_COLUMNS = (
-    "underlying",
-    "quote_date",
-    "ts",
-    "expiry",
-    "strike",
-    "option_type",
-    "bid",
-    "ask",
-    "bid_size",
-    "ask_size",
-    "underlying_price",
-)
-
-# %% ../nbs/21_marketdata.ipynb #58ed7095
-@lru_cache(maxsize=1)
-def calendar():
-    "The XNYS exchange calendar (1998 to 2022: the replayed history plus a year of expiries)."
-    import exchange_calendars as xc
-
-    return xc.get_calendar("XNYS", start="1998-01-01", end="2022-12-30")
-
-
-@lru_cache(maxsize=1)
-def _sessions() -> np.ndarray:
-    return calendar().sessions.values.astype("datetime64[D]")
-
-
-def is_session(d) -> np.ndarray | bool:
-    "True where `d` (one date or an array of dates) is an XNYS trading day."
-    a = np.asarray(pd.to_datetime(d)).astype("datetime64[D]")
-    s = _sessions()
-    i = np.clip(np.searchsorted(s, a), 0, s.size - 1)
-    out = s[i] == a
-    return bool(out) if out.ndim == 0 else out
-
-
-def session_close(d) -> pd.Timestamp:
-    "UTC time of the close of trading day `d` (13:00 New York on early-close days)."
-    return calendar().session_close(pd.Timestamp(d).normalize())
-
-
-def year_fraction(quote_date, expiry) -> np.ndarray:
-    "ACT/365 years from `quote_date` to `expiry` (dates or arrays of dates): the T of the whole platform."
-    q = np.asarray(pd.to_datetime(quote_date)).astype("datetime64[D]")
-    e = np.asarray(pd.to_datetime(expiry)).astype("datetime64[D]")
-    return (e - q).astype(np.int64) / 365.0
+# %% ../nbs/21_marketdata.ipynb #747db670
+def as_day(
+    d,  # a date, a datetime, an ISO string or a `pd.Timestamp`
+    what: str = "date",  # the input's name, used in the error
+) -> pd.Timestamp:
+    "The day `d` as a naive midnight `pd.Timestamp`; `errors.FieldError(what, ...)` if `d` is not a date."
+    try:
+        t = pd.Timestamp(d)
+    except (TypeError, ValueError):
+        raise FieldError(what, f"not a date (got {d!r})") from None
+    if pd.isna(t):
+        raise FieldError(what, f"not a date (got {d!r})")
+    return t.tz_localize(None).normalize() if t.tzinfo else t.normalize()
 
 # %% ../nbs/21_marketdata.ipynb #93371eea
 @dataclass(frozen=True)
@@ -212,7 +181,7 @@ def _vix() -> pd.Series:
 def history(symbol: str) -> pd.DataFrame:
     "The replayed daily history of `symbol`: date index; close, div_yield, ewma_vol, atm_vol (30-day ATM level)."
     if symbol not in CATALOG:
-        raise ValueError(f"symbol: unknown synthetic underlying {symbol!r}; known: {', '.join(CATALOG)}")
+        raise FieldError("symbol", f"unknown synthetic underlying {symbol!r}; known: {', '.join(CATALOG)}")
     spec = CATALOG[symbol]
     close = _raw_close(symbol)
     ewma = pd.Series(_ewma_vol(close.values), index=close.index)
@@ -240,7 +209,7 @@ def expiries(quote_date) -> tuple[pd.Timestamp, ...]:
     third = fridays[(dom >= 15) & (dom <= 21)]
     quarters = third[np.isin(month[(dom >= 15) & (dom <= 21)], (3, 6, 9, 12))]
     chosen = np.unique(np.concatenate([fridays[:4], third[:6], quarters]))
-    s = _sessions()
+    s = sessions()
     moved = np.unique(s[np.searchsorted(s, chosen, side="right") - 1])  # the session on or before
     return tuple(pd.Timestamp(t) for t in moved[moved > d])
 
@@ -258,16 +227,6 @@ def _quote_book(mid: np.ndarray, z: np.ndarray, rng: np.random.Generator):
     lam = 5 + 100 * np.exp(-0.5 * z * z)
     return bid, ask, rng.poisson(lam) + 1, rng.poisson(lam) + 1
 
-
-def _as_day(d, what: str = "date") -> pd.Timestamp:
-    try:
-        t = pd.Timestamp(d)
-    except (TypeError, ValueError):
-        raise ValueError(f"{what}: not a date (got {d!r})") from None
-    if pd.isna(t):
-        raise ValueError(f"{what}: not a date (got {d!r})")
-    return t.tz_localize(None).normalize() if t.tzinfo else t.normalize()
-
 # %% ../nbs/21_marketdata.ipynb #06f9e073
 _BAD_KINDS = ("crossed", "locked", "zero_bid", "zero_ask", "negative_bid")
 
@@ -279,19 +238,19 @@ def _v0_theta(symbol: str, row) -> tuple[float, float]:
     f30 = (1 - math.exp(-k30)) / k30
     return max(theta + (row["atm_vol"] ** 2 - theta) / f30, 1e-4), theta
 
-
+# %% ../nbs/21_marketdata.ipynb #15f1fb67
 class SyntheticMarket:
     "The embedded default market: real underlying history, model option chains, a few flagged bad quotes."
 
     def __init__(self, seed: int = 0, rate: float = 0.02, bad_share: float = 0.01, model: str = "sabr"):
         if not isinstance(seed, int | np.integer) or seed < 0:
-            raise ValueError(f"seed: must be an int >= 0 (got {seed!r})")
+            raise FieldError("seed", f"must be an int >= 0 (got {seed!r})")
         if not (math.isfinite(rate) and -0.05 < rate < 0.5):
-            raise ValueError(f"rate: must be a finite number in (-0.05, 0.5) (got {rate!r})")
+            raise FieldError("rate", f"must be a finite number in (-0.05, 0.5) (got {rate!r})")
         if not 0 <= bad_share <= 0.5:
-            raise ValueError(f"bad_share: must lie in [0, 0.5] (got {bad_share!r})")
+            raise FieldError("bad_share", f"must lie in [0, 0.5] (got {bad_share!r})")
         if model not in ("sabr", "heston"):
-            raise ValueError(f"model: must be 'sabr' or 'heston' (got {model!r})")
+            raise FieldError("model", f"must be 'sabr' or 'heston' (got {model!r})")
         self.seed, self.rate, self.bad_share, self.model = int(seed), float(rate), float(bad_share), model
 
     symbols = tuple(CATALOG)
@@ -305,8 +264,8 @@ class SyntheticMarket:
     def dates(self, symbol: str, start=None, end=None) -> pd.DatetimeIndex:
         "Trading days of `symbol`'s history between `start` and `end` (inclusive)."
         idx = history(symbol).index
-        lo = idx[0] if start is None else _as_day(start, "start")
-        hi = idx[-1] if end is None else _as_day(end, "end")
+        lo = idx[0] if start is None else as_day(start, "start")
+        hi = idx[-1] if end is None else as_day(end, "end")
         return idx[(idx >= lo) & (idx <= hi)]
 
     def prices(self, symbol: str, start=None, end=None) -> pd.DataFrame:
@@ -323,11 +282,12 @@ class SyntheticMarket:
 
     def _day(self, symbol: str, date) -> tuple[pd.Timestamp, pd.Series]:
         h = history(symbol)
-        d = _as_day(date)
+        d = as_day(date)
         if d not in h.index:
-            raise ValueError(
-                f"date: {d.date()} is not a trading day of the {symbol} history "
-                f"({h.index[0].date()}..{h.index[-1].date()})"
+            raise FieldError(
+                "date",
+                f"{d.date()} is not a trading day of the {symbol} history "
+                f"({h.index[0].date()}..{h.index[-1].date()})",
             )
         return d, h.loc[d]
 
@@ -358,7 +318,7 @@ class SyntheticMarket:
         S, q, r = float(row["close"]), float(row["div_yield"]), self.rate
         kind = CATALOG[symbol].kind
         exp = np.array(expiries(d), dtype="datetime64[ns]")
-        T = year_fraction(d, exp)
+        T = time_to_expiry(d, exp)
         sp = self.smile_params(symbol, d, T)
         sd = sp["atm"] * np.sqrt(T)
         lo, hi = S * np.exp(_SMILE[kind]["lo"] * sd), S * np.exp(_SMILE[kind]["hi"] * sd)
@@ -431,237 +391,6 @@ class SyntheticMarket:
         "The synthetic intraday feed of `date` for `symbols` (see `SyntheticFeed`)."
         return SyntheticFeed(self, list(symbols), date, interval_s=interval_s, n_options=n_options)
 
-# %% ../nbs/21_marketdata.ipynb #7c11e458
-FILE_COLUMNS = {
-    "underlying_symbol": "underlying",
-    "quote_date": "quote_date",
-    "expiration": "expiry",
-    "strike": "strike",
-    "option_type": "option_type",
-    "bid_size_eod": "bid_size",
-    "bid_eod": "bid",
-    "ask_size_eod": "ask_size",
-    "ask_eod": "ask",
-    "underlying_bid_eod": None,
-    "underlying_ask_eod": None,
-}
-
-
-@dataclass
-class LoadResult:
-    "Rows that passed validation (`good`, chain schema) and rows that did not (`rejected`, with `row` and `reason`)."
-
-    good: pd.DataFrame
-    rejected: pd.DataFrame
-
-    def __repr__(self) -> str:
-        return f"LoadResult(good={len(self.good)} rows, rejected={len(self.rejected)} rows)"
-
-
-class _Reasons:
-    def __init__(self, n: int):
-        self.r: list[list[str]] = [[] for _ in range(n)]
-
-    def add(self, mask, msg) -> None:
-        for i in np.flatnonzero(np.asarray(mask, bool)):
-            self.r[i].append(msg(i) if callable(msg) else msg)
-
-    def joined(self) -> np.ndarray:
-        return np.array(["; ".join(x) for x in self.r], dtype=object)
-
-
-def _blank(col: pd.Series) -> np.ndarray:
-    s = col.astype("string")
-    return (col.isna() | (s.str.strip() == "")).to_numpy(bool, na_value=True)
-
-
-def _num(col: pd.Series, name: str, R: _Reasons) -> np.ndarray:
-    v = pd.to_numeric(col, errors="coerce").to_numpy(float, na_value=np.nan)
-    miss = _blank(col)
-    R.add(miss, f"{name}: missing")
-    R.add(~miss & ~np.isfinite(v), lambda i: f"{name}: not a number (got {col.iloc[i]!r})")
-    return v
-
-
-def _day_col(col: pd.Series, name: str, R: _Reasons) -> np.ndarray:
-    v = pd.to_datetime(col, errors="coerce", format="ISO8601")
-    if getattr(v.dt, "tz", None) is not None:
-        v = v.dt.tz_localize(None)
-    v = v.dt.normalize().to_numpy("datetime64[ns]")
-    miss = _blank(col)
-    R.add(miss, f"{name}: missing")
-    R.add(~miss & np.isnat(v), lambda i: f"{name}: not a date (got {col.iloc[i]!r})")
-    return v
-
-
-def _check(df: pd.DataFrame, R: _Reasons, names: dict[str, str], keys: list[str]) -> None:
-    "Checks on the chain schema shared by files and synthetic chains (`names`: what to call each column)."
-    n = lambda c: names.get(c, c)
-    K, bid, ask = df["strike"].to_numpy(float), df["bid"].to_numpy(float), df["ask"].to_numpy(float)
-    with np.errstate(invalid="ignore"):
-        R.add(K <= 0, f"{n('strike')}: must be > 0")
-        R.add(bid <= 0, f"{n('bid')}: zero or negative price")
-        R.add(ask <= 0, f"{n('ask')}: zero or negative price")
-        R.add(bid > ask, f"crossed market: {n('bid')} > {n('ask')}")
-        R.add(bid == ask, f"locked market: {n('bid')} == {n('ask')}")
-        for c in ("bid_size", "ask_size"):
-            v = df[c].to_numpy(float)
-            R.add(np.isfinite(v) & ((v < 0) | (v != np.round(v))), f"{n(c)}: must be a whole number >= 0")
-        R.add(df["underlying_price"].to_numpy(float) <= 0, f"{n('underlying_price')}: must be > 0")
-    q, e = df["quote_date"].to_numpy("datetime64[ns]"), df["expiry"].to_numpy("datetime64[ns]")
-    ok = ~np.isnat(q)
-    R.add(ok & ~np.isnat(e) & (e < q), f"{n('expiry')}: before {n('quote_date')}")
-    sess = np.zeros(len(q), bool)
-    sess[ok] = is_session(q[ok]) if ok.any() else sess[ok]
-    R.add(ok & ~sess, f"{n('quote_date')}: not a trading day (XNYS)")
-    # duplicates: rows whose key parsed
-    key = df[keys]
-    parsed = key.notna().all(axis=1).to_numpy()
-    dup_any = parsed & key.duplicated(keep=False).to_numpy()
-    if dup_any.any():
-        sub = df.loc[dup_any]
-        vals = [c for c in ("bid", "ask", "bid_size", "ask_size", "underlying_price") if c in df]
-        first_of = {}
-        for _, grp in sub.groupby(keys, sort=False, dropna=True):
-            rows = [int(np.flatnonzero(df.index == ix)[0]) for ix in grp.index]
-            same = len(grp[vals].astype(float).drop_duplicates()) == 1
-            if same:
-                for i in rows[1:]:
-                    first_of[i] = f"duplicate: repeats row {rows[0]}"
-            else:
-                for i in rows:
-                    first_of[i] = (
-                        f"duplicate contract with different quotes (rows {', '.join(map(str, rows))})"
-                    )
-        R.add(np.isin(np.arange(len(df)), list(first_of)), lambda i: first_of[i])
-
-
-def validate_chain(df: pd.DataFrame) -> LoadResult:
-    "Split a chain-schema DataFrame (e.g. a synthetic chain) into good and rejected rows, with reasons."
-    missing = [c for c in CHAIN_COLUMNS if c not in df.columns]
-    if missing:
-        raise ValueError(f"chain: missing columns {missing}")
-    df = df.reset_index(drop=True)
-    R = _Reasons(len(df))
-    for c in ("strike", "bid", "ask", "bid_size", "ask_size", "underlying_price"):
-        v = pd.to_numeric(df[c], errors="coerce").to_numpy(float, na_value=np.nan)
-        R.add(~np.isfinite(v), f"{c}: missing or not a number")
-    R.add(~df["option_type"].isin(["C", "P"]).to_numpy(), "option_type: must be C or P")
-    _check(df, R, {}, ["underlying", "quote_date", "expiry", "strike", "option_type", "ts"])
-    reason = R.joined()
-    bad = reason != ""
-    rej = df.loc[bad].copy()
-    rej.insert(0, "row", np.flatnonzero(bad))
-    rej["reason"] = reason[bad]
-    return LoadResult(df.loc[~bad].reset_index(drop=True), rej.reset_index(drop=True))
-
-
-def parse_quotes_frame(raw: pd.DataFrame) -> LoadResult:
-    "Validate a DataFrame in the CBOE end-of-day file layout; good rows come back in the chain schema."
-    missing = [c for c in FILE_COLUMNS if c not in raw.columns]
-    if missing:
-        raise ValueError(f"file: missing required columns {missing} (see the documented CBOE EOD layout)")
-    raw = raw.reset_index(drop=True)
-    R = _Reasons(len(raw))
-    und = raw["underlying_symbol"].astype("string").str.strip().str.lstrip("^")
-    R.add(_blank(raw["underlying_symbol"]), "underlying_symbol: missing")
-    ot = (
-        raw["option_type"]
-        .astype("string")
-        .str.strip()
-        .str.upper()
-        .map({"C": "C", "P": "P", "CALL": "C", "PUT": "P"})
-        .astype(object)
-    )
-    R.add(_blank(raw["option_type"]), "option_type: missing")
-    R.add(
-        ~_blank(raw["option_type"]) & pd.isna(ot).to_numpy(),
-        lambda i: f"option_type: must be C or P (got {raw['option_type'].iloc[i]!r})",
-    )
-    out = pd.DataFrame(
-        {
-            "underlying": und.astype(object).where(~_blank(raw["underlying_symbol"]), None),
-            "quote_date": _day_col(raw["quote_date"], "quote_date", R),
-            "expiry": _day_col(raw["expiration"], "expiration", R),
-            "strike": _num(raw["strike"], "strike", R),
-            "option_type": ot,
-            "bid": _num(raw["bid_eod"], "bid_eod", R),
-            "ask": _num(raw["ask_eod"], "ask_eod", R),
-            "bid_size": _num(raw["bid_size_eod"], "bid_size_eod", R),
-            "ask_size": _num(raw["ask_size_eod"], "ask_size_eod", R),
-        }
-    )
-    ub = _num(raw["underlying_bid_eod"], "underlying_bid_eod", R)
-    ua = _num(raw["underlying_ask_eod"], "underlying_ask_eod", R)
-    with np.errstate(invalid="ignore"):
-        R.add(ub <= 0, "underlying_bid_eod: must be > 0")
-        R.add(ua <= 0, "underlying_ask_eod: must be > 0")
-        R.add(ub > ua, "crossed underlying market: underlying_bid_eod > underlying_ask_eod")
-    out["underlying_price"] = np.where((ub > 0) & (ua >= ub), 0.5 * (ub + ua), np.nan)
-    out["_root"] = raw["root"].astype("string").fillna("").astype(object) if "root" in raw else ""
-    names = {
-        "strike": "strike",
-        "bid": "bid_eod",
-        "ask": "ask_eod",
-        "bid_size": "bid_size_eod",
-        "ask_size": "ask_size_eod",
-        "underlying_price": "underlying price",
-        "expiry": "expiration",
-        "quote_date": "quote_date",
-    }
-    out_chk = out.assign(
-        underlying_price=np.where(np.isnan(out["underlying_price"]), 1.0, out["underlying_price"])
-    )
-    _check(out_chk, R, names, ["underlying", "_root", "quote_date", "expiry", "strike", "option_type"])
-    reason = R.joined()
-    bad = reason != ""
-    good = out.loc[~bad].drop(columns="_root").reset_index(drop=True)
-    if len(good):
-        closes = {d: session_close(d) for d in pd.unique(good["quote_date"])}
-        good.insert(2, "ts", pd.to_datetime([closes[d] for d in good["quote_date"]], utc=True))
-    else:
-        good.insert(2, "ts", pd.Series([], dtype="datetime64[ns, UTC]"))
-    good["bid_size"] = good["bid_size"].astype(np.int64)
-    good["ask_size"] = good["ask_size"].astype(np.int64)
-    good = good[list(CHAIN_COLUMNS)]
-    rej = raw.loc[bad].copy()
-    rej.insert(0, "row", np.flatnonzero(bad))
-    rej["reason"] = reason[bad]
-    return LoadResult(good, rej.reset_index(drop=True))
-
-
-def load_quotes_file(path: str | Path) -> LoadResult:
-    "Read and validate a CBOE-layout end-of-day quotes file (`.csv`, `.csv.gz` or `.parquet`)."
-    p = Path(path)
-    name = p.name.lower()
-    if name.endswith((".csv", ".csv.gz")):
-        raw = pd.read_csv(p, dtype=str, keep_default_na=False)
-    elif name.endswith(".parquet"):
-        raw = pd.read_parquet(p)
-    else:
-        raise ValueError(f"path: unsupported file type {p.name!r}; use .csv, .csv.gz or .parquet")
-    return parse_quotes_frame(raw)
-
-
-def to_file_layout(chain: pd.DataFrame) -> pd.DataFrame:
-    "A chain-schema DataFrame written in the CBOE end-of-day file layout (what `load_quotes_file` reads)."
-    return pd.DataFrame(
-        {
-            "underlying_symbol": chain["underlying"].values,
-            "quote_date": pd.to_datetime(chain["quote_date"]).dt.strftime("%Y-%m-%d").values,
-            "root": chain["underlying"].values,
-            "expiration": pd.to_datetime(chain["expiry"]).dt.strftime("%Y-%m-%d").values,
-            "strike": chain["strike"].values,
-            "option_type": chain["option_type"].values,
-            "bid_size_eod": chain["bid_size"].values,
-            "bid_eod": chain["bid"].values,
-            "ask_size_eod": chain["ask_size"].values,
-            "ask_eod": chain["ask"].values,
-            "underlying_bid_eod": chain["underlying_price"].values,
-            "underlying_ask_eod": chain["underlying_price"].values,
-        }
-    )
-
 # %% ../nbs/21_marketdata.ipynb #583faee3
 def _d(x) -> dt.date:
     return pd.Timestamp(x).date()
@@ -691,7 +420,7 @@ def store_prices(session: Session, df: pd.DataFrame) -> int:
         return 0
     bad = ~np.isfinite(df["close"].to_numpy(float)) | (df["close"].to_numpy(float) <= 0)
     if bad.any():
-        raise ValueError(f"close: must be a positive number (rows {np.flatnonzero(bad)[:5].tolist()})")
+        raise FieldError("close", f"must be a positive number (rows {np.flatnonzero(bad)[:5].tolist()})")
     ensure_underlyings(session, df["symbol"].unique())
     dates = [_d(x) for x in df["date"]]
     for sym in df["symbol"].unique():
@@ -719,9 +448,10 @@ def store_chain(session: Session, df: pd.DataFrame) -> int:
         first = "; ".join(
             f"row {r}: {m}" for r, m in zip(res.rejected["row"][:3], res.rejected["reason"][:3], strict=True)
         )
-        raise ValueError(
-            f"chain: {len(res.rejected)} invalid rows, nothing stored ({first}); "
-            "drop them with validate_chain first"
+        raise FieldError(
+            "chain",
+            f"{len(res.rejected)} invalid rows, nothing stored ({first}); "
+            "drop them with validate_chain first",
         )
     if len(df) == 0:
         return 0
@@ -767,7 +497,7 @@ def store_chain(session: Session, df: pd.DataFrame) -> int:
     session.execute(sa.insert(OptionQuote), recs)
     return len(recs)
 
-
+# %% ../nbs/21_marketdata.ipynb #b335c48b
 def _frame(rows) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=list(CHAIN_COLUMNS))
     df["quote_date"] = pd.to_datetime(df["quote_date"])
@@ -782,7 +512,7 @@ _COLS = [getattr(OptionQuote, c) for c in CHAIN_COLUMNS]
 def chain(session: Session, symbol: str, date, as_of: dt.datetime | None = None) -> pd.DataFrame:
     "The chain of `symbol` on `date` (newest quote per contract, at or before `as_of` if given), chain schema."
     stmt = sa.select(*_COLS).where(
-        OptionQuote.underlying == symbol, OptionQuote.quote_date == _as_day(date).date()
+        OptionQuote.underlying == symbol, OptionQuote.quote_date == as_day(date).date()
     )
     if as_of is not None:
         stmt = stmt.where(OptionQuote.ts <= as_of)
@@ -801,10 +531,10 @@ def quote(
 ) -> dict[str, Any] | None:
     "The newest quote of one contract at or before `as_of` (default: any time) as a dict, or None."
     if option_type not in ("C", "P"):
-        raise ValueError(f"option_type: must be 'C' or 'P' (got {option_type!r})")
+        raise FieldError("option_type", f"must be 'C' or 'P' (got {option_type!r})")
     stmt = sa.select(*_COLS).where(
         OptionQuote.underlying == symbol,
-        OptionQuote.expiry == _as_day(expiry, "expiry").date(),
+        OptionQuote.expiry == as_day(expiry, "expiry").date(),
         OptionQuote.option_type == option_type,
         sa.func.abs(OptionQuote.strike - float(strike)) < 1e-6,
     )
@@ -820,9 +550,9 @@ def prices(session: Session, symbol: str, start=None, end=None) -> pd.DataFrame:
         UnderlyingPrice.symbol == symbol
     )
     if start is not None:
-        stmt = stmt.where(UnderlyingPrice.date >= _as_day(start, "start").date())
+        stmt = stmt.where(UnderlyingPrice.date >= as_day(start, "start").date())
     if end is not None:
-        stmt = stmt.where(UnderlyingPrice.date <= _as_day(end, "end").date())
+        stmt = stmt.where(UnderlyingPrice.date <= as_day(end, "end").date())
     df = pd.DataFrame(
         session.execute(stmt.order_by(UnderlyingPrice.date)).all(), columns=["date", "close", "div_yield"]
     )
@@ -844,9 +574,9 @@ class SyntheticFeed:
         self, market: SyntheticMarket, symbols: list[str], date, interval_s: int = 60, n_options: int = 4
     ):
         if not isinstance(interval_s, int) or interval_s < 1:
-            raise ValueError(f"interval_s: must be an int >= 1 (got {interval_s!r})")
+            raise FieldError("interval_s", f"must be an int >= 1 (got {interval_s!r})")
         self.market, self.symbols, self.interval_s, self.n_options = market, symbols, interval_s, n_options
-        self.date = _as_day(date)
+        self.date = as_day(date)
         for s in symbols:
             market._day(s, self.date)
 
@@ -875,7 +605,7 @@ class SyntheticFeed:
             ch = m.chain(symbol, d)
             ch = ch[(ch["bad"] == "") & (ch["expiry"] == ch["expiry"].min())]
             pick = ch.iloc[np.argsort(np.abs(ch["strike"].to_numpy() - close))[: self.n_options]]
-            T = year_fraction(d, pick["expiry"].iloc[0]) if len(pick) else 0.0
+            T = time_to_expiry(d, pick["expiry"].iloc[0]) if len(pick) else 0.0
             for _, o in pick.iterrows():
                 call = o["option_type"] == "C"
                 mid = bsm_price(S, o["strike"], T, o["rate"], o["div_yield"], o["model_vol"], call)
@@ -909,7 +639,7 @@ class SyntheticFeed:
         for _, tick in allt:
             yield tick
 
-
+# %% ../nbs/21_marketdata.ipynb #ffad0729
 def run_feed(feed: Feed, stream: str = TICKS_STREAM, bus=None, max_ticks: int | None = None) -> int:
     "Publish the feed's ticks to `stream` on `bus` (default: the platform bus); return how many were sent."
     from aitrade.bus import get_bus

@@ -18,9 +18,17 @@ import numba
 import numpy as np
 import pandas as pd
 
+from .clock import time_to_expiry
 from .config import get_settings
+from .errors import FieldError
 from .kernels import cpu_kernel, is_gpu_array, plan, special, to_numpy
-from .pricing.black import _YMAX, _mills, _npdf  # the quant core's normal density and Mills ratio
+from aitrade.pricing.normal import (
+    INV_SQRT_2PI,
+    YMAX,
+    inline_kernel,
+    mills,
+    npdf,
+)  # the quant core's normal kernels
 
 # %% auto #0
 __all__ = ['STOCK', 'CALL', 'PUT', 'BUCKETS', 'BUCKET_EDGES_DAYS', 'DAYS_PER_YEAR', 'TRADING_DAYS', 'DEFAULT_SPOT_SHOCKS',
@@ -51,19 +59,19 @@ _KIND_NAMES = {
     "put": 2,
 }
 
-
+# %% ../nbs/30_risk.ipynb #8e8085de
 def _column(name: str, x: Any, dtype, n: int | None = None) -> np.ndarray:
     "A read-only 1-D copy of `x` as `dtype` (a scalar is repeated `n` times), or a ValueError naming the field."
     try:
         a = np.array(x, dtype=dtype, copy=True)
     except (TypeError, ValueError) as e:
-        raise ValueError(f"{name}: cannot be read as {np.dtype(dtype).name} ({e})") from None
+        raise FieldError(name, f"cannot be read as {np.dtype(dtype).name} ({e})") from None
     if a.ndim == 0 and n is not None:
         a = np.full(n, a[()], dtype=dtype)
     if a.ndim != 1:
-        raise ValueError(f"{name}: must be one-dimensional, got shape {a.shape}")
+        raise FieldError(name, f"must be one-dimensional, got shape {a.shape}")
     if n is not None and a.size != n:
-        raise ValueError(f"{name}: has {a.size} rows, expected {n}")
+        raise FieldError(name, f"has {a.size} rows, expected {n}")
     a.flags.writeable = False
     return a
 
@@ -76,19 +84,21 @@ def _kinds(x: Any, n: int) -> np.ndarray:
         low = np.char.lower(a.astype(str))
         bad = ~np.isin(low, list(_KIND_NAMES))
         if bad.any():
-            raise ValueError(
-                f"kind: unknown value {str(a[bad][0])!r} at row {int(np.argmax(bad))}; use 0/1/2 or stock/call/put"
+            raise FieldError(
+                "kind",
+                f"unknown value {str(a[bad][0])!r} at row {int(np.argmax(bad))}; use 0/1/2 or stock/call/put",
             )
         a = np.array([_KIND_NAMES[v] for v in low], dtype=np.int8)
     k = _column("kind", a, np.float64, n)
     bad = ~np.isin(k, (0.0, 1.0, 2.0))
     if bad.any():
-        raise ValueError(
-            f"kind: {float(k[bad][0])!r} at row {int(np.argmax(bad))} is not 0 (underlying), 1 (call) or 2 (put)"
+        raise FieldError(
+            "kind",
+            f"{float(k[bad][0])!r} at row {int(np.argmax(bad))} is not 0 (underlying), 1 (call) or 2 (put)",
         )
     return _column("kind", k, np.int8, n)
 
-
+# %% ../nbs/30_risk.ipynb #5704d088
 @dataclass(frozen=True, eq=False)
 class Portfolio:
     "Positions as a struct of arrays, one row per position (options and underlyings); immutable."
@@ -105,12 +115,12 @@ class Portfolio:
     def __post_init__(self):
         sym = np.asarray(self.symbol)
         if sym.ndim != 1:
-            raise ValueError(f"symbol: must be one-dimensional, got shape {sym.shape}")
+            raise FieldError("symbol", f"must be one-dimensional, got shape {sym.shape}")
         n = sym.size
         sym = _column("symbol", [str(s) for s in sym.tolist()], object, n)
         if n and (np.char.str_len(sym.astype(str)) == 0).any():
-            raise ValueError(
-                "symbol: empty symbol at row %d" % int(np.argmax(np.char.str_len(sym.astype(str)) == 0))
+            raise FieldError(
+                "symbol", "empty symbol at row %d" % int(np.argmax(np.char.str_len(sym.astype(str)) == 0))
             )
         set_ = object.__setattr__
         set_(self, "symbol", sym)
@@ -127,28 +137,33 @@ class Portfolio:
         return f"Portfolio({len(self)} positions, {len(self.layout().uniques)} underlyings)"
 
     @classmethod
-    def from_frame(cls, df: pd.DataFrame, as_of: Any = None) -> Portfolio:
+    def from_frame(
+        cls,
+        df: pd.DataFrame,  # symbol, kind (0/1/2, stock/call/put) or option_type ('C'/'P'), quantity, ...
+        as_of: Any = None,  # a day or an instant: with an `expiry` column, `expiry_t` = `clock.time_to_expiry`
+    ) -> Portfolio:
         """From a frame with columns symbol, kind (0/1/2 or stock/call/put; or option_type 'C'/'P'), quantity,
-        and for options strike and expiry_t, or expiry (dates) with `as_of` to compute expiry_t = days/365.
+        and for options strike and expiry_t, or expiry (dates) with `as_of` (a day or an instant) to compute
+        expiry_t with `clock.time_to_expiry`.
         multiplier defaults to 100 for options and 1 for underlyings."""
         if "symbol" not in df or "quantity" not in df:
-            raise ValueError(f"df: needs columns 'symbol' and 'quantity', has {list(df.columns)}")
+            raise FieldError("df", f"needs columns 'symbol' and 'quantity', has {list(df.columns)}")
         n = len(df)
         if "kind" in df:
             kind = _kinds(df["kind"].to_numpy(), n)
         elif "option_type" in df:
             kind = _kinds(df["option_type"].fillna("s").to_numpy(), n)
         else:
-            raise ValueError("kind: the frame has neither a 'kind' nor an 'option_type' column")
+            raise FieldError("kind", "the frame has neither a 'kind' nor an 'option_type' column")
         expiry = df["expiry"].to_numpy().astype("datetime64[D]") if "expiry" in df else None
         if "expiry_t" in df:
             expiry_t = df["expiry_t"].to_numpy(dtype=float)
         elif expiry is not None and as_of is not None:
-            expiry_t = (expiry - np.datetime64(pd.Timestamp(as_of).date(), "D")).astype(float) / DAYS_PER_YEAR
+            expiry_t = np.where(kind == STOCK, 0.0, time_to_expiry(as_of, expiry))
         else:
             expiry_t = np.where(kind == STOCK, 0.0, np.nan)
             if (kind != STOCK).any():
-                raise ValueError("expiry_t: give an 'expiry_t' column, or an 'expiry' column and as_of")
+                raise FieldError("expiry_t", "give an 'expiry_t' column, or an 'expiry' column and as_of")
         mult = (
             df["multiplier"].to_numpy(dtype=float)
             if "multiplier" in df
@@ -183,7 +198,7 @@ class Portfolio:
     def concat(*parts: Portfolio) -> Portfolio:
         "One portfolio with the rows of `parts` in order (e.g. the book and a proposed order)."
         if not parts:
-            raise ValueError("parts: give at least one portfolio")
+            raise FieldError("parts", "give at least one portfolio")
         cat = lambda name: np.concatenate([getattr(p, name) for p in parts])
         return Portfolio(
             cat("symbol"),
@@ -287,10 +302,10 @@ class MarketState:
     def __post_init__(self):
         sym = np.asarray(self.symbols)
         if sym.ndim != 1:
-            raise ValueError(f"symbols: must be one-dimensional, got shape {sym.shape}")
+            raise FieldError("symbols", f"must be one-dimensional, got shape {sym.shape}")
         sym = _column("symbols", [str(s) for s in sym.tolist()], object)
         if pd.Index(sym).has_duplicates:
-            raise ValueError(f"symbols: duplicate symbol {pd.Index(sym)[pd.Index(sym).duplicated()][0]!r}")
+            raise FieldError("symbols", f"duplicate symbol {pd.Index(sym)[pd.Index(sym).duplicated()][0]!r}")
         object.__setattr__(self, "symbols", sym)
         object.__setattr__(self, "_index", pd.Index(sym))
         for name in ("spot", "r", "q"):
@@ -300,7 +315,7 @@ class MarketState:
             if a.ndim == 0:
                 a = xp.full(sym.size, float(a))
             if a.shape != (sym.size,):
-                raise ValueError(f"{name}: has shape {tuple(a.shape)}, expected ({sym.size},) like symbols")
+                raise FieldError(name, f"has shape {tuple(a.shape)}, expected ({sym.size},) like symbols")
             object.__setattr__(self, name, a)
         if not callable(self.vol):
             v = self.vol
@@ -308,10 +323,10 @@ class MarketState:
                 try:
                     v = np.asarray(v, dtype=np.float64)
                 except (TypeError, ValueError) as e:
-                    raise ValueError(f"vol: cannot be read as float64 ({e})") from None
+                    raise FieldError("vol", f"cannot be read as float64 ({e})") from None
             if v.ndim > 1:
-                raise ValueError(
-                    f"vol: a number, one vol per portfolio row, or a callable; got shape {v.shape}"
+                raise FieldError(
+                    "vol", f"a number, one vol per portfolio row, or a callable; got shape {v.shape}"
                 )
             object.__setattr__(self, "vol", v)
 
@@ -320,7 +335,7 @@ class MarketState:
         idx = self._index.get_indexer(symbols)
         if (idx < 0).any():
             missing = [s for s, i in zip(symbols, idx, strict=True) if i < 0]
-            raise ValueError(f"symbol: no market data for {missing[:10]} (not in MarketState.symbols)")
+            raise FieldError("symbol", f"no market data for {missing[:10]} (not in MarketState.symbols)")
         return idx.astype(np.int64)
 
     def position_vol(self, pf: Portfolio):
@@ -335,24 +350,22 @@ class MarketState:
             if not is_gpu_array(out):
                 out = np.asarray(out, dtype=np.float64)
             if out.shape != (len(pf),):
-                raise ValueError(
-                    f"vol: the callable returned shape {tuple(out.shape)}, expected ({len(pf)},)"
+                raise FieldError(
+                    "vol", f"the callable returned shape {tuple(out.shape)}, expected ({len(pf)},)"
                 )
             return out
         if v.ndim == 0:
             return (plan(v).xp if is_gpu_array(v) else np).full(len(pf), float(v))
         if v.shape != (len(pf),):
-            raise ValueError(f"vol: has {v.shape[0]} rows but the portfolio has {len(pf)} positions")
+            raise FieldError("vol", f"has {v.shape[0]} rows but the portfolio has {len(pf)} positions")
         return v
 
 # %% ../nbs/30_risk.ipynb #5f43b12e
 _SQRT1_2 = 0.7071067811865476
-_INV_SQRT_2PI = 0.3989422804014327
-_inline = cpu_kernel(fastmath={"contract"}, error_model="numpy", inline="always")
 NG = 8  # accumulated per block: market value, delta, gamma, vega (per 1.0), theta (per year), notional, invalid, vega*sigma
 
 
-@_inline
+@inline_kernel
 def _legs(se, kd, x, v, w):
     """se N(w d1), kd N(w d2) and se n(d1), for se = S e^{-qT}, kd = K e^{-rT}, x = ln(se/kd), v = sigma sqrt(T);
     the deterministic limit when v == 0."""
@@ -360,11 +373,11 @@ def _legs(se, kd, x, v, w):
     vs = v if pos else 1.0
     d1 = x / vs + 0.5 * vs
     d2 = d1 - vs
-    y1 = min(abs(d1), _YMAX)
-    y2 = min(abs(d2), _YMAX)
-    sn1 = se * _npdf(y1)  # = kd n(d2)
-    h1 = sn1 * _mills(y1)  # se N(-|d1|)
-    t2 = sn1 * _mills(y2)  # kd N(-|d2|)
+    y1 = min(abs(d1), YMAX)
+    y2 = min(abs(d2), YMAX)
+    sn1 = se * npdf(y1)  # = kd n(d2)
+    h1 = sn1 * mills(y1)  # se N(-|d1|)
+    t2 = sn1 * mills(y2)  # kd N(-|d2|)
     a1 = h1 if w * d1 < 0.0 else se - h1
     a2 = t2 if w * d2 < 0.0 else kd - t2
     if not pos:
@@ -495,7 +508,7 @@ def _book_xp(xp: ModuleType, lay: _Layout, sig, S_u, r_u, q_u, f, lnf, vm, va, c
     n1w, n2w, d1 = nd(x, v)
     p0 = w * (se * n1w - kd * n2w)
     pos = v > 0
-    sn1 = xp.where(pos, se * xp.exp(-0.5 * d1 * d1) * _INV_SQRT_2PI, 0.0)
+    sn1 = xp.where(pos, se * xp.exp(-0.5 * d1 * d1) * INV_SQRT_2PI, 0.0)
     vv = xp.where(pos, v, 1.0)
     sqq = xp.where(pos, sq, 1.0)
     drift = w * (q0 * se * n1w - r0 * kd * n2w)
@@ -537,9 +550,9 @@ class _Book:
 
 def _market_for(pf: Portfolio, mkt: MarketState):
     if not isinstance(pf, Portfolio):
-        raise ValueError(f"pf: expected a Portfolio, got {type(pf).__name__}")
+        raise FieldError("pf", f"expected a Portfolio, got {type(pf).__name__}")
     if not isinstance(mkt, MarketState):
-        raise ValueError(f"mkt: expected a MarketState, got {type(mkt).__name__}")
+        raise FieldError("mkt", f"expected a MarketState, got {type(mkt).__name__}")
     lay = pf.layout()
     umap = mkt.index_of(lay.uniques)
     return lay, umap
@@ -594,11 +607,11 @@ def _shock_arrays(nsym: int, spot_shocks, vol_shocks):
     ss = _column("spot_shocks", spot_shocks, np.float64)
     vs = _column("vol_shocks", vol_shocks, np.float64)
     if not (np.isfinite(ss).all() and (ss > -1).all()):
-        raise ValueError("spot_shocks: must be finite relative moves > -1 (e.g. -0.1 for a 10% fall)")
+        raise FieldError("spot_shocks", "must be finite relative moves > -1 (e.g. -0.1 for a 10% fall)")
     if not np.isfinite(vs).all():
-        raise ValueError("vol_shocks: must be finite absolute vol changes (e.g. 0.05 for +5 vol points)")
+        raise FieldError("vol_shocks", "must be finite absolute vol changes (e.g. 0.05 for +5 vol points)")
     if ss.size == 0 or vs.size == 0:
-        raise ValueError("spot_shocks, vol_shocks: need at least one shock each")
+        raise FieldError("spot_shocks, vol_shocks", "need at least one shock each")
     f = np.repeat(1.0 + ss, vs.size)
     va = np.tile(vs, ss.size)
     full = lambda row: np.ascontiguousarray(np.broadcast_to(row, (nsym, row.size)))
@@ -650,7 +663,7 @@ def _group(df: pd.DataFrame, by: str) -> pd.DataFrame:
         if df["invalid"].sum() > 0:
             tot[ccy[2:]] = np.nan
         return tot.to_frame().T.astype({"positions": np.int64, "invalid": np.int64})
-    raise ValueError(f"by: must be 'bucket', 'symbol' or 'total', got {by!r}")
+    raise FieldError("by", f"must be 'bucket', 'symbol' or 'total', got {by!r}")
 
 
 def portfolio_greeks(pf: Portfolio, mkt: MarketState, by: str = "bucket") -> pd.DataFrame:
@@ -708,7 +721,7 @@ class ScenarioResult:
     def _row(self, symbol: str) -> int:
         hit = np.flatnonzero(self.symbols == symbol)
         if not hit.size:
-            raise ValueError(f"symbol: {symbol!r} is not in the portfolio")
+            raise FieldError("symbol", f"{symbol!r} is not in the portfolio")
         return int(hit[0])
 
 
@@ -745,23 +758,23 @@ def risk_report(pf: Portfolio, mkt: MarketState, spot_shocks=None, vol_shocks=No
 def _confidence(c: float | None) -> float:
     c = get_settings().risk.var_confidence if c is None else c
     if not (isinstance(c, (int, float, np.floating)) and 0.5 < float(c) < 1.0):
-        raise ValueError(f"confidence: must be a number in (0.5, 1), got {c!r}")
+        raise FieldError("confidence", f"must be a number in (0.5, 1), got {c!r}")
     return float(c)
 
 
 def _horizon(h: int | None) -> int:
     h = get_settings().risk.var_horizon_days if h is None else h
     if isinstance(h, bool) or not isinstance(h, (int, np.integer)) or h < 1:
-        raise ValueError(f"horizon_days: must be a whole number of trading days >= 1, got {h!r}")
+        raise FieldError("horizon_days", f"must be a whole number of trading days >= 1, got {h!r}")
     return int(h)
 
-
+# %% ../nbs/30_risk.ipynb #bfea0855
 def var_es(pnl, confidence: float | None = None) -> tuple[float, float]:
     "(VaR, ES) of equally likely P&L outcomes at `confidence`, as positive losses; NaN if any P&L is NaN."
     a = _confidence(confidence)
     x = np.asarray(to_numpy(pnl), dtype=np.float64).ravel()
     if x.size == 0:
-        raise ValueError("pnl: needs at least one scenario")
+        raise FieldError("pnl", "needs at least one scenario")
     if np.isnan(x).any():
         return np.nan, np.nan
     loss = np.sort(-x)
@@ -789,7 +802,7 @@ class VarResult:
     pnl: np.ndarray  # scenario P&L of the book (before any sqrt scaling)
     by_symbol: pd.DataFrame  # index symbol, columns var, es (standalone)
 
-
+# %% ../nbs/30_risk.ipynb #9b1741ea
 def _scenario_pnl(pf: Portfolio, mkt: MarketState, f, vm, va, method: str) -> np.ndarray:
     "P&L per portfolio symbol and scenario (nsym, N)."
     lay = pf.layout()
@@ -808,7 +821,7 @@ def _scenario_pnl(pf: Portfolio, mkt: MarketState, f, vm, va, method: str) -> np
         G = _symbol_sum(lay, book.G)
         dS = book.spot[:, None] * (f - 1.0)
         return G[:, 1:2] * dS + 0.5 * G[:, 2:3] * dS * dS + G[:, 3:4] * va + G[:, 7:8] * (vm - 1.0)
-    raise ValueError(f"method: must be 'full' or 'dgv', got {method!r}")
+    raise FieldError("method", f"must be 'full' or 'dgv', got {method!r}")
 
 
 def _result(pnl_sym, symbols, conf, h, method, scaling) -> VarResult:
@@ -829,32 +842,33 @@ def _history(name: str, x, symbols: np.ndarray, mkt: MarketState | None) -> np.n
     if isinstance(x, pd.DataFrame):
         missing = [s for s in symbols if s not in x.columns]
         if missing:
-            raise ValueError(f"{name}: no column for symbol(s) {missing[:10]}")
+            raise FieldError(name, f"no column for symbol(s) {missing[:10]}")
         a = x[list(symbols)].to_numpy(dtype=np.float64)
     else:
         a = np.asarray(x, dtype=np.float64)
         if a.ndim != 2 or mkt is None or a.shape[1] != len(mkt.symbols):
-            raise ValueError(
-                f"{name}: give a DataFrame with one column per symbol, or an array "
-                f"(days, len(mkt.symbols)); got shape {a.shape}"
+            raise FieldError(
+                name,
+                "give a DataFrame with one column per symbol, or an array "
+                f"(days, len(mkt.symbols)); got shape {a.shape}",
             )
         a = a[:, mkt.index_of(symbols)]
     bad = ~np.isfinite(a)
     if bad.any():
         r, c = np.argwhere(bad)[0]
-        raise ValueError(f"{name}: not a finite number for {symbols[c]!r} in row {r}")
+        raise FieldError(name, f"not a finite number for {symbols[c]!r} in row {r}")
     return a
 
 
 def _overlap(a: np.ndarray, h: int, name: str) -> np.ndarray:
     if a.shape[0] < h:
-        raise ValueError(f"{name}: {a.shape[0]} days of history is shorter than horizon_days={h}")
+        raise FieldError(name, f"{a.shape[0]} days of history is shorter than horizon_days={h}")
     if h == 1:
         return a
     c = np.cumsum(np.vstack([np.zeros((1, a.shape[1])), a]), axis=0)
     return c[h:] - c[:-h]
 
-
+# %% ../nbs/30_risk.ipynb #29998272
 def historical_var(
     pf_or_pnl,
     mkt: MarketState | None = None,
@@ -871,17 +885,17 @@ def historical_var(
     with `mkt.symbols`) and optional `vol_changes` (daily absolute vol changes, same layout)."""
     conf, h = _confidence(confidence), _horizon(horizon_days)
     if scaling not in ("overlapping", "sqrt"):
-        raise ValueError(f"scaling: must be 'overlapping' or 'sqrt', got {scaling!r}")
+        raise FieldError("scaling", f"must be 'overlapping' or 'sqrt', got {scaling!r}")
     hh = 1 if scaling == "sqrt" else h
     if not isinstance(pf_or_pnl, Portfolio):
         x = np.asarray(to_numpy(pf_or_pnl), dtype=np.float64)
         if x.ndim != 1 or not np.isfinite(x).all():
-            raise ValueError("pnl: must be a one-dimensional history of finite P&L numbers")
+            raise FieldError("pnl", "must be a one-dimensional history of finite P&L numbers")
         tot = _overlap(x[:, None], hh, "pnl")
         return _result(tot.T, np.array(["TOTAL"], dtype=object), conf, h, "pnl", scaling)
     pf = pf_or_pnl
     if mkt is None or returns is None:
-        raise ValueError("mkt, returns: a portfolio needs the market state and a history of returns")
+        raise FieldError("mkt, returns", "a portfolio needs the market state and a history of returns")
     lay, _ = _market_for(pf, mkt)
     R = _overlap(_history("returns", returns, lay.uniques, mkt), hh, "returns")
     if vol_changes is None:
@@ -889,40 +903,42 @@ def historical_var(
     else:
         dv = _history("vol_changes", vol_changes, lay.uniques, mkt)
         if dv.shape[0] != (R.shape[0] + hh - 1):
-            raise ValueError(f"vol_changes: has {dv.shape[0]} days, returns has {R.shape[0] + hh - 1}")
+            raise FieldError("vol_changes", f"has {dv.shape[0]} days, returns has {R.shape[0] + hh - 1}")
         va = _overlap(dv, hh, "vol_changes")
     f = np.exp(R.T)
     pnl = _scenario_pnl(pf, mkt, f, np.ones_like(f), np.ascontiguousarray(va.T), method)
     return _result(pnl, lay.uniques, conf, h, f"historical/{method}", scaling)
 
-
+# %% ../nbs/30_risk.ipynb #1c38306a
 def _cov_for(cov, returns, symbols: np.ndarray, mkt: MarketState) -> np.ndarray:
     if cov is None and returns is None:
-        raise ValueError("cov: give an annualised covariance of log returns, or returns to estimate it from")
+        raise FieldError(
+            "cov", "give an annualised covariance of log returns, or returns to estimate it from"
+        )
     if cov is None:
         R = _history("returns", returns, symbols, mkt)
         if R.shape[0] < 2:
-            raise ValueError("returns: need at least 2 days to estimate a covariance")
+            raise FieldError("returns", "need at least 2 days to estimate a covariance")
         return np.atleast_2d(np.cov(R, rowvar=False)) * TRADING_DAYS
     if isinstance(cov, pd.DataFrame):
         missing = [s for s in symbols if s not in cov.index or s not in cov.columns]
         if missing:
-            raise ValueError(f"cov: no row/column for symbol(s) {missing[:10]}")
+            raise FieldError("cov", f"no row/column for symbol(s) {missing[:10]}")
         C = cov.loc[list(symbols), list(symbols)].to_numpy(dtype=np.float64)
     else:
         C = np.asarray(cov, dtype=np.float64)
         n = len(mkt.symbols)
         if C.shape != (n, n):
-            raise ValueError(f"cov: must be ({n}, {n}) aligned with mkt.symbols, got {C.shape}")
+            raise FieldError("cov", f"must be ({n}, {n}) aligned with mkt.symbols, got {C.shape}")
         i = mkt.index_of(symbols)
         C = C[np.ix_(i, i)]
     if not np.isfinite(C).all() or not np.allclose(C, C.T, rtol=1e-10, atol=1e-14):
-        raise ValueError("cov: must be a finite symmetric matrix")
+        raise FieldError("cov", "must be a finite symmetric matrix")
     if (np.diag(C) < 0).any() or np.linalg.eigvalsh(C).min() < -1e-10 * max(1.0, np.abs(C).max()):
-        raise ValueError("cov: is not positive semi-definite")
+        raise FieldError("cov", "is not positive semi-definite")
     return C
 
-
+# %% ../nbs/30_risk.ipynb #0769a50c
 def mc_var(
     pf: Portfolio,
     mkt: MarketState,
@@ -942,13 +958,13 @@ def mc_var(
     lognormal vol moves, `n_paths` draws seeded with `seed`, full revaluation (or `method='dgv'`)."""
     conf, h = _confidence(confidence), _horizon(horizon_days)
     if isinstance(n_paths, bool) or not isinstance(n_paths, (int, np.integer)) or n_paths < 1:
-        raise ValueError(f"n_paths: must be a whole number >= 1, got {n_paths!r}")
+        raise FieldError("n_paths", f"must be a whole number >= 1, got {n_paths!r}")
     if not (np.isfinite(vol_of_vol) and vol_of_vol >= 0):
-        raise ValueError(f"vol_of_vol: must be a finite number >= 0, got {vol_of_vol!r}")
+        raise FieldError("vol_of_vol", f"must be a finite number >= 0, got {vol_of_vol!r}")
     if not (np.isfinite(spot_vol_corr) and -1 <= spot_vol_corr <= 1):
-        raise ValueError(f"spot_vol_corr: must be in [-1, 1], got {spot_vol_corr!r}")
+        raise FieldError("spot_vol_corr", f"must be in [-1, 1], got {spot_vol_corr!r}")
     if not isinstance(pf, Portfolio):
-        raise ValueError(f"pf: expected a Portfolio, got {type(pf).__name__}")
+        raise FieldError("pf", f"expected a Portfolio, got {type(pf).__name__}")
     lay, _ = _market_for(pf, mkt)
     C = _cov_for(cov, returns, lay.uniques, mkt)
     lam, V = np.linalg.eigh(C)
@@ -1011,7 +1027,7 @@ class PreTradeMetrics:
     def value(self, scope: str, metric: str) -> float:
         "One limit metric: `scope` 'portfolio' or a symbol (0.0 when the book has no position in it)."
         if metric not in LIMIT_METRICS and metric != "theta":
-            raise ValueError(f"metric: must be one of {LIMIT_METRICS}, got {metric!r}")
+            raise FieldError("metric", f"must be one of {LIMIT_METRICS}, got {metric!r}")
         if scope == "portfolio":
             return self.portfolio[metric]
         if scope not in self.by_symbol.index:

@@ -18,7 +18,9 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from .marketdata import _as_day, chain, validate_chain, year_fraction
+from .clock import time_to_expiry
+from .errors import FieldError
+from .marketdata import as_day, chain, validate_chain
 from .pricing.heston import calibrate_heston
 from .pricing.iv import implied_vol_black76
 from .pricing.sabr import calibrate_sabr, sabr_vol
@@ -102,7 +104,7 @@ class SurfaceFit:
         T = (
             float(expiry)
             if isinstance(expiry, int | float)
-            else float(year_fraction(self.quote_date, expiry))
+            else float(time_to_expiry(self.quote_date, expiry))
         )
         K = np.asarray(strike, float)
         Ts, Fs = sl["T"].to_numpy(float), sl["forward"].to_numpy(float)
@@ -164,7 +166,7 @@ def _padded(groups: list[np.ndarray], fill=np.nan) -> np.ndarray:
         out[i, : g.size] = g
     return out
 
-
+# %% ../nbs/22_surfaces.ipynb #b5e6fbcf
 def calibrate_chain(
     chain_df: pd.DataFrame,
     as_of: dt.datetime | None = None,
@@ -191,14 +193,14 @@ def calibrate_chain(
     try:
         good = validate_chain(chain_df).good
         if good.empty:
-            raise ValueError("chain_df: no valid quotes")
+            raise FieldError("chain_df", "no valid quotes")
         unds = pd.unique(chain_df["underlying"]) if "underlying" in chain_df else []
         und = str(unds[0]) if len(unds) == 1 else None
         if len(unds) != 1:
-            raise ValueError(f"chain_df: needs exactly one underlying, got {list(unds)[:5]}")
+            raise FieldError("chain_df", f"needs exactly one underlying, got {list(unds)[:5]}")
         qds = pd.unique(pd.to_datetime(chain_df["quote_date"]))
         if len(qds) != 1:
-            raise ValueError(f"chain_df: needs exactly one quote_date, got {len(qds)}")
+            raise FieldError("chain_df", f"needs exactly one quote_date, got {len(qds)}")
         qd = pd.Timestamp(qds[0])
         if as_of is None and len(chain_df):
             as_of = pd.to_datetime(chain_df["ts"], utc=True).max().to_pydatetime()
@@ -221,7 +223,7 @@ def calibrate_chain(
     fit.elapsed_s = time.perf_counter() - t0
     return fit
 
-
+# %% ../nbs/22_surfaces.ipynb #09788615
 def _calibrate(
     good,
     und,
@@ -237,13 +239,13 @@ def _calibrate(
     max_abs_z,
 ) -> SurfaceFit:
     if good.empty:
-        raise ValueError("chain_df: no valid quotes")
+        raise FieldError("chain_df", "no valid quotes")
     g = good.assign(
-        T=year_fraction(good["quote_date"], good["expiry"]), mid=0.5 * (good["bid"] + good["ask"])
+        T=time_to_expiry(good["quote_date"], good["expiry"]), mid=0.5 * (good["bid"] + good["ask"])
     )
     g = g[g["T"] > 0]
     if g.empty:
-        raise ValueError("chain_df: no quote with an expiry after the quote date")
+        raise FieldError("chain_df", "no quote with an expiry after the quote date")
     S = float(np.median(g["underlying_price"]))
     r_col = float(g["rate"].iloc[0]) if "rate" in g else rate
     q_col = float(g["div_yield"].iloc[0]) if "div_yield" in g else div_yield
@@ -349,9 +351,10 @@ def _calibrate(
 def store_surface(session: Session, fit: SurfaceFit) -> int:
     "Store a fit (ok or failed) in the caller's transaction; return its id."
     if fit.underlying is None or fit.quote_date is None:
-        raise ValueError(
-            "fit: underlying and quote_date are needed to store a surface "
-            f"(the fit failed before they were known: {fit.error})"
+        raise FieldError(
+            "fit",
+            "underlying and quote_date are needed to store a surface "
+            f"(the fit failed before they were known: {fit.error})",
         )
     row = VolSurface(
         underlying=fit.underlying,
@@ -396,7 +399,7 @@ def latest_surface(session: Session, symbol: str, date=None) -> SurfaceFit | Non
     "The newest stored fit of `symbol` (for quote date `date` if given, else any), ok or failed; None if none."
     stmt = sa.select(VolSurface).where(VolSurface.underlying == symbol)
     if date is not None:
-        stmt = stmt.where(VolSurface.quote_date == _as_day(date).date())
+        stmt = stmt.where(VolSurface.quote_date == as_day(date).date())
     r = session.scalars(
         stmt.order_by(VolSurface.quote_date.desc(), VolSurface.as_of.desc(), VolSurface.id.desc()).limit(1)
     ).first()
@@ -408,6 +411,6 @@ def calibrate_and_store(session: Session, symbol: str, date, **kw) -> SurfaceFit
     df = chain(session, symbol, date)
     fit = calibrate_chain(df, **kw)
     if fit.underlying is None:  # an empty chain: still record the failure for this underlying and date
-        fit.underlying, fit.quote_date = symbol, _as_day(date)
+        fit.underlying, fit.quote_date = symbol, as_day(date)
     store_surface(session, fit)
     return fit

@@ -22,6 +22,7 @@ import pandas as pd
 
 from aitrade import marketdata
 from aitrade.backtest import run_backtest
+from aitrade.clock import time_to_expiry
 from aitrade.pricing.black import bsm_greeks
 from aitrade.pricing.iv import implied_vol_bsm
 
@@ -40,7 +41,7 @@ def peer_short_vol(
         mv = 0.0
         for s in symbols:
             ch = marketdata.validate_chain(m.chain(s, d)).good
-            ch = ch.assign(mid=0.5 * (ch["bid"] + ch["ask"]), T=marketdata.year_fraction(d, ch["expiry"]))
+            ch = ch.assign(mid=0.5 * (ch["bid"] + ch["ask"]), T=time_to_expiry(d, ch["expiry"]))
             S = float(ch["underlying_price"].iloc[0])
             key = ch.set_index(["expiry", "strike", "option_type"])
             held = [k for k in pos if k[0] == s and k[1] != "S" and pos[k] != 0]

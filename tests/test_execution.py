@@ -442,3 +442,63 @@ def test_risk_manager_approves_and_the_platform_routes_the_order(market):
         assert o.state in ("sent", "partially_filled", "filled") and o.approved_by == "rita"
         moves = [(e.to_state, e.actor) for e in execution.order_history(s, big.id)]
         assert ("approved", "rita") in moves and ("sent", ORDER_ROUTER.name) in moves
+
+
+@pytest.mark.parametrize("now", [NOW, datetime(2026, 7, 6, 15, 0, tzinfo=UTC)], ids=["winter", "summer"])
+def test_order_vega_and_risk_report_vega_agree(market, now):
+    "One clock: the order's pre-trade vega and the risk report's vega of the same position use the same T."
+    from aitrade import clock, risk
+
+    tape = Tape(q(4.9, 5.1, 10, 7, now))
+    with store.session_scope() as s:
+        o = execution.submit_order(s, TOM, req("vega-1", qty=3), quotes=tape, now=now)
+        pf = execution.portfolio_from_orders([o], now)
+        mkt = execution.market_from_quotes(s, pf, now, quotes=tape)
+        g = risk.portfolio_greeks(pf, mkt, by="total")
+        assert pf.expiry_t[0] == execution.order_risk(o, tape.quotes[-1], now)["T"]
+        assert pf.expiry_t[0] == clock.time_to_expiry(now, EXPIRY)
+        assert o.est_vega > 0 and float(g["vega"].iloc[0]) == pytest.approx(o.est_vega, rel=1e-12)
+        # the risk report from a frame with the expiry date and the same instant agrees too
+        frame = pd.DataFrame(
+            dict(
+                symbol=["SPX"],
+                option_type=["C"],
+                strike=[100.0],
+                expiry=[pd.Timestamp(EXPIRY)],
+                quantity=[3.0],
+            )
+        )
+        g2 = risk.portfolio_greeks(risk.Portfolio.from_frame(frame, as_of=now), mkt, by="total")
+        assert float(g2["vega"].iloc[0]) == pytest.approx(o.est_vega, rel=1e-12)
+
+
+def test_rejection_carries_the_platform_exception_for_this_call_only(market):
+    "A kill-switch rejection sets `Order.rejection` (the API answers 409 from it); the stored order is unchanged."
+    with store.session_scope() as s:
+        limits.engage_kill_switch(s, RITA, "drill")
+    with store.session_scope() as s:
+        o = execution.submit_order(s, TOM, req("ks-1"))
+        assert o.state == "rejected" and isinstance(o.rejection, limits.KillSwitchEngaged)
+        assert o.reason == str(o.rejection) == "kill switch engaged by rita: drill"
+        again = execution.submit_order(s, TOM, req("ks-1"))  # the retry rejects nothing in this call
+        assert again.id == o.id and again.rejection is None
+    with store.session_scope() as s:
+        assert execution.get_order(s, o.id).rejection is None
+        ok = execution.submit_order(s, TOM, req("ks-2", qty=1))
+    assert ok.state == "rejected" and ok.rejection is not None  # the switch is still engaged
+    with store.session_scope() as s:
+        limits.release_kill_switch(s, RITA, "drill over")
+        fine = execution.submit_order(s, TOM, req("ks-3", qty=1))
+        assert fine.state != "rejected" and fine.rejection is None
+
+
+def test_unpublished_keeps_fills_off_the_bus(market):
+    from aitrade import bus
+
+    tape = Tape(q(4.9, 5.1, 10, 7, NOW))
+    broker = PaperBroker(quotes=tape)
+    with store.session_scope() as s, execution.unpublished(s):
+        o = execution.submit_order(s, TOM, req("quiet", qty=2), quotes=tape, broker=broker, now=NOW)
+        execution.process_fills(s, broker, NOW)
+        assert execution.get_order(s, o.id).state == "filled"
+    assert list(bus.subscribe("fills", last_id="0", block_ms=0)) == []

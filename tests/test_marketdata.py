@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from aitrade import bus, config, store
 from aitrade import marketdata as md
+from aitrade.clock import time_to_expiry
 from aitrade.pricing.black import bsm_greeks
 from aitrade.pricing.iv import implied_vol_bsm
 
@@ -90,7 +91,7 @@ def test_chain_reproduces_the_model_surface(symbol, date, model):
     ch = md.SyntheticMarket(seed=2, model=model).chain(symbol, date)
     g = ch[ch["bad"] == ""]
     assert len(g) > 300
-    T = md.year_fraction(g["quote_date"], g["expiry"])
+    T = time_to_expiry(g["quote_date"], g["expiry"])
     call = (g["option_type"] == "C").to_numpy()
     mid = 0.5 * (g["bid"] + g["ask"]).to_numpy()
     iv = implied_vol_bsm(mid, g["underlying_price"], g["strike"], T, g["rate"], g["div_yield"], call)
