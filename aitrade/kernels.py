@@ -35,9 +35,6 @@ def cupy_module() -> ModuleType | None:
     except Exception:
         return None
 
-# %% ../nbs/03_kernels.ipynb #5fadc955
-_cupy = cupy_module  # the former private name; tests/conftest.py still imports it
-
 # %% ../nbs/03_kernels.ipynb #1c17ae63
 def gpu_available() -> bool:
     "True when a CUDA GPU is usable and the settings do not force the CPU."

@@ -72,13 +72,15 @@ class KillSwitch(Base):
 # %% ../nbs/31_limits.ipynb #12b10f09
 def _check_scope(scope: Any) -> str:
     if not isinstance(scope, str) or not scope.strip() or len(scope) > 64:
-        raise FieldError("limit scope", f"must be 'portfolio' or an underlying symbol (got {scope!r})")
+        raise FieldError(
+            "scope", f"must be 'portfolio' or an underlying symbol (got {scope!r})", subject="limit"
+        )
     return scope.strip()
 
 
 def _check_metric(metric: Any) -> str:
     if metric not in METRICS:
-        raise FieldError("limit metric", f"must be one of {', '.join(METRICS)} (got {metric!r})")
+        raise FieldError("metric", f"must be one of {', '.join(METRICS)} (got {metric!r})", subject="limit")
     return metric
 
 # %% ../nbs/31_limits.ipynb #329db108
@@ -96,13 +98,15 @@ def set_limit(
     try:
         value = float(value)
     except (TypeError, ValueError):
-        raise FieldError("limit value", f"must be a number (got {value!r})") from None
+        raise FieldError("value", f"must be a number (got {value!r})", subject="limit") from None
     if not math.isfinite(value) or value < 0:
-        raise FieldError("limit value", f"must be a finite number >= 0 (got {value!r})")
+        raise FieldError("value", f"must be a finite number >= 0 (got {value!r})", subject="limit")
     if metric == "concentration" and value > 1:
-        raise FieldError("limit value", f"concentration is a share of gross notional, 0 to 1 (got {value!r})")
+        raise FieldError(
+            "value", f"concentration is a share of gross notional, 0 to 1 (got {value!r})", subject="limit"
+        )
     if not isinstance(reason, str) or not reason.strip():
-        raise FieldError("limit reason", "must say why the limit changes")
+        raise FieldError("reason", "must say why the limit changes", subject="limit")
     lim = session.execute(
         sa.select(Limit).where(Limit.scope == scope, Limit.metric == metric).with_for_update()
     ).scalar_one_or_none()
@@ -128,7 +132,7 @@ def remove_limit(
     require(principal, "limits:write", "remove a risk limit")
     scope, metric = _check_scope(scope), _check_metric(metric)
     if not isinstance(reason, str) or not reason.strip():
-        raise FieldError("limit reason", "must say why the limit is removed")
+        raise FieldError("reason", "must say why the limit is removed", subject="limit")
     lim = session.execute(
         sa.select(Limit).where(Limit.scope == scope, Limit.metric == metric).with_for_update()
     ).scalar_one_or_none()
@@ -283,7 +287,7 @@ def _switch(session: Session, principal: Principal, engage: bool, reason: str) -
     right = "killswitch:engage" if engage else "killswitch:release"
     require(principal, right, "engage the kill switch" if engage else "release the kill switch")
     if not isinstance(reason, str) or not reason.strip():
-        raise FieldError("kill switch reason", "must say why")
+        raise FieldError("reason", "must say why", subject="kill switch")
     row = _row(session, "update")
     before = dict(engaged=row.engaged, reason=row.reason, changed_by=row.changed_by)
     action = "killswitch.engage" if engage else "killswitch.release"

@@ -115,8 +115,8 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             if gpu is None:
-                from aitrade.kernels import _cupy
+                from aitrade.kernels import cupy_module
 
-                gpu = _cupy() is not None
+                gpu = cupy_module() is not None
             if not gpu:
                 item.add_marker(pytest.mark.skip(reason="no CUDA GPU (cupy.cuda.is_available() is false)"))
