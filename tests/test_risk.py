@@ -198,10 +198,10 @@ def test_xp_path_with_numpy_equals_numba_kernel():
     pf = Portfolio(pf.symbol, pf.kind, pf.strike, T, pf.quantity, pf.multiplier)
     mkt = MarketState(mkt.symbols, mkt.spot, mkt.r, mkt.q, vol)
     nsym = len(pf.layout().uniques)
-    _, _, f, vm, va = risk._shock_arrays(nsym, DEFAULT_SPOT_SHOCKS, DEFAULT_VOL_SHOCKS)
+    _, _, f, vm, va = risk.shock_arrays(nsym, DEFAULT_SPOT_SHOCKS, DEFAULT_VOL_SHOCKS)
     vm = vm * np.linspace(0.7, 1.3, vm.size).reshape(vm.shape)  # multiplicative vol moves as well
-    a = risk._evaluate(pf, mkt, f, vm, va)
-    b = risk._evaluate(pf, mkt, f, vm, va, force_xp=np)
+    a = risk.evaluate(pf, mkt, f, vm, va)
+    b = risk.evaluate(pf, mkt, f, vm, va, force_xp=np)
     np.testing.assert_array_equal(np.isnan(a.G), np.isnan(b.G))
     np.testing.assert_array_equal(np.isnan(a.P), np.isnan(b.P))
     ok = ~np.isnan(a.G[:, 0])
