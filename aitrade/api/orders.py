@@ -95,7 +95,7 @@ def submit(request: Request, body: OrderIn) -> OrderOut:
     with store.session_scope() as s:
         o = execution.submit_order(s, principal(request), req)
         out = _order_out(o)
-        rejection = getattr(o, "rejection", None)
+        rejection = o.rejection
     if rejection is not None:
         p = errors.problem(rejection)
         return error_response(dataclasses.replace(p, detail=f"order {out.id} rejected: {out.reason}"))
