@@ -97,6 +97,16 @@ def portfolio_greeks(
     return group_greeks(greeks_frame(evaluate(pf, mkt, one, one, one)), by)
 
 # %% ../../nbs/27_risk_greeks.ipynb #1e20bf51
+def _row_inputs(pf: Portfolio, mkt: MarketState):
+    "Per row of `pf`: its underlying's spot, rate and dividend yield, its vol, and whether it is an option."
+    lay, umap = market_for(pf, mkt)
+    code = np.empty(len(pf), np.int64)
+    code[lay.order] = lay.code
+    i = umap[code]
+    S, r, q = (to_numpy(a)[i] for a in (mkt.spot, mkt.r, mkt.q))
+    return S, r, q, to_numpy(mkt.position_vol(pf)), pf.kind != STOCK
+
+
 def position_greeks(
     pf: Portfolio,  # the book
     mkt: MarketState,  # market data covering every underlying of `pf`
@@ -104,13 +114,7 @@ def position_greeks(
     "Per row: spot, vol, per-unit price/delta/gamma/vega/theta (BSM conventions) and the position's currency Greeks."
     from aitrade.pricing.black import bsm_greeks
 
-    lay, umap = market_for(pf, mkt)
-    code = np.empty(len(pf), np.int64)
-    code[lay.order] = lay.code
-    i = umap[code]
-    S, r, q = (to_numpy(a)[i] for a in (mkt.spot, mkt.r, mkt.q))
-    vol = to_numpy(mkt.position_vol(pf))
-    opt = pf.kind != STOCK
+    S, r, q, vol, opt = _row_inputs(pf, mkt)
     g = bsm_greeks(
         S,
         pf.strike,
@@ -151,13 +155,7 @@ def position_problems(
     mkt: MarketState,  # market data covering every underlying of `pf`
 ) -> pd.Series:
     "Per row, why its values are NaN ('' when the row is fine)."
-    lay, umap = market_for(pf, mkt)
-    code = np.empty(len(pf), np.int64)
-    code[lay.order] = lay.code
-    i = umap[code]
-    S, r, q = (to_numpy(a)[i] for a in (mkt.spot, mkt.r, mkt.q))
-    vol = to_numpy(mkt.position_vol(pf))
-    opt = pf.kind != STOCK
+    S, r, q, vol, opt = _row_inputs(pf, mkt)
     checks = [
         (~(np.isfinite(S) & (S > 0)), "spot: must be a finite number > 0"),
         (~np.isfinite(r), "r: not a finite number"),

@@ -80,13 +80,8 @@ class ScenarioResult:
         return int(hit[0])
 
 
-def scenario_grid(
-    pf: Portfolio,  # the book
-    mkt: MarketState,  # market data covering every underlying of `pf`
-    spot_shocks=None,  # relative spot moves (default `DEFAULT_SPOT_SHOCKS`)
-    vol_shocks=None,  # absolute vol changes (default `DEFAULT_VOL_SHOCKS`)
-) -> ScenarioResult:
-    "Full-revaluation P&L per underlying on the grid `spot_shocks` x `vol_shocks` (defaults: 7 x 3 = 21 points)."
+def _grid(pf: Portfolio, mkt: MarketState, spot_shocks, vol_shocks):
+    "One pass over the book on the shock grid (defaults where None): the evaluated book and its `ScenarioResult`."
     nsym = len(pf.layout().uniques)
     ss, vs, f, vm, va = shock_arrays(
         nsym,
@@ -95,7 +90,17 @@ def scenario_grid(
     )
     book = evaluate(pf, mkt, f, vm, va)
     pnl = symbol_sum(book.lay, book.P).reshape(nsym, ss.size, vs.size)
-    return ScenarioResult(book.lay.uniques, ss, vs, pnl)
+    return book, ScenarioResult(book.lay.uniques, ss, vs, pnl)
+
+
+def scenario_grid(
+    pf: Portfolio,  # the book
+    mkt: MarketState,  # market data covering every underlying of `pf`
+    spot_shocks=None,  # relative spot moves (default `DEFAULT_SPOT_SHOCKS`)
+    vol_shocks=None,  # absolute vol changes (default `DEFAULT_VOL_SHOCKS`)
+) -> ScenarioResult:
+    "Full-revaluation P&L per underlying on the grid `spot_shocks` x `vol_shocks` (defaults: 7 x 3 = 21 points)."
+    return _grid(pf, mkt, spot_shocks, vol_shocks)[1]
 
 
 def risk_report(
@@ -106,15 +111,8 @@ def risk_report(
     by: str = "bucket",  # grouping of the Greeks: 'bucket', 'symbol' or 'total'
 ) -> tuple[pd.DataFrame, ScenarioResult]:
     "Greeks (as `portfolio_greeks`) and the scenario grid (as `scenario_grid`) from one pass over the book."
-    nsym = len(pf.layout().uniques)
-    ss, vs, f, vm, va = shock_arrays(
-        nsym,
-        DEFAULT_SPOT_SHOCKS if spot_shocks is None else spot_shocks,
-        DEFAULT_VOL_SHOCKS if vol_shocks is None else vol_shocks,
-    )
-    book = evaluate(pf, mkt, f, vm, va)
-    pnl = symbol_sum(book.lay, book.P).reshape(nsym, ss.size, vs.size)
-    return group_greeks(greeks_frame(book), by), ScenarioResult(book.lay.uniques, ss, vs, pnl)
+    book, grid = _grid(pf, mkt, spot_shocks, vol_shocks)
+    return group_greeks(greeks_frame(book), by), grid
 
 # %% ../../nbs/28_risk_scenarios.ipynb #54b4033c
 _ADDITIVE = ["delta", "delta_ccy", "gamma", "gamma_ccy", "vega", "theta", "notional"]
