@@ -561,6 +561,21 @@ def run_backtest(
     return result
 
 # %% ../nbs/50_backtest.ipynb #28b20cbe
+# one row per underlying and day in the backtest's Greeks table
+_GREEK_COLUMNS = [
+    "day",
+    "symbol",
+    "positions",
+    "spot",
+    "delta",
+    "delta_ccy",
+    "gamma_ccy",
+    "vega",
+    "theta",
+    "market_value",
+]
+
+
 def _close_time(d: pd.Timestamp) -> dt.datetime:
     return (marketdata.session_close(d) + pd.Timedelta(minutes=1)).to_pydatetime()
 
@@ -643,20 +658,7 @@ def _greeks(ctx: DayContext) -> list[dict]:
     )
     gr = risk.portfolio_greeks(pf, mkt, by="symbol")
     gr.insert(0, "day", ctx.date.date())
-    return gr[
-        [
-            "day",
-            "symbol",
-            "positions",
-            "spot",
-            "delta",
-            "delta_ccy",
-            "gamma_ccy",
-            "vega",
-            "theta",
-            "market_value",
-        ]
-    ].to_dict("records")
+    return gr[_GREEK_COLUMNS].to_dict("records")
 
 
 def _collect(run: _Run, days, marks_rows, greek_rows) -> dict[str, Any]:
@@ -689,21 +691,7 @@ def _collect(run: _Run, days, marks_rows, greek_rows) -> dict[str, Any]:
     daily["mtm"] = daily["mtm"].ffill().fillna(0.0)
     daily["cum_pnl"] = daily["total"].cumsum()
     daily["drawdown"] = np.maximum.accumulate(np.r_[0.0, daily["cum_pnl"].to_numpy()])[1:] - daily["cum_pnl"]
-    greeks = pd.DataFrame(
-        greek_rows,
-        columns=[
-            "day",
-            "symbol",
-            "positions",
-            "spot",
-            "delta",
-            "delta_ccy",
-            "gamma_ccy",
-            "vega",
-            "theta",
-            "market_value",
-        ],
-    )
+    greeks = pd.DataFrame(greek_rows, columns=_GREEK_COLUMNS)
     tot = greeks.groupby("day")[["delta_ccy", "gamma_ccy", "vega", "theta"]].sum()
     daily = daily.merge(tot, left_on="day", right_index=True, how="left")
     daily[["delta_ccy", "gamma_ccy", "vega", "theta"]] = daily[
