@@ -13,6 +13,8 @@ from aitrade.audit import GENESIS_HASH, AuditRecord
 
 def _append_n(url, n, who, barrier):
     store.dispose_engines()
+    with store.session_scope(url) as s:  # connect and warm up first, so that the writers start together
+        audit.verify(s)
     barrier.wait()
     for i in range(n):
         with store.session_scope(url) as s:
@@ -201,7 +203,7 @@ def test_correlation_id_groups_records(db):
         assert [r.action for r in audit.query(s, target="order:")] == ["order.approve", "order.submit"]
 
 
-@pytest.mark.parametrize("n_procs,per_proc", [(4, 25)])
+@pytest.mark.parametrize("n_procs,per_proc", [(4, 100)])
 def test_concurrent_writers_never_fork_the_chain(db, n_procs, per_proc):
     ctx = mp.get_context("spawn")
     barrier = ctx.Barrier(n_procs)
