@@ -81,7 +81,7 @@ def login(request: Request, next: str | None = Query(None, max_length=2000)):
     )
     return resp
 
-
+# %% ../../nbs/88_api_auth.ipynb #4b38bb3d
 @router.get("/oauth_callback", include_in_schema=False)
 async def callback(request: Request, code: str = Query(max_length=2000), state: str = Query(max_length=200)):
     auth, prefix = _oauth(request), request.app.state.prefix
@@ -104,7 +104,7 @@ async def callback(request: Request, code: str = Query(max_length=2000), state: 
     resp.delete_cookie(auth.state_cookie_name, path=prefix)
     return resp
 
-
+# %% ../../nbs/88_api_auth.ipynb #706d6e9b
 @router.get("/logout", include_in_schema=False)
 def logout(request: Request):
     prefix = request.app.state.prefix
