@@ -7,30 +7,42 @@ Docs: https://github.com/aitrade/aitrade/api_routes_archive.html.md"""
 # %% ../../nbs/87_api_routes_archive.ipynb #41143009
 from __future__ import annotations
 
+import datetime as dt
 import tempfile
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse
 
 from .. import archive
 from .identity import guarded
-from aitrade.api.models import (
-    ERRORS_409,
-    JSON_ERRORS,
-    RUN_ID,
-    ArchivedRunDetailOut,
-    ArchivedRunOut,
-    ArchiveVerifyOut,
-    ProblemOut,
-    clean,
-)
+from .models import ERRORS_409, JSON_ERRORS, RUN_ID, ResponseModel, clean
 
 # %% auto #0
-__all__ = ['router', 'list_runs', 'show', 'render', 'verify']
+__all__ = ['router', 'ArchivedRunOut', 'ArchivedRunDetailOut', 'list_runs', 'show', 'render', 'ProblemOut', 'ArchiveVerifyOut',
+           'verify']
 
 # %% ../../nbs/87_api_routes_archive.ipynb #4a17360e
+class ArchivedRunOut(ResponseModel):
+    run_id: str
+    seq: int
+    pipeline: str
+    status: str
+    user: str
+    archived_at: dt.datetime
+    retain_until: dt.datetime
+    manifest_sha256: str
+    notebook_sha256: str
+    legal_hold: dict[str, Any] | None
+    deleted: dict[str, Any] | None
+    intact: bool
+
+
+class ArchivedRunDetailOut(ArchivedRunOut):
+    manifest: dict[str, Any]
+
+
 router = APIRouter(tags=["archive"])
 _HTML_CSP = "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 
@@ -67,7 +79,7 @@ def list_runs(
 def show(run_id: str = RUN_ID) -> ArchivedRunDetailOut:
     return _run_out(archive.Archive().show(run_id), detail=True)
 
-
+# %% ../../nbs/87_api_routes_archive.ipynb #fdcb5f4a
 @router.get(
     "/archive/runs/{run_id}/render",
     response_class=HTMLResponse,
@@ -86,6 +98,20 @@ def render(run_id: str = RUN_ID) -> HTMLResponse:
         html = Path(path).read_text(encoding="utf-8")
     return HTMLResponse(html, headers={"Content-Security-Policy": _HTML_CSP})
 
+# %% ../../nbs/87_api_routes_archive.ipynb #548227bb
+class ProblemOut(ResponseModel):
+    seq: int | None
+    run_id: str | None
+    what: str
+
+
+class ArchiveVerifyOut(ResponseModel):
+    ok: bool
+    runs: int
+    head_seq: int
+    head_manifest: str
+    problems: list[ProblemOut]
+
 
 @router.get(
     "/archive/verify",
@@ -94,11 +120,4 @@ def render(run_id: str = RUN_ID) -> HTMLResponse:
     **guarded("archive:read"),
 )
 def verify(anchor_audit: bool = Query(False, description="also anchor the chain in the audit log")):
-    v = archive.Archive().verify(audit=anchor_audit)
-    return ArchiveVerifyOut(
-        ok=v.ok,
-        runs=v.runs,
-        head_seq=v.head_seq,
-        head_manifest=v.head_manifest,
-        problems=[ProblemOut(seq=p.seq, run_id=p.run_id, what=p.what) for p in v.problems],
-    )
+    return ArchiveVerifyOut.model_validate(archive.Archive().verify(audit=anchor_audit))

@@ -8,22 +8,32 @@ Docs: https://github.com/aitrade/aitrade/api_routes_audit.html.md"""
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from fastapi import APIRouter, Query
 
 from .. import audit, store
 from .identity import guarded
-from .models import AuditRecordOut, AuditVerifyOut
+from .models import ResponseModel, aware
 
 # %% auto #0
-__all__ = ['router', 'query', 'verify']
+__all__ = ['router', 'AuditRecordOut', 'query', 'AuditVerifyOut', 'verify']
 
 # %% ../../nbs/87_api_routes_audit.ipynb #24c174b4
+class AuditRecordOut(ResponseModel):
+    seq: int
+    ts: dt.datetime
+    actor: str
+    action: str
+    target: str
+    before: Any = None
+    after: Any = None
+    correlation_id: str
+    prev_hash: str
+    hash: str
+
+
 router = APIRouter(tags=["audit"])
-
-
-def _aware(t: dt.datetime | None) -> dt.datetime | None:
-    return None if t is None else (t.replace(tzinfo=dt.UTC) if t.tzinfo is None else t)
 
 
 @router.get(
@@ -48,13 +58,20 @@ def query(
             actor=actor,
             action=action,
             target=target,
-            since=_aware(since),
-            until=_aware(until),
+            since=aware(since),
+            until=aware(until),
             correlation_id=correlation_id,
             limit=limit,
             offset=offset,
         )
         return [AuditRecordOut(**x.to_dict()) for x in recs]
+
+# %% ../../nbs/87_api_routes_audit.ipynb #a577d7e3
+class AuditVerifyOut(ResponseModel):
+    ok: bool
+    checked: int
+    broken_seq: int | None
+    reason: str
 
 
 @router.get(
@@ -65,5 +82,4 @@ def query(
 )
 def verify() -> AuditVerifyOut:
     with store.session_scope() as s:
-        v = audit.verify(s)
-    return AuditVerifyOut(ok=v.ok, checked=v.checked, broken_seq=v.broken_seq, reason=v.reason)
+        return AuditVerifyOut.model_validate(audit.verify(s))

@@ -22,7 +22,7 @@ from fastapi.security import APIKeyHeader
 from starlette.requests import HTTPConnection
 
 from .. import audit, errors, store
-from .models import ERRORS, WhoAmIOut
+from .models import ERRORS, ResponseModel
 from ..auth import RIGHTS, Principal, scope_of
 from ..hub import API_SERVICE
 
@@ -31,7 +31,7 @@ log = logging.getLogger("aitrade.api")
 # %% auto #0
 __all__ = ['log', 'Resolver', 'api_key', 'router', 'HubUnavailable', 'HubResolver', 'StaticResolver', 'hub_model', 'Identity',
            'ApiError', 'Unauthenticated', 'MissingScope', 'XsrfRefused', 'cookie_name', 'identify', 'requires',
-           'guarded', 'principal', 'metrics_reader', 'whoami', 'CorrelationMiddleware']
+           'guarded', 'principal', 'add_post', 'metrics_reader', 'WhoAmIOut', 'whoami', 'CorrelationMiddleware']
 
 # %% ../../nbs/86_api_identity.ipynb #99f4c613
 Resolver = Callable[[str], Awaitable[dict | None]]
@@ -267,6 +267,27 @@ def principal(request: Request) -> Principal:
     return request.state.identity.principal
 
 
+def add_post(
+    router: APIRouter,  # the resource's router
+    path: str,  # the route's path, e.g. `/killswitch/engage`
+    endpoint: Callable,  # the function that answers; its name is the route's name (the OpenAPI operationId)
+    right: str,  # the aitrade right the route needs
+    response_model: type,  # the model of the answer
+    summary: str,  # the OpenAPI summary
+    responses: dict = ERRORS,  # the error answers of its OpenAPI entry
+) -> Callable:
+    "Add `endpoint` to `router` as `POST path`, guarded by `right`; return it."
+    router.add_api_route(
+        path,
+        endpoint,
+        methods=["POST"],
+        response_model=response_model,
+        summary=summary,
+        **guarded(right, responses),
+    )
+    return endpoint
+
+
 async def metrics_reader(request: Request, _key: str | None = Security(api_key)) -> Identity:
     "Dependency of `/metrics`: the Hub scope `read:metrics`."
     ident = await identify(request)
@@ -275,6 +296,13 @@ async def metrics_reader(request: Request, _key: str | None = Security(api_key))
     return ident
 
 # %% ../../nbs/86_api_identity.ipynb #a1ca4684
+class WhoAmIOut(ResponseModel):
+    name: str
+    kind: str
+    via: str
+    rights: list[str]
+
+
 router = APIRouter()
 
 

@@ -7,26 +7,70 @@ Docs: https://github.com/aitrade/aitrade/api_routes_jobs.html.md"""
 # %% ../../nbs/87_api_routes_jobs.ipynb #34de6e36
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Query, Request
+from pydantic import Field
 
 from .. import errors, jobs
-from .identity import guarded, principal
-from aitrade.api.models import (
-    ERRORS_404,
-    ERRORS_409,
-    RUN_ID,
-    LogOut,
-    PipelineOut,
-    RunCreatedOut,
-    RunIn,
-    RunOut,
-    StatusOut,
-)
+from .identity import add_post, guarded, principal
+from .models import ERRORS_404, ERRORS_409, RUN_ID, RequestModel, ResponseModel
 
 # %% auto #0
-__all__ = ['router', 'pipelines', 'runs', 'run', 'status', 'logs', 'cancel', 'retry']
+__all__ = ['router', 'cancel', 'retry', 'RunIn', 'PipelineOut', 'NotebookRunOut', 'RunOut', 'RunCreatedOut', 'pipelines', 'runs',
+           'run', 'LogOut', 'StatusOut', 'status', 'logs']
 
 # %% ../../nbs/87_api_routes_jobs.ipynb #0a90935f
+class RunIn(RequestModel):
+    pipeline: str = Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class PipelineOut(ResponseModel):
+    name: str
+    description: str
+    notebooks: list[str]
+    parameters: dict[str, dict[str, Any]]
+    schedule: dict[str, Any] | None
+
+
+class NotebookRunOut(ResponseModel):
+    notebook: str
+    status: str
+    attempts: int | None
+    started_at: str | None
+    finished_at: str | None
+    duration_s: float | None
+    cells: str | None
+    error: str | None
+    failing_cell: int | None
+    archive_id: str | None
+    worker: str | None
+
+
+class RunOut(ResponseModel):
+    id: str
+    pipeline: str
+    status: str
+    trigger: str
+    user: str
+    attempt: int
+    parameters: dict[str, Any]
+    scheduled_for: str | None
+    created_at: str | None
+    started_at: str | None
+    finished_at: str | None
+    duration_s: float | None
+    error: str | None
+    cancel_requested: bool
+    notebooks: list[NotebookRunOut]
+
+
+class RunCreatedOut(ResponseModel):
+    run_id: str
+    status: str
+
+
 router = APIRouter(tags=["jobs"])
 
 
@@ -72,6 +116,20 @@ def run(request: Request, body: RunIn) -> RunCreatedOut:
     return RunCreatedOut(run_id=rid, status="queued")
 
 # %% ../../nbs/87_api_routes_jobs.ipynb #54878536
+class LogOut(ResponseModel):
+    id: int
+    notebook: str | None
+    attempt: int | None
+    ts: str | None
+    stream: str | None
+    text: str
+
+
+class StatusOut(ResponseModel):
+    run_id: str
+    status: str
+
+
 @router.get(
     "/jobs/runs/{run_id}",
     response_model=RunOut,
@@ -97,21 +155,21 @@ def logs(
     return [LogOut(**x) for x in jobs.read_logs(run_id, after_id, notebook)]
 
 
-@router.post(
-    "/jobs/runs/{run_id}/cancel",
-    response_model=StatusOut,
-    summary="Cancel a run",
-    **guarded("jobs:manage", ERRORS_409),
-)
-def cancel(request: Request, run_id: str = RUN_ID) -> StatusOut:
-    return StatusOut(run_id=run_id, status=jobs.cancel(run_id, principal=principal(request)))
+def _run_change(
+    verb: str,  # `cancel` or `retry`: the last part of the path
+    change,  # the jobs function: `change(run_id, principal=...)` -> the run's new status
+    summary: str,  # the OpenAPI summary
+):
+    "Add `POST /jobs/runs/{run_id}/<verb>` (right `jobs:manage`) to the router and return its endpoint, `<verb>`."
+
+    def endpoint(request: Request, run_id: str = RUN_ID) -> StatusOut:
+        return StatusOut(run_id=run_id, status=change(run_id, principal=principal(request)))
+
+    endpoint.__name__ = verb
+    return add_post(
+        router, f"/jobs/runs/{{run_id}}/{verb}", endpoint, "jobs:manage", StatusOut, summary, ERRORS_409
+    )
 
 
-@router.post(
-    "/jobs/runs/{run_id}/retry",
-    response_model=StatusOut,
-    summary="Queue a failed or cancelled run again",
-    **guarded("jobs:manage", ERRORS_409),
-)
-def retry(request: Request, run_id: str = RUN_ID) -> StatusOut:
-    return StatusOut(run_id=run_id, status=jobs.retry(run_id, principal=principal(request)))
+cancel = _run_change("cancel", jobs.cancel, "Cancel a run")
+retry = _run_change("retry", jobs.retry, "Queue a failed or cancelled run again")

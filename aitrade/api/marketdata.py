@@ -8,18 +8,40 @@ Docs: https://github.com/aitrade/aitrade/api_routes_marketdata.html.md"""
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from fastapi import APIRouter, Query
 from fastapi import Path as PathParam
 
 from .. import errors, marketdata, store, surfaces
 from .identity import guarded
-from .models import ERRORS_404, ChainOut, QuoteOut, SliceOut, SurfaceOut, clean, day, num
+from .models import ERRORS_404, ResponseModel, aware, clean, day, num
 
 # %% auto #0
-__all__ = ['router', 'chain', 'surface']
+__all__ = ['router', 'QuoteOut', 'ChainOut', 'chain', 'SliceOut', 'SurfaceOut', 'surface']
 
 # %% ../../nbs/87_api_routes_marketdata.ipynb #fe4666af
+class QuoteOut(ResponseModel):
+    underlying: str
+    quote_date: dt.date
+    ts: dt.datetime
+    expiry: dt.date
+    strike: float
+    option_type: str
+    bid: float | None
+    ask: float | None
+    bid_size: int | None
+    ask_size: int | None
+    underlying_price: float | None
+
+
+class ChainOut(ResponseModel):
+    symbol: str
+    date: dt.date
+    as_of: dt.datetime | None
+    quotes: list[QuoteOut]
+
+
 router = APIRouter(tags=["marketdata"])
 _SYMBOL = PathParam(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9._\-^]+$")
 
@@ -51,14 +73,40 @@ def chain(
     date: dt.date = Query(description="quote date"),
     as_of: dt.datetime | None = Query(None, description="newest quotes at or before this time (UTC)"),
 ) -> ChainOut:
-    if as_of is not None and as_of.tzinfo is None:
-        as_of = as_of.replace(tzinfo=dt.UTC)
+    as_of = aware(as_of)
     with store.session_scope() as s:
         df = marketdata.chain(s, symbol, date, as_of=as_of)
     rows = [_quote_out(q) for q in df.itertuples(index=False)]
     return ChainOut(symbol=symbol, date=date, as_of=as_of, quotes=rows)
 
 # %% ../../nbs/87_api_routes_marketdata.ipynb #7ecc408d
+class SliceOut(ResponseModel):
+    expiry: dt.date | None
+    T: float | None
+    forward: float | None
+    discount: float | None
+    alpha: float | None
+    beta: float | None
+    rho: float | None
+    nu: float | None
+    rmse: float | None
+    n_quotes: int | None
+    status: str | None
+
+
+class SurfaceOut(ResponseModel):
+    underlying: str
+    quote_date: dt.date
+    as_of: dt.datetime | None
+    status: str
+    error: str | None
+    spot: float | None
+    n_quotes: int
+    rmse: float | None
+    slices: list[SliceOut]
+    heston: dict[str, Any] | None
+
+
 def _slice_out(x: dict) -> SliceOut:
     return SliceOut(
         expiry=day(x.get("expiry")),

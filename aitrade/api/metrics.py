@@ -7,6 +7,8 @@ Docs: https://github.com/aitrade/aitrade/api_metrics.html.md"""
 # %% ../../nbs/87_api_metrics.ipynb #3ee7b9fb
 from __future__ import annotations
 
+from typing import Literal
+
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
@@ -22,11 +24,11 @@ from prometheus_client import (
 import aitrade
 from .. import store
 from .identity import Identity, metrics_reader
-from .models import JSON_ERRORS, HealthOut
+from .models import JSON_ERRORS, ResponseModel
 from ..hub import API_SERVICE
 
 # %% auto #0
-__all__ = ['router', 'ApiMetrics', 'health', 'metrics']
+__all__ = ['router', 'ApiMetrics', 'HealthOut', 'health', 'metrics']
 
 # %% ../../nbs/87_api_metrics.ipynb #1e440ad2
 class ApiMetrics:
@@ -52,6 +54,13 @@ class ApiMetrics:
         self.ws_dropped = Counter("aitrade_api_ws_dropped", "messages dropped for slow clients", registry=r)
 
 # %% ../../nbs/87_api_metrics.ipynb #9f511e47
+class HealthOut(ResponseModel):
+    status: Literal["ok", "degraded"]
+    service: str
+    version: str
+    database: str
+
+
 router = APIRouter()
 
 

@@ -9,22 +9,18 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from typing import Any, Literal
+from typing import Annotated
 
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from .. import audit
 from ..errors import Problem
 
 # %% auto #0
-__all__ = ['ERRORS', 'ERRORS_404', 'ERRORS_409', 'JSON_ERRORS', 'RUN_ID', 'FieldError', 'ErrorOut', 'error_response', 'ReasonIn',
-           'OrderIn', 'LimitIn', 'RunIn', 'OrderEventOut', 'OrderOut', 'OrderDetailOut', 'PositionOut', 'QuoteOut',
-           'ChainOut', 'SliceOut', 'SurfaceOut', 'ScenarioOut', 'RiskReportOut', 'LimitOut', 'RemovedOut',
-           'KillSwitchOut', 'PipelineOut', 'RunCreatedOut', 'NotebookRunOut', 'RunOut', 'StatusOut', 'LogOut',
-           'ArchivedRunOut', 'ArchivedRunDetailOut', 'ProblemOut', 'ArchiveVerifyOut', 'AuditRecordOut',
-           'AuditVerifyOut', 'HealthOut', 'WhoAmIOut', 'num', 'clean', 'day']
+__all__ = ['ERRORS', 'ERRORS_404', 'ERRORS_409', 'JSON_ERRORS', 'RUN_ID', 'FINITE', 'Num', 'FieldError', 'ErrorOut',
+           'error_response', 'RequestModel', 'ReasonIn', 'ResponseModel', 'num', 'clean', 'day', 'aware']
 
 # %% ../../nbs/85_api_models.ipynb #b2b23a3c
 class FieldError(BaseModel):
@@ -73,305 +69,24 @@ JSON_ERRORS = {
 RUN_ID = PathParam(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 # %% ../../nbs/85_api_models.ipynb #3e622d70
-_FINITE = dict(allow_inf_nan=False)
+#: field options of a request number: `NaN` and infinities are refused
+FINITE = dict(allow_inf_nan=False)
 
 
-class _In(BaseModel):
+class RequestModel(BaseModel):
+    "Base of the request bodies: an unknown field is refused."
+
     model_config = ConfigDict(extra="forbid")
 
 
-class ReasonIn(_In):
+class ReasonIn(RequestModel):
     reason: str = Field(min_length=1, max_length=2000, description="why (recorded in the audit log)")
 
-
-class OrderIn(_In):
-    client_order_id: str = Field(
-        min_length=1, max_length=64, description="idempotency key: a retry returns the same order"
-    )
-    symbol: str = Field(min_length=1, max_length=32)
-    side: Literal["buy", "sell"]
-    quantity: float = Field(gt=0, le=1e9, **_FINITE)
-    option_type: Literal["C", "P", "S"] = Field("S", description="call, put, or S = the underlying itself")
-    expiry: dt.date | None = None
-    strike: float | None = Field(None, gt=0, le=1e9, **_FINITE)
-    order_type: Literal["market", "limit"] = "market"
-    limit_price: float | None = Field(None, gt=0, le=1e9, **_FINITE)
-    strategy: str | None = Field(None, min_length=1, max_length=100)
-    multiplier: float | None = Field(None, gt=0, le=1e6, **_FINITE)
-
-
-class LimitIn(_In):
-    value: float = Field(ge=0, le=1e15, description="the largest |metric| allowed", **_FINITE)
-    reason: str = Field(min_length=1, max_length=2000)
-
-
-class RunIn(_In):
-    pipeline: str = Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
-    parameters: dict[str, Any] = Field(default_factory=dict)
-
 # %% ../../nbs/85_api_models.ipynb #d0f87c4a
-class OrderEventOut(BaseModel):
-    ts: dt.datetime
-    from_state: str | None
-    to_state: str
-    actor: str
-    reason: str
+class ResponseModel(BaseModel):
+    "Base of the answers: built from a platform object's attributes, a dictionary or keywords."
 
-
-class OrderOut(BaseModel):
-    id: int
-    client_order_id: str
-    submitted_by: str
-    strategy: str | None
-    symbol: str
-    option_type: str
-    expiry: dt.date | None
-    strike: float | None
-    multiplier: float
-    side: str
-    quantity: float
-    order_type: str
-    limit_price: float | None
-    state: str
-    reason: str
-    needs_approval: bool
-    approval_reason: str
-    approved_by: str | None
-    venue: str
-    filled_quantity: float
-    avg_fill_price: float | None
-    est_notional: float | None
-    est_vega: float | None
-    created_at: dt.datetime
-    updated_at: dt.datetime
-
-
-class OrderDetailOut(OrderOut):
-    history: list[OrderEventOut]
-
-
-class PositionOut(BaseModel):
-    symbol: str
-    option_type: str
-    expiry: dt.date | None
-    strike: float | None
-    multiplier: float
-    quantity: float
-    avg_cost: float | None
-    realized: float | None
-    mark: float | None
-    unrealized: float | None
-    total: float | None
-
-# %% ../../nbs/85_api_models.ipynb #44d418c8
-class QuoteOut(BaseModel):
-    underlying: str
-    quote_date: dt.date
-    ts: dt.datetime
-    expiry: dt.date
-    strike: float
-    option_type: str
-    bid: float | None
-    ask: float | None
-    bid_size: int | None
-    ask_size: int | None
-    underlying_price: float | None
-
-
-class ChainOut(BaseModel):
-    symbol: str
-    date: dt.date
-    as_of: dt.datetime | None
-    quotes: list[QuoteOut]
-
-
-class SliceOut(BaseModel):
-    expiry: dt.date | None
-    T: float | None
-    forward: float | None
-    discount: float | None
-    alpha: float | None
-    beta: float | None
-    rho: float | None
-    nu: float | None
-    rmse: float | None
-    n_quotes: int | None
-    status: str | None
-
-
-class SurfaceOut(BaseModel):
-    underlying: str
-    quote_date: dt.date
-    as_of: dt.datetime | None
-    status: str
-    error: str | None
-    spot: float | None
-    n_quotes: int
-    rmse: float | None
-    slices: list[SliceOut]
-    heston: dict[str, Any] | None
-
-# %% ../../nbs/85_api_models.ipynb #25a52cad
-class ScenarioOut(BaseModel):
-    symbol: str
-    spot_shock: float
-    vol_shock: float
-    pnl: float | None
-
-
-class RiskReportOut(BaseModel):
-    as_of: dt.datetime
-    by: Literal["bucket", "symbol", "total"]
-    positions: int
-    greeks: list[dict[str, str | float | int | None]]
-    scenarios: list[ScenarioOut]
-    worst: dict[str, float | None]
-
-
-class LimitOut(BaseModel):
-    scope: str
-    metric: str
-    max_abs: float
-    reason: str
-    updated_by: str
-    updated_at: dt.datetime
-
-
-class RemovedOut(BaseModel):
-    removed: bool
-
-
-class KillSwitchOut(BaseModel):
-    engaged: bool
-    reason: str
-    changed_by: str
-    changed_at: dt.datetime | None
-
-# %% ../../nbs/85_api_models.ipynb #853febc2
-class PipelineOut(BaseModel):
-    name: str
-    description: str
-    notebooks: list[str]
-    parameters: dict[str, dict[str, Any]]
-    schedule: dict[str, Any] | None
-
-
-class RunCreatedOut(BaseModel):
-    run_id: str
-    status: str
-
-
-class NotebookRunOut(BaseModel):
-    notebook: str
-    status: str
-    attempts: int | None
-    started_at: str | None
-    finished_at: str | None
-    duration_s: float | None
-    cells: str | None
-    error: str | None
-    failing_cell: int | None
-    archive_id: str | None
-    worker: str | None
-
-
-class RunOut(BaseModel):
-    id: str
-    pipeline: str
-    status: str
-    trigger: str
-    user: str
-    attempt: int
-    parameters: dict[str, Any]
-    scheduled_for: str | None
-    created_at: str | None
-    started_at: str | None
-    finished_at: str | None
-    duration_s: float | None
-    error: str | None
-    cancel_requested: bool
-    notebooks: list[NotebookRunOut]
-
-
-class StatusOut(BaseModel):
-    run_id: str
-    status: str
-
-
-class LogOut(BaseModel):
-    id: int
-    notebook: str | None
-    attempt: int | None
-    ts: str | None
-    stream: str | None
-    text: str
-
-# %% ../../nbs/85_api_models.ipynb #fc760ddc
-class ArchivedRunOut(BaseModel):
-    run_id: str
-    seq: int
-    pipeline: str
-    status: str
-    user: str
-    archived_at: dt.datetime
-    retain_until: dt.datetime
-    manifest_sha256: str
-    notebook_sha256: str
-    legal_hold: dict[str, Any] | None
-    deleted: dict[str, Any] | None
-    intact: bool
-
-
-class ArchivedRunDetailOut(ArchivedRunOut):
-    manifest: dict[str, Any]
-
-
-class ProblemOut(BaseModel):
-    seq: int | None
-    run_id: str | None
-    what: str
-
-
-class ArchiveVerifyOut(BaseModel):
-    ok: bool
-    runs: int
-    head_seq: int
-    head_manifest: str
-    problems: list[ProblemOut]
-
-
-class AuditRecordOut(BaseModel):
-    seq: int
-    ts: dt.datetime
-    actor: str
-    action: str
-    target: str
-    before: Any = None
-    after: Any = None
-    correlation_id: str
-    prev_hash: str
-    hash: str
-
-
-class AuditVerifyOut(BaseModel):
-    ok: bool
-    checked: int
-    broken_seq: int | None
-    reason: str
-
-# %% ../../nbs/85_api_models.ipynb #1d890101
-class HealthOut(BaseModel):
-    status: Literal["ok", "degraded"]
-    service: str
-    version: str
-    database: str
-
-
-class WhoAmIOut(BaseModel):
-    name: str
-    kind: str
-    via: str
-    rights: list[str]
+    model_config = ConfigDict(from_attributes=True)
 
 # %% ../../nbs/85_api_models.ipynb #c83a2919
 def num(x) -> float | None:
@@ -407,3 +122,12 @@ def day(x) -> dt.date | None:
     if isinstance(x, dt.datetime):
         return x.date()
     return x if isinstance(x, dt.date) else dt.date.fromisoformat(str(x)[:10])
+
+
+def aware(t: dt.datetime | None) -> dt.datetime | None:
+    "`t` with its zone; a time without one is UTC."
+    return t if t is None or t.tzinfo is not None else t.replace(tzinfo=dt.UTC)
+
+
+#: a number of an answer: `num` of whatever the platform holds, so `NaN` and infinities are `null`
+Num = Annotated[float | None, BeforeValidator(num)]

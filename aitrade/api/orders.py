@@ -8,64 +8,66 @@ Docs: https://github.com/aitrade/aitrade/api_routes_orders.html.md"""
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 from typing import Literal
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Query, Request
 from fastapi import Path as PathParam
+from pydantic import Field
 
 from .. import errors, execution, store
-from .identity import guarded, principal
-from aitrade.api.models import (
-    ERRORS_404,
-    ERRORS_409,
-    OrderDetailOut,
-    OrderEventOut,
-    OrderIn,
-    OrderOut,
-    PositionOut,
-    ReasonIn,
-    day,
-    error_response,
-    num,
-)
+from .identity import add_post, guarded, principal
+from .models import ERRORS_404, ERRORS_409, FINITE, Num, ReasonIn, RequestModel, ResponseModel
+from .models import day, error_response, num
 
 # %% auto #0
-__all__ = ['router', 'list_orders', 'submit', 'get_order', 'approve_order', 'reject_order', 'cancel_order', 'get_positions']
+__all__ = ['router', 'approve_order', 'reject_order', 'cancel_order', 'OrderOut', 'OrderEventOut', 'OrderDetailOut',
+           'list_orders', 'OrderIn', 'submit', 'get_order', 'PositionOut', 'get_positions']
+
+# %% ../../nbs/87_api_routes_orders.ipynb #f527cea8
+class OrderOut(ResponseModel):
+    id: int
+    client_order_id: str
+    submitted_by: str
+    strategy: str | None
+    symbol: str
+    option_type: str
+    expiry: dt.date | None
+    strike: Num
+    multiplier: float
+    side: str
+    quantity: float
+    order_type: str
+    limit_price: Num
+    state: str
+    reason: str
+    needs_approval: bool
+    approval_reason: str
+    approved_by: str | None
+    venue: str
+    filled_quantity: float
+    avg_fill_price: Num
+    est_notional: Num
+    est_vega: Num
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class OrderEventOut(ResponseModel):
+    ts: dt.datetime
+    from_state: str | None
+    to_state: str
+    actor: str
+    reason: str
+
+
+class OrderDetailOut(OrderOut):
+    history: list[OrderEventOut]
 
 # %% ../../nbs/87_api_routes_orders.ipynb #ca955104
 router = APIRouter(tags=["orders"])
 _ORDER_ID = PathParam(ge=1, le=2**62)
-
-
-def _order_out(o) -> OrderOut:
-    return OrderOut(
-        id=o.id,
-        client_order_id=o.client_order_id,
-        submitted_by=o.submitted_by,
-        strategy=o.strategy,
-        symbol=o.symbol,
-        option_type=o.option_type,
-        expiry=o.expiry,
-        strike=num(o.strike),
-        multiplier=o.multiplier,
-        side=o.side,
-        quantity=o.quantity,
-        order_type=o.order_type,
-        limit_price=num(o.limit_price),
-        state=o.state,
-        reason=o.reason or "",
-        needs_approval=bool(o.needs_approval),
-        approval_reason=o.approval_reason or "",
-        approved_by=o.approved_by,
-        venue=o.venue,
-        filled_quantity=o.filled_quantity or 0.0,
-        avg_fill_price=num(o.avg_fill_price),
-        est_notional=num(o.est_notional),
-        est_vega=num(o.est_vega),
-        created_at=o.created_at,
-        updated_at=o.updated_at,
-    )
 
 
 @router.get("/orders", response_model=list[OrderOut], summary="List orders", **guarded("orders:read"))
@@ -80,7 +82,23 @@ def list_orders(
             q = q.where(execution.Order.state.in_(state))
         if symbol:
             q = q.where(execution.Order.symbol == symbol)
-        return [_order_out(o) for o in s.execute(q).scalars()]
+        return [OrderOut.model_validate(o) for o in s.execute(q).scalars()]
+
+# %% ../../nbs/87_api_routes_orders.ipynb #0498ebc8
+class OrderIn(RequestModel):
+    client_order_id: str = Field(
+        min_length=1, max_length=64, description="idempotency key: a retry returns the same order"
+    )
+    symbol: str = Field(min_length=1, max_length=32)
+    side: Literal["buy", "sell"]
+    quantity: float = Field(gt=0, le=1e9, **FINITE)
+    option_type: Literal["C", "P", "S"] = Field("S", description="call, put, or S = the underlying itself")
+    expiry: dt.date | None = None
+    strike: float | None = Field(None, gt=0, le=1e9, **FINITE)
+    order_type: Literal["market", "limit"] = "market"
+    limit_price: float | None = Field(None, gt=0, le=1e9, **FINITE)
+    strategy: str | None = Field(None, min_length=1, max_length=100)
+    multiplier: float | None = Field(None, gt=0, le=1e6, **FINITE)
 
 # %% ../../nbs/87_api_routes_orders.ipynb #a5f39787
 @router.post(
@@ -94,7 +112,7 @@ def submit(request: Request, body: OrderIn) -> OrderOut:
     req = execution.OrderRequest(**body.model_dump())
     with store.session_scope() as s:
         o = execution.submit_order(s, principal(request), req)
-        out = _order_out(o)
+        out = OrderOut.model_validate(o)
         rejection = o.rejection
     if rejection is not None:
         p = errors.problem(rejection)
@@ -111,48 +129,45 @@ def submit(request: Request, body: OrderIn) -> OrderOut:
 def get_order(order_id: int = _ORDER_ID) -> OrderDetailOut:
     with store.session_scope() as s:
         o = execution.get_order(s, order_id)
-        hist = [
-            OrderEventOut(
-                ts=e.ts, from_state=e.from_state, to_state=e.to_state, actor=e.actor, reason=e.reason or ""
-            )
-            for e in execution.order_history(s, order_id)
-        ]
-        return OrderDetailOut(**_order_out(o).model_dump(), history=hist)
+        hist = [OrderEventOut.model_validate(e) for e in execution.order_history(s, order_id)]
+        return OrderDetailOut(**OrderOut.model_validate(o).model_dump(), history=hist)
 
 # %% ../../nbs/87_api_routes_orders.ipynb #94b3017f
-@router.post(
-    "/orders/{order_id}/approve",
-    response_model=OrderOut,
-    summary="Approve an order",
-    **guarded("orders:approve", ERRORS_409),
-)
-def approve_order(request: Request, body: ReasonIn, order_id: int = _ORDER_ID) -> OrderOut:
-    with store.session_scope() as s:
-        return _order_out(execution.approve_order(s, principal(request), order_id, body.reason))
+def _move(
+    verb: str,  # the last part of the path: `approve`, `reject` or `cancel`
+    right: str,  # the aitrade right the move needs
+    change,  # the platform function: `change(session, principal, order_id, reason)` -> the order
+    summary: str,  # the OpenAPI summary
+):
+    "Add `POST /orders/{order_id}/<verb>` to the router and return its endpoint, `<verb>_order`."
+
+    def endpoint(request: Request, body: ReasonIn, order_id: int = _ORDER_ID) -> OrderOut:
+        with store.session_scope() as s:
+            return OrderOut.model_validate(change(s, principal(request), order_id, body.reason))
+
+    endpoint.__name__ = f"{verb}_order"
+    return add_post(router, f"/orders/{{order_id}}/{verb}", endpoint, right, OrderOut, summary, ERRORS_409)
 
 
-@router.post(
-    "/orders/{order_id}/reject",
-    response_model=OrderOut,
-    summary="Reject an order",
-    **guarded("orders:approve", ERRORS_409),
-)
-def reject_order(request: Request, body: ReasonIn, order_id: int = _ORDER_ID) -> OrderOut:
-    with store.session_scope() as s:
-        return _order_out(execution.reject_order(s, principal(request), order_id, body.reason))
-
-
-@router.post(
-    "/orders/{order_id}/cancel",
-    response_model=OrderOut,
-    summary="Cancel an order",
-    **guarded("orders:cancel", ERRORS_409),
-)
-def cancel_order(request: Request, body: ReasonIn, order_id: int = _ORDER_ID) -> OrderOut:
-    with store.session_scope() as s:
-        return _order_out(execution.cancel_order(s, principal(request), order_id, body.reason))
+approve_order = _move("approve", "orders:approve", execution.approve_order, "Approve an order")
+reject_order = _move("reject", "orders:approve", execution.reject_order, "Reject an order")
+cancel_order = _move("cancel", "orders:cancel", execution.cancel_order, "Cancel an order")
 
 # %% ../../nbs/87_api_routes_orders.ipynb #f4f879e8
+class PositionOut(ResponseModel):
+    symbol: str
+    option_type: str
+    expiry: dt.date | None
+    strike: float | None
+    multiplier: float
+    quantity: float
+    avg_cost: float | None
+    realized: float | None
+    mark: float | None
+    unrealized: float | None
+    total: float | None
+
+
 @router.get(
     "/positions",
     response_model=list[PositionOut],

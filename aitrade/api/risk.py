@@ -7,29 +7,38 @@ Docs: https://github.com/aitrade/aitrade/api_routes_risk.html.md"""
 # %% ../../nbs/87_api_routes_risk.ipynb #73568cf1
 from __future__ import annotations
 
+import datetime as dt
 from typing import Literal
 
 from fastapi import APIRouter, Body, Query, Request
 from fastapi import Path as PathParam
+from pydantic import Field
 
 from .. import execution, limits, risk, store
-from .identity import guarded, principal
-from aitrade.api.models import (
-    KillSwitchOut,
-    LimitIn,
-    LimitOut,
-    ReasonIn,
-    RemovedOut,
-    RiskReportOut,
-    ScenarioOut,
-    clean,
-    num,
-)
+from .identity import add_post, guarded, principal
+from .models import FINITE, ReasonIn, RequestModel, ResponseModel, clean, num
 
 # %% auto #0
-__all__ = ['router', 'report', 'list_limits', 'put_limit', 'delete_limit', 'ks_state', 'ks_engage', 'ks_release']
+__all__ = ['router', 'ks_engage', 'ks_release', 'ScenarioOut', 'RiskReportOut', 'report', 'LimitIn', 'LimitOut', 'RemovedOut',
+           'list_limits', 'put_limit', 'delete_limit', 'KillSwitchOut', 'ks_state']
 
 # %% ../../nbs/87_api_routes_risk.ipynb #3b2e7ed1
+class ScenarioOut(ResponseModel):
+    symbol: str
+    spot_shock: float
+    vol_shock: float
+    pnl: float | None
+
+
+class RiskReportOut(ResponseModel):
+    as_of: dt.datetime
+    by: Literal["bucket", "symbol", "total"]
+    positions: int
+    greeks: list[dict[str, str | float | int | None]]
+    scenarios: list[ScenarioOut]
+    worst: dict[str, float | None]
+
+
 router = APIRouter(tags=["risk"])
 
 
@@ -63,21 +72,28 @@ def report(by: Literal["bucket", "symbol", "total"] = "bucket") -> RiskReportOut
     return RiskReportOut(as_of=now, by=by, positions=len(pf), greeks=g, scenarios=scen, worst=worst)
 
 # %% ../../nbs/87_api_routes_risk.ipynb #478d0af6
-def _limit_out(lim) -> LimitOut:
-    return LimitOut(
-        scope=lim.scope,
-        metric=lim.metric,
-        max_abs=lim.max_abs,
-        reason=lim.reason,
-        updated_by=lim.updated_by,
-        updated_at=lim.updated_at,
-    )
+class LimitIn(RequestModel):
+    value: float = Field(ge=0, le=1e15, description="the largest |metric| allowed", **FINITE)
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class LimitOut(ResponseModel):
+    scope: str
+    metric: str
+    max_abs: float
+    reason: str
+    updated_by: str
+    updated_at: dt.datetime
+
+
+class RemovedOut(ResponseModel):
+    removed: bool
 
 
 @router.get("/risk/limits", response_model=list[LimitOut], summary="Risk limits", **guarded("risk:read"))
 def list_limits() -> list[LimitOut]:
     with store.session_scope() as s:
-        return [_limit_out(x) for x in limits.limits(s)]
+        return [LimitOut.model_validate(x) for x in limits.limits(s)]
 
 
 @router.put(
@@ -93,7 +109,9 @@ def put_limit(
     body: LimitIn = Body(),
 ) -> LimitOut:
     with store.session_scope() as s:
-        return _limit_out(limits.set_limit(s, principal(request), scope, metric, body.value, body.reason))
+        return LimitOut.model_validate(
+            limits.set_limit(s, principal(request), scope, metric, body.value, body.reason)
+        )
 
 
 @router.delete(
@@ -112,35 +130,33 @@ def delete_limit(
         return RemovedOut(removed=limits.remove_limit(s, principal(request), scope, metric, reason))
 
 # %% ../../nbs/87_api_routes_risk.ipynb #201bfb3d
-def _ks_out(st) -> KillSwitchOut:
-    return KillSwitchOut(
-        engaged=st.engaged, reason=st.reason, changed_by=st.changed_by, changed_at=st.changed_at
-    )
+class KillSwitchOut(ResponseModel):
+    engaged: bool
+    reason: str
+    changed_by: str
+    changed_at: dt.datetime | None
 
 
 @router.get("/killswitch", response_model=KillSwitchOut, summary="Kill switch state", **guarded("risk:read"))
 def ks_state() -> KillSwitchOut:
     with store.session_scope() as s:
-        return _ks_out(limits.kill_switch_state(s, lock=False))
+        return KillSwitchOut.model_validate(limits.kill_switch_state(s, lock=False))
 
 
-@router.post(
-    "/killswitch/engage",
-    response_model=KillSwitchOut,
-    summary="Stop all order flow",
-    **guarded("killswitch:engage"),
-)
-def ks_engage(request: Request, body: ReasonIn) -> KillSwitchOut:
-    with store.session_scope() as s:
-        return _ks_out(limits.engage_kill_switch(s, principal(request), body.reason))
+def _switch(
+    verb: str,  # `engage` or `release`: the last part of the path and of the right
+    change,  # the platform function: `change(session, principal, reason)` -> the switch's state
+    summary: str,  # the OpenAPI summary
+):
+    "Add `POST /killswitch/<verb>` to the router and return its endpoint, `ks_<verb>`."
+
+    def endpoint(request: Request, body: ReasonIn) -> KillSwitchOut:
+        with store.session_scope() as s:
+            return KillSwitchOut.model_validate(change(s, principal(request), body.reason))
+
+    endpoint.__name__ = f"ks_{verb}"
+    return add_post(router, f"/killswitch/{verb}", endpoint, f"killswitch:{verb}", KillSwitchOut, summary)
 
 
-@router.post(
-    "/killswitch/release",
-    response_model=KillSwitchOut,
-    summary="Let orders flow again",
-    **guarded("killswitch:release"),
-)
-def ks_release(request: Request, body: ReasonIn) -> KillSwitchOut:
-    with store.session_scope() as s:
-        return _ks_out(limits.release_kill_switch(s, principal(request), body.reason))
+ks_engage = _switch("engage", limits.engage_kill_switch, "Stop all order flow")
+ks_release = _switch("release", limits.release_kill_switch, "Let orders flow again")
