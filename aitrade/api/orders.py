@@ -25,7 +25,7 @@ from .models import day, error_response, num
 __all__ = ['router', 'approve_order', 'reject_order', 'cancel_order', 'OrderOut', 'OrderEventOut', 'OrderDetailOut',
            'list_orders', 'OrderIn', 'submit', 'get_order', 'PositionOut', 'get_positions']
 
-# %% ../../nbs/87_api_routes_orders.ipynb #f527cea8
+# %% ../../nbs/87_api_routes_orders.ipynb #ca955104
 class OrderOut(ResponseModel):
     id: int
     client_order_id: str
@@ -65,7 +65,7 @@ class OrderEventOut(ResponseModel):
 class OrderDetailOut(OrderOut):
     history: list[OrderEventOut]
 
-# %% ../../nbs/87_api_routes_orders.ipynb #ca955104
+
 router = APIRouter(tags=["orders"])
 _ORDER_ID = PathParam(ge=1, le=2**62)
 
