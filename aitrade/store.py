@@ -24,8 +24,8 @@ from sqlalchemy.types import JSON, TypeDecorator
 from .config import get_settings
 
 # %% auto #0
-__all__ = ['UTCDateTime', 'utcnow', 'Base', 'make_engine', 'get_engine', 'session_factory', 'session_scope', 'dispose_engines',
-           'alembic_config', 'upgrade', 'downgrade', 'current', 'head', 'run_migrations']
+__all__ = ['BigId', 'UTCDateTime', 'utcnow', 'Base', 'unique', 'make_engine', 'get_engine', 'session_factory', 'session_scope',
+           'dispose_engines', 'alembic_config', 'upgrade', 'downgrade', 'current', 'head', 'run_migrations']
 
 # %% ../nbs/01_store.ipynb #b16a38ea
 class UTCDateTime(TypeDecorator):
@@ -62,6 +62,22 @@ class Base(DeclarativeBase):
     __table_args__ = {"extend_existing": True}
 
     type_annotation_map = {datetime: UTCDateTime(), dict: JSON().with_variant(JSONB(), "postgresql")}
+
+# %% ../nbs/01_store.ipynb #1da402a9
+BigId = sa.BigInteger().with_variant(sa.Integer, "sqlite")
+
+
+def unique(
+    table: str,  # the table's name (`__tablename__`)
+    *columns: str,  # the columns unique together
+    name: str
+    | None = None,  # the constraint's name, as its migration created it (default `uq_<table>_<columns>`)
+) -> tuple:
+    "`__table_args__` with one unique constraint; like `Base`'s own, they let a second definition extend the first."
+    return (
+        sa.UniqueConstraint(*columns, name=name or f"uq_{table}_{'_'.join(columns)}"),
+        {"extend_existing": True},
+    )
 
 # %% ../nbs/01_store.ipynb #6eb8ad60
 _engines: dict[str, Engine] = {}
