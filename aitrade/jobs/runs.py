@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -21,7 +22,7 @@ from ..audit import append
 from ..auth import Principal, require
 from ..errors import NotFound
 from .spec import JobsError, PipelineSpec, validate_parameters
-from ..store import Base, session_scope, utcnow
+from ..store import Base, BigId, session_scope, unique, utcnow
 
 # %% auto #0
 __all__ = ['RUN_STATUSES', 'NB_STATUSES', 'TERMINAL', 'JobRun', 'JobNotebookRun', 'JobLog', 'RunNotFound', 'utc_iso',
@@ -32,26 +33,21 @@ __all__ = ['RUN_STATUSES', 'NB_STATUSES', 'TERMINAL', 'JobRun', 'JobNotebookRun'
 RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 NB_STATUSES = ("pending", "running", "errored", "retry_wait", "succeeded", "failed", "skipped", "cancelled")
 TERMINAL = ("succeeded", "failed", "cancelled")
-_JSON = sa.JSON().with_variant(sa.dialects.postgresql.JSONB(), "postgresql")
-_BIGID = sa.BigInteger().with_variant(sa.Integer, "sqlite")
 
 
 class JobRun(Base):
     "One run of a pipeline."
 
     __tablename__ = "job_runs"
-    __table_args__ = (
-        sa.UniqueConstraint("pipeline", "scheduled_for", name="uq_job_runs_pipeline_scheduled"),
-        {"extend_existing": True},
-    )
+    __table_args__ = unique("job_runs", "pipeline", "scheduled_for", name="uq_job_runs_pipeline_scheduled")
     id: Mapped[str] = mapped_column(sa.String(100), primary_key=True)
     pipeline: Mapped[str] = mapped_column(sa.String(64), index=True)
     scheduled_for: Mapped[datetime | None] = mapped_column()
     trigger: Mapped[str] = mapped_column(sa.String(20))
     user: Mapped[str] = mapped_column(sa.String(200))
     status: Mapped[str] = mapped_column(sa.String(20), index=True)
-    parameters: Mapped[dict] = mapped_column(_JSON)
-    spec: Mapped[dict] = mapped_column(_JSON)
+    parameters: Mapped[dict] = mapped_column()
+    spec: Mapped[dict] = mapped_column()
     attempt: Mapped[int] = mapped_column(default=1)
     created_at: Mapped[datetime] = mapped_column()
     started_at: Mapped[datetime | None] = mapped_column()
@@ -69,11 +65,10 @@ class JobNotebookRun(Base):
     "One notebook of a run: its current attempt and the history of all attempts."
 
     __tablename__ = "job_notebook_runs"
-    __table_args__ = (
-        sa.UniqueConstraint("run_id", "notebook", name="uq_job_notebook_runs_run_notebook"),
-        {"extend_existing": True},
+    __table_args__ = unique(
+        "job_notebook_runs", "run_id", "notebook", name="uq_job_notebook_runs_run_notebook"
     )
-    id: Mapped[int] = mapped_column(_BIGID, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     run_id: Mapped[str] = mapped_column(
         sa.String(100), sa.ForeignKey("job_runs.id", ondelete="CASCADE"), index=True
     )
@@ -93,14 +88,14 @@ class JobNotebookRun(Base):
     failing_source: Mapped[str | None] = mapped_column(sa.Text)
     archive_id: Mapped[str | None] = mapped_column(sa.String(200))
     output: Mapped[str | None] = mapped_column(sa.String(1000))
-    history: Mapped[dict] = mapped_column(_JSON, default=dict)
+    history: Mapped[dict] = mapped_column(default=dict)
 
 
 class JobLog(Base):
     "Cell output and progress of a run, streamed while it executes."
 
     __tablename__ = "job_logs"
-    id: Mapped[int] = mapped_column(_BIGID, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     run_id: Mapped[str] = mapped_column(sa.String(100), index=True)
     notebook: Mapped[str] = mapped_column(sa.String(64))
     attempt: Mapped[int] = mapped_column()
@@ -267,6 +262,14 @@ def renew_lease(
     return res.rowcount == 1
 
 # %% ../../nbs/71_jobs_runs.ipynb #6a63307d
+def _get_run(s, run_id: str, lock: bool = False) -> JobRun:
+    "The run row (locked for update with `lock`); `RunNotFound` if there is none."
+    r = s.get(JobRun, run_id, with_for_update=lock)
+    if r is None:
+        raise RunNotFound(f"run {run_id}: not found")
+    return r
+
+
 def _run_dict(r: JobRun, nbs: list[JobNotebookRun]) -> dict[str, Any]:
     dur = (r.finished_at - r.started_at).total_seconds() if r.finished_at and r.started_at else None
     return {
@@ -319,9 +322,7 @@ def run_status(
     if principal is not None:
         require(principal, "jobs:read", "read runs")
     with session_scope(db_url) as s:
-        r = s.get(JobRun, run_id)
-        if r is None:
-            raise RunNotFound(f"run {run_id}: not found")
+        r = _get_run(s, run_id)
         nbs = list(
             s.execute(
                 sa.select(JobNotebookRun).where(JobNotebookRun.run_id == run_id).order_by(JobNotebookRun.id)
@@ -398,6 +399,16 @@ def follow_logs(
             time.sleep(poll_s)
 
 # %% ../../nbs/71_jobs_runs.ipynb #3e5aa572
+@contextmanager
+def _managing(
+    run_id: str, principal: Principal, action: str, db_url: str | None
+) -> Iterator[tuple[Any, JobRun]]:
+    "A transaction with the run row locked, once `principal` may manage runs (`jobs:manage`) to `action` it."
+    require(principal, "jobs:manage", f"{action} run {run_id}")
+    with session_scope(db_url) as s:
+        yield s, _get_run(s, run_id, lock=True)
+
+
 def cancel(
     run_id: str,  # the run
     *,
@@ -405,11 +416,7 @@ def cancel(
     db_url: str | None = None,  # the database (default: the configured one)
 ) -> str:
     "Request cancellation; a queued run is cancelled at once, a running one by its driver. Returns the status."
-    require(principal, "jobs:manage", f"cancel run {run_id}")
-    with session_scope(db_url) as s:
-        r = s.get(JobRun, run_id, with_for_update=True)
-        if r is None:
-            raise RunNotFound(f"run {run_id}: not found")
+    with _managing(run_id, principal, "cancel", db_url) as (s, r):
         if r.status in TERMINAL:
             raise JobsError(f"run {run_id}: already {r.status}; nothing to cancel")
         before = {"status": r.status}
@@ -438,11 +445,7 @@ def retry(
     db_url: str | None = None,  # the database (default: the configured one)
 ) -> str:
     "Queue a failed or cancelled run again: its failed, skipped and cancelled notebooks run again (with a fresh retry budget)."
-    require(principal, "jobs:manage", f"retry run {run_id}")
-    with session_scope(db_url) as s:
-        r = s.get(JobRun, run_id, with_for_update=True)
-        if r is None:
-            raise RunNotFound(f"run {run_id}: not found")
+    with _managing(run_id, principal, "retry", db_url) as (s, r):
         if r.status not in ("failed", "cancelled"):
             raise JobsError(f"run {run_id}: is {r.status}; only a failed or cancelled run can be retried")
         again = []
