@@ -206,22 +206,6 @@ def _hook_progress(nb_man, on_progress: Callable[[int, int], Any] | None) -> Non
     on_progress(0, total)
 
 
-def _client_kwargs(
-    kernel_name, log_output, stdout_file, stderr_file, start_timeout, execution_timeout, kwargs
-):
-    kwargs = {k: v for k, v in kwargs.items() if k not in ("input_path", "timeout", "startup_timeout")}
-    return dict(
-        kwargs,
-        timeout=execution_timeout,
-        startup_timeout=start_timeout,
-        kernel_name=kernel_name,
-        log=logging.getLogger("papermill"),
-        log_output=log_output,
-        stdout_file=stdout_file,
-        stderr_file=stderr_file,
-    )
-
-
 @functools.cache
 def _engine_classes() -> dict[str, type]:
     """Build the engine classes on first use.
@@ -251,29 +235,44 @@ def _engine_classes() -> dict[str, type]:
                     raise RuntimeError(f"kernel: cannot change to the notebook's folder {self._chdir}")
             return kc
 
-    class PlainEngine(NBClientEngine):
-        "papermill's nbclient engine (a new kernel per notebook) with `on_kernel`, `on_progress`, `kernel_cwd`."
-
         @classmethod
-        def execute_managed_notebook(
+        def for_run(
             cls,
-            nb_man,
-            kernel_name,
-            log_output=False,
+            nb_man,  # papermill's execution manager of the notebook
+            kernel_name: str,
+            *,
+            log_output=False,  # papermill's standard arguments of `execute_managed_notebook` ...
             stdout_file=None,
             stderr_file=None,
             start_timeout=60,
             execution_timeout=None,
-            on_kernel=None,
+            on_kernel=None,  # ... and ours, passed through `pm.execute_notebook`
             on_progress=None,
-            kernel_cwd=None,
-            **kwargs,
+            **kwargs,  # the rest goes to nbclient, as papermill's own engine passes it
         ):
+            "The client of one run: progress hooked, papermill's arguments renamed as nbclient names them."
             _hook_progress(nb_man, on_progress)
-            kw = _client_kwargs(
-                kernel_name, log_output, stdout_file, stderr_file, start_timeout, execution_timeout, kwargs
+            kwargs = {
+                k: v for k, v in kwargs.items() if k not in ("input_path", "timeout", "startup_timeout")
+            }
+            kw = dict(
+                kwargs,
+                timeout=execution_timeout,
+                startup_timeout=start_timeout,
+                kernel_name=kernel_name,
+                log=logging.getLogger("papermill"),
+                log_output=log_output,
+                stdout_file=stdout_file,
+                stderr_file=stderr_file,
             )
-            client = _Client(nb_man, on_kernel=on_kernel, **kw)
+            return cls(nb_man, on_kernel=on_kernel, **kw)
+
+    class PlainEngine(NBClientEngine):
+        "papermill's nbclient engine (a new kernel per notebook) with `on_kernel`, `on_progress`, `kernel_cwd`."
+
+        @classmethod
+        def execute_managed_notebook(cls, nb_man, kernel_name, kernel_cwd=None, **kwargs):
+            client = _Client.for_run(nb_man, kernel_name, **kwargs)
             return client.execute(**({"cwd": kernel_cwd} if kernel_cwd else {}))
 
     class WarmEngine(Engine):
@@ -281,36 +280,15 @@ def _engine_classes() -> dict[str, type]:
 
         @classmethod
         def execute_managed_notebook(
-            cls,
-            nb_man,
-            kernel_name,
-            log_output=False,
-            stdout_file=None,
-            stderr_file=None,
-            start_timeout=60,
-            execution_timeout=None,
-            on_kernel=None,
-            on_progress=None,
-            kernel_cwd=None,
-            pool_size=None,
-            **kwargs,
+            cls, nb_man, kernel_name, kernel_cwd=None, pool_size=None, start_timeout=60, **kwargs
         ):
             pool = get_pool(kernel_name, pool_size)
             km = pool.acquire(timeout=start_timeout)
             client = None
             try:
-                _hook_progress(nb_man, on_progress)
-                kw = _client_kwargs(
-                    kernel_name,
-                    log_output,
-                    stdout_file,
-                    stderr_file,
-                    start_timeout,
-                    execution_timeout,
-                    kwargs,
-                )
-                client = _Client(
-                    nb_man, km=km, on_kernel=on_kernel, chdir=str(kernel_cwd) if kernel_cwd else None, **kw
+                chdir = str(kernel_cwd) if kernel_cwd else None
+                client = _Client.for_run(
+                    nb_man, kernel_name, start_timeout=start_timeout, km=km, chdir=chdir, **kwargs
                 )
                 return client.execute()
             finally:
