@@ -9,28 +9,11 @@ Docs: https://github.com/aitrade/aitrade/archive.html.md"""
 __all__ = ['Archive']
 
 # %% ../../nbs/65_archive.ipynb #9d02edd3
-from .export import Exporter, Renderer  # noqa: F401
-from aitrade.archive.manifest import (  # noqa: F401
-    BUNDLE_SCHEMA,
-    GENESIS,
-    MANIFEST_SCHEMA,
-    RETENTION_RULES,
-    STATUSES,
-    ArchivedRun,
-    ArchiveError,
-    LegalHoldError,
-    RetentionError,
-    RunNotFound,
-    WriteOnceError,
-    environment_lock,
-    git_state,
-    hash_input,
-    iso_time,
-    sha256_hex,
-)
-from .retention import Retention  # noqa: F401
-from .store import ArchiveStore, archive_run  # noqa: F401
-from .verify import ArchiveVerifyResult, Problem, Verifier  # noqa: F401
+from .manifest import *
+from .store import *
+from .verify import *
+from .retention import *
+from .export import *
 
 # %% ../../nbs/65_archive.ipynb #60548689
 class Archive(Verifier, Retention, Exporter, Renderer, ArchiveStore):
