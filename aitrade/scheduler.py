@@ -56,7 +56,7 @@ def is_trading_day(
         return day.weekday() < 5  # outside the calendar's range: weekdays
     return bool(cal.is_session(d))
 
-
+# %% ../nbs/77_scheduler.ipynb #8144de79
 def due_times(
     spec: PipelineSpec,  # a scheduled pipeline
     now: datetime,  # the current time (timezone-aware)

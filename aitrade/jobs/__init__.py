@@ -10,59 +10,8 @@ Docs: https://github.com/aitrade/aitrade/jobs.html.md"""
 __all__ = []
 
 # %% ../../nbs/76_jobs.ipynb #a98d457a
-from .alerts import alert_payload, post_json, send_alerts  # noqa: F401
-from aitrade.jobs.driver import (  # noqa: F401
-    INPUTS_MIME,
-    DriverConfig,
-    RunDriver,
-    backoff_seconds,
-    close_client,
-    dask_client,
-    declared_inputs,
-    default_owner,
-    execute_run,
-    record_inputs,
-    run_notebook_task,
-    warm_workers,
-)
-from .replay import CellDiff, NotebookReplay, ReplayReport, replay  # noqa: F401
-from aitrade.jobs.runs import (  # noqa: F401
-    NB_STATUSES,
-    RUN_STATUSES,
-    TERMINAL,
-    JobLog,
-    JobNotebookRun,
-    JobRun,
-    RunNotFound,
-    cancel,
-    claim_run,
-    create_run,
-    follow_logs,
-    list_runs,
-    new_run_id,
-    read_logs,
-    renew_lease,
-    retry,
-    run_status,
-    utc_iso,
-)
-from aitrade.jobs.spec import (  # noqa: F401
-    PARAM_TYPES,
-    SPECIAL_DEFAULTS,
-    AlertSpec,
-    JobsError,
-    NotebookSpec,
-    ParameterError,
-    ParamSpec,
-    PipelineError,
-    PipelineSpec,
-    RetrySpec,
-    ScheduleSpec,
-    get_pipeline,
-    load_pipelines,
-    parse_duration,
-    parse_param_args,
-    parse_pipelines,
-    pipelines_path,
-    validate_parameters,
-)
+from .spec import *
+from .runs import *
+from .alerts import *
+from .driver import *
+from .replay import *
