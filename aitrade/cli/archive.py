@@ -19,8 +19,8 @@ from ..jobs.replay import replay
 from ..jobs.spec import JobsError
 
 # %% auto #0
-__all__ = ['app', 'list_cmd', 'show_cmd', 'verify_cmd', 'export_cmd', 'render_cmd', 'hold_cmd', 'release_cmd', 'delete_cmd',
-           'replay_cmd']
+__all__ = ['app', 'ArchiveOpt', 'ActorOpt', 'hold_cmd', 'release_cmd', 'delete_cmd', 'list_cmd', 'show_cmd', 'verify_cmd',
+           'export_cmd', 'render_cmd', 'replay_cmd']
 
 # %% ../../nbs/92_cli_archive.ipynb #c0ac9265
 app = typer.Typer(
@@ -28,10 +28,10 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-_ARCHIVE_OPT = typer.Option(
-    None, "--archive", "-a", help="archive folder or fsspec URL (default: [archive] url)"
-)
-_ACTOR_OPT = typer.Option(None, "--actor", help="who acts (default: the OS login)")
+ArchiveOpt = Annotated[
+    str | None, typer.Option("--archive", "-a", help="archive folder or fsspec URL (default: [archive] url)")
+]
+ActorOpt = Annotated[str | None, typer.Option("--actor", help="who acts (default: the OS login)")]
 
 
 def _who(actor: str | None) -> str:
@@ -41,7 +41,7 @@ def _who(actor: str | None) -> str:
 # %% ../../nbs/92_cli_archive.ipynb #af866dfe
 @app.command("list")
 def list_cmd(
-    archive: str | None = _ARCHIVE_OPT,
+    archive: ArchiveOpt = None,
     pipeline: str | None = typer.Option(None, help="only this pipeline"),
     status: str | None = typer.Option(None, help="succeeded | failed"),
     user: str | None = typer.Option(None, help="only runs triggered by this user"),
@@ -80,7 +80,7 @@ def list_cmd(
 
 
 @app.command("show")
-def show_cmd(run_id: str, archive: str | None = _ARCHIVE_OPT):
+def show_cmd(run_id: str, archive: ArchiveOpt = None):
     "Print a run's manifest, hold and deletion state as JSON."
     try:
         r = Archive(archive).show(run_id)
@@ -122,8 +122,8 @@ def export_cmd(
         None, "--run", help="export this run's notebook (repeatable; default all)"
     ),
     pipeline: str | None = typer.Option(None, help="only this pipeline's notebooks"),
-    archive: str | None = _ARCHIVE_OPT,
-    actor: str | None = _ACTOR_OPT,
+    archive: ArchiveOpt = None,
+    actor: ActorOpt = None,
 ):
     "Write a self-contained bundle that `verify` checks offline."
     try:
@@ -139,7 +139,7 @@ def export_cmd(
 def render_cmd(
     run_id: str,
     output: str | None = typer.Option(None, "--output", "-o", help="HTML file (default <run_id>.html)"),
-    archive: str | None = _ARCHIVE_OPT,
+    archive: ArchiveOpt = None,
 ):
     "Write a run's notebook as read-only HTML."
     try:
@@ -148,51 +148,45 @@ def render_cmd(
         fail(e)
 
 # %% ../../nbs/92_cli_archive.ipynb #5b02cbd8
-@app.command("hold")
-def hold_cmd(
-    run_id: str,
-    reason: str = typer.Option(..., help="matter / case reference"),
-    archive: str | None = _ARCHIVE_OPT,
-    actor: str | None = _ACTOR_OPT,
+def _record(
+    name: str,  # the command and the `Archive` method it calls: hold | release | delete
+    reason_help: str,  # the help of its required `--reason`
+    doc: str,  # the command's help
+    done: str,  # what it prints after `run <id>: `, formatted with the method's result (`{at}`, `{deleted_at}`)
 ):
-    "Put a run under legal hold (blocks deletion)."
-    try:
-        ev = Archive(archive).hold(run_id, actor=_who(actor), reason=reason)
-    except ArchiveError as e:
-        fail(e)
-    typer.echo(f"run {run_id}: under legal hold since {ev['at']}")
+    "Register the audited archive action `name` on `app`; a refusal fails the command with the archive's reason."
+
+    @app.command(name, help=doc)
+    def command(
+        run_id: str,
+        reason: str = typer.Option(..., help=reason_help),
+        archive: ArchiveOpt = None,
+        actor: ActorOpt = None,
+    ) -> None:
+        try:
+            out = getattr(Archive(archive), name)(run_id, actor=_who(actor), reason=reason)
+        except ArchiveError as e:
+            fail(e)
+        typer.echo(f"run {run_id}: " + done.format(**out))
+
+    return command
 
 
-@app.command("release")
-def release_cmd(
-    run_id: str,
-    reason: str = typer.Option(..., help="why the hold ends"),
-    archive: str | None = _ARCHIVE_OPT,
-    actor: str | None = _ACTOR_OPT,
-):
-    "Release a legal hold."
-    try:
-        ev = Archive(archive).release(run_id, actor=_who(actor), reason=reason)
-    except ArchiveError as e:
-        fail(e)
-    typer.echo(f"run {run_id}: legal hold released at {ev['at']}")
+hold_cmd = _record(
+    "hold",
+    "matter / case reference",
+    "Put a run under legal hold (blocks deletion).",
+    "under legal hold since {at}",
+)
+release_cmd = _record("release", "why the hold ends", "Release a legal hold.", "legal hold released at {at}")
+delete_cmd = _record(
+    "delete",
+    "why (e.g. retention expired)",
+    "Delete a run's notebook after its retention (refused inside retention or under legal hold).",
+    "notebook deleted at {deleted_at} (manifest and chain entry kept)",
+)
 
-
-@app.command("delete")
-def delete_cmd(
-    run_id: str,
-    reason: str = typer.Option(..., help="why (e.g. retention expired)"),
-    archive: str | None = _ARCHIVE_OPT,
-    actor: str | None = _ACTOR_OPT,
-):
-    "Delete a run's notebook after its retention (refused inside retention or under legal hold)."
-    try:
-        t = Archive(archive).delete(run_id, actor=_who(actor), reason=reason)
-    except ArchiveError as e:
-        fail(e)
-    typer.echo(f"run {run_id}: notebook deleted at {t['deleted_at']} (manifest and chain entry kept)")
-
-
+# %% ../../nbs/92_cli_archive.ipynb #4ec1e193
 @app.command("replay")
 def replay_cmd(
     run: Annotated[str, typer.Argument(help="archive id <run>.<notebook>.<attempt>, or a job run id")],

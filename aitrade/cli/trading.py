@@ -23,13 +23,14 @@ import pandas as pd
 import typer
 
 from .. import execution, limits, marketdata, risk, store, surfaces
-from ..auth import PermissionDenied
+from ..auth import PermissionDenied, require
 from .common import fail, principal
 
 # %% auto #0
-__all__ = ['UserOpt', 'RoleOpt', 'market_app', 'risk_app', 'orders_app', 'ReasonOpt', 'killswitch_app', 'market_load',
-           'market_show', 'risk_snapshot', 'risk_report_cmd', 'orders_list', 'orders_submit', 'orders_approve',
-           'orders_reject', 'orders_cancel', 'killswitch_on', 'killswitch_off', 'killswitch_status', 'backtest_cmd']
+__all__ = ['UserOpt', 'RoleOpt', 'market_app', 'risk_app', 'orders_app', 'OrderIdArg', 'ReasonOpt', 'orders_approve',
+           'orders_reject', 'orders_cancel', 'killswitch_app', 'killswitch_on', 'killswitch_off', 'market_load',
+           'market_show', 'risk_snapshot', 'risk_report_cmd', 'orders_list', 'orders_submit', 'killswitch_status',
+           'backtest_cmd']
 
 # %% ../../nbs/91_cli_trading.ipynb #119e3b6a
 class _Done(Exception):
@@ -319,6 +320,23 @@ def _returns(s, symbols, until: datetime, n: int) -> pd.DataFrame:
     return np.log(px).diff().dropna().tail(n)
 
 
+def _limit_usage(lims, usage: Callable[[str, str], float]) -> pd.DataFrame:
+    "Each limit with `usage(scope, metric)` and its utilisation |usage| / max_abs (inf past a zero limit)."
+    rows = []
+    for x in lims:
+        u = usage(x.scope, x.metric)
+        rows.append(
+            dict(
+                scope=x.scope,
+                metric=x.metric,
+                max_abs=x.max_abs,
+                usage=u,
+                utilisation=abs(u) / x.max_abs if x.max_abs > 0 else (0.0 if u == 0 else math.inf),
+            )
+        )
+    return pd.DataFrame(rows, columns=["scope", "metric", "max_abs", "usage", "utilisation"])
+
+
 def risk_snapshot(
     s,
     as_of: datetime | None = None,
@@ -333,12 +351,7 @@ def risk_snapshot(
     out: dict[str, Any] = {"as_of": now, "positions": pos}
     lims = limits.limits(s)
     if pos.empty:
-        out["limits"] = pd.DataFrame(
-            [
-                dict(scope=x.scope, metric=x.metric, max_abs=x.max_abs, usage=0.0, utilisation=0.0)
-                for x in lims
-            ]
-        )
+        out["limits"] = _limit_usage(lims, lambda scope, metric: 0.0)
         return out
     pf = execution.portfolio_from_positions(pos, now)
     mkt = execution.market_from_quotes(s, pf, now)
@@ -361,20 +374,7 @@ def risk_snapshot(
         }
     else:
         out["var"] = {"error": f"n/a: {len(R)} daily returns stored for {syms} up to {now.date()}, need >= 2"}
-    pm = risk.pre_trade_metrics(pf, mkt)
-    rows = []
-    for x in lims:
-        u = pm.value(x.scope, x.metric)
-        rows.append(
-            dict(
-                scope=x.scope,
-                metric=x.metric,
-                max_abs=x.max_abs,
-                usage=u,
-                utilisation=abs(u) / x.max_abs if x.max_abs > 0 else (0.0 if u == 0 else math.inf),
-            )
-        )
-    out["limits"] = pd.DataFrame(rows, columns=["scope", "metric", "max_abs", "usage", "utilisation"])
+    out["limits"] = _limit_usage(lims, risk.pre_trade_metrics(pf, mkt).value)
     return out
 
 # %% ../../nbs/91_cli_trading.ipynb #ef209b4f
@@ -394,9 +394,7 @@ def risk_report_cmd(
 ) -> None:
     "Greeks per underlying and bucket, the scenario grid, VaR/ES and limits vs usage of the current book."
     with _errors():
-        p = principal(user, role)
-        if not p.can("risk:read"):
-            raise PermissionDenied(p.name, "risk:read", "read the risk report")
+        require(principal(user, role), "risk:read", "read the risk report")
         t = _when(as_of, "as_of")
         with store.session_scope() as s:
             r = risk_snapshot(s, t, history_days, confidence)
@@ -465,9 +463,7 @@ def orders_list(
 ) -> None:
     "List orders (oldest first) with state, fills and reasons."
     with _errors():
-        p = principal(user, role)
-        if not p.can("orders:read"):
-            raise PermissionDenied(p.name, "orders:read", "list orders")
+        require(principal(user, role), "orders:read", "list orders")
         bad = [x for x in state or [] if x not in execution.STATES]
         if bad:
             raise ValueError(f"state: unknown {bad}; known: {', '.join(execution.STATES)}")
@@ -520,55 +516,51 @@ def orders_submit(
             raise _Done(1, "order rejected")
 
 # %% ../../nbs/91_cli_trading.ipynb #e8bc3e2a
-def _act(fn: Callable, order_id: int, user, role, reason: str, broker: bool = False) -> None:
-    with _errors():
-        p = principal(user, role)
-        b = execution.PaperBroker()
-        with store.session_scope() as s:
-            # approving with a broker sends as the platform's order router (execution.approve_order)
-            o = (
-                fn(s, p, order_id, reason, broker=b)
-                if fn is execution.cancel_order or broker
-                else fn(s, p, order_id, reason)
-            )
-            line = _order_line(_fill(s, o, b))
-        typer.echo(line)
-
-
+OrderIdArg = Annotated[int, typer.Argument(help="order id")]
 ReasonOpt = Annotated[str, typer.Option(help="why (stored in the order history and the audit log)")]
 
 
-@orders_app.command("approve")
-def orders_approve(
-    order_id: Annotated[int, typer.Argument(help="order id")],
-    reason: ReasonOpt,
-    user: UserOpt = None,
-    role: RoleOpt = None,
-) -> None:
-    "Approve a pending order (needs orders:approve; never your own order) and send it to the paper broker."
-    _act(execution.approve_order, order_id, user, role, reason, broker=True)
+def _as_principal(user: str | None, role: list[str] | None, act: Callable[[Any, Any], str]) -> None:
+    "`act(session, principal)` in one transaction as the acting principal; print the line it returns once committed."
+    with _errors():
+        p = principal(user, role)
+        with store.session_scope() as s:
+            line = act(s, p)
+        typer.echo(line)
 
 
-@orders_app.command("reject")
-def orders_reject(
-    order_id: Annotated[int, typer.Argument(help="order id")],
-    reason: ReasonOpt,
-    user: UserOpt = None,
-    role: RoleOpt = None,
-) -> None:
-    "Reject a pending order (needs orders:approve; never your own order)."
-    _act(execution.reject_order, order_id, user, role, reason)
+def _order_command(
+    name: str,  # the `aitrade orders` command
+    fn: Callable,  # the `execution` call: `fn(session, principal, order_id, reason[, broker=...])`
+    doc: str,  # the command's help
+    send: bool = False,  # hand `fn` the paper broker (approving sends as the platform's order router)
+):
+    "Register `aitrade orders <name>`: `fn` as the acting principal, then the paper broker's fills; print the order."
+
+    @orders_app.command(name, help=doc)
+    def command(order_id: OrderIdArg, reason: ReasonOpt, user: UserOpt = None, role: RoleOpt = None) -> None:
+        b = execution.PaperBroker()
+        extra = {"broker": b} if send else {}
+        _as_principal(user, role, lambda s, p: _order_line(_fill(s, fn(s, p, order_id, reason, **extra), b)))
+
+    return command
 
 
-@orders_app.command("cancel")
-def orders_cancel(
-    order_id: Annotated[int, typer.Argument(help="order id")],
-    reason: ReasonOpt,
-    user: UserOpt = None,
-    role: RoleOpt = None,
-) -> None:
-    "Cancel an order that is not final (needs orders:cancel); a working one is cancelled at the paper broker."
-    _act(execution.cancel_order, order_id, user, role, reason, broker=True)
+orders_approve = _order_command(
+    "approve",
+    execution.approve_order,
+    "Approve a pending order (needs orders:approve; never your own order) and send it to the paper broker.",
+    send=True,
+)
+orders_reject = _order_command(
+    "reject", execution.reject_order, "Reject a pending order (needs orders:approve; never your own order)."
+)
+orders_cancel = _order_command(
+    "cancel",
+    execution.cancel_order,
+    "Cancel an order that is not final (needs orders:cancel); a working one is cancelled at the paper broker.",
+    send=True,
+)
 
 # %% ../../nbs/91_cli_trading.ipynb #456dfd27
 killswitch_app = typer.Typer(
@@ -581,24 +573,28 @@ def _ks_line(st: limits.KillSwitchState) -> str:
     return f"kill switch {'ENGAGED' if st.engaged else 'released'} by {st.changed_by}{when}: {st.reason}"
 
 
-@killswitch_app.command("on")
-def killswitch_on(reason: ReasonOpt, user: UserOpt = None, role: RoleOpt = None) -> None:
-    "Engage the kill switch: every new order is rejected and nothing is sent or filled (killswitch:engage)."
-    with _errors():
-        p = principal(user, role)
-        with store.session_scope() as s:
-            line = _ks_line(limits.engage_kill_switch(s, p, reason))
-        typer.echo(line)
+def _switch_command(
+    name: str,  # on | off
+    fn: Callable,  # `limits.engage_kill_switch` or `limits.release_kill_switch`
+    doc: str,  # the command's help
+):
+    "Register `aitrade killswitch <name>`: `fn` as the acting principal with `--reason`; print the switch."
+
+    @killswitch_app.command(name, help=doc)
+    def command(reason: ReasonOpt, user: UserOpt = None, role: RoleOpt = None) -> None:
+        _as_principal(user, role, lambda s, p: _ks_line(fn(s, p, reason)))
+
+    return command
 
 
-@killswitch_app.command("off")
-def killswitch_off(reason: ReasonOpt, user: UserOpt = None, role: RoleOpt = None) -> None:
-    "Release the kill switch (killswitch:release: the risk or admin role)."
-    with _errors():
-        p = principal(user, role)
-        with store.session_scope() as s:
-            line = _ks_line(limits.release_kill_switch(s, p, reason))
-        typer.echo(line)
+killswitch_on = _switch_command(
+    "on",
+    limits.engage_kill_switch,
+    "Engage the kill switch: every new order is rejected and nothing is sent or filled (killswitch:engage).",
+)
+killswitch_off = _switch_command(
+    "off", limits.release_kill_switch, "Release the kill switch (killswitch:release: the risk or admin role)."
+)
 
 
 @killswitch_app.command("status")
