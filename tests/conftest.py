@@ -53,12 +53,18 @@ def _pg_schema_url(base: str, schema: str) -> str:
     return u.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)
 
 
+def _server_url(var: str, what: str) -> str:
+    "The URL of a test server from the environment variable `var`; `unavailable` when it is not set."
+    url = os.environ.get(var)
+    if not url:
+        unavailable(what, f"{var} is not set")
+    return url
+
+
 @pytest.fixture
 def pg_url():
     "A fresh PostgreSQL schema for this test; dropped afterwards."
-    base = os.environ.get("AITRADE_TEST_DATABASE_URL")
-    if not base:
-        unavailable("PostgreSQL", "AITRADE_TEST_DATABASE_URL is not set")
+    base = _server_url("AITRADE_TEST_DATABASE_URL", "PostgreSQL")
     eng = sa.create_engine(base, poolclass=sa.pool.NullPool)
     schema = f"t_{uuid.uuid4().hex[:12]}"
     try:
@@ -96,9 +102,7 @@ def db(db_url, monkeypatch):
 @pytest.fixture
 def redis_url():
     "The Redis server of the tests (AITRADE_TEST_REDIS_URL), flushed before and after."
-    url = os.environ.get("AITRADE_TEST_REDIS_URL")
-    if not url:
-        unavailable("Redis", "AITRADE_TEST_REDIS_URL is not set")
+    url = _server_url("AITRADE_TEST_REDIS_URL", "Redis")
     import redis
 
     r = redis.Redis.from_url(url)

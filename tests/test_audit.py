@@ -155,19 +155,8 @@ def test_swapped_records_are_found(db):
     _fill(4)
     with store.session_scope() as s:
         a, b = s.get(AuditRecord, 2), s.get(AuditRecord, 3)
-        cols = [
-            "ts",
-            "actor",
-            "action",
-            "target",
-            "before_json",
-            "after_json",
-            "correlation_id",
-            "prev_hash",
-            "hash",
-        ]
-        va, vb = {c: getattr(a, c) for c in cols}, {c: getattr(b, c) for c in cols}
-    sets = ", ".join(f"{c} = :{c}" for c in cols)
+        va, vb = {c: getattr(a, c) for c in COLUMNS}, {c: getattr(b, c) for c in COLUMNS}
+    sets = ", ".join(f"{c} = :{c}" for c in COLUMNS)
     _tamper(db, f"UPDATE audit_log SET {sets} WHERE seq = 2", vb | {"hash": "x" * 64})
     _tamper(db, f"UPDATE audit_log SET {sets} WHERE seq = 3", va)
     _tamper(db, "UPDATE audit_log SET hash = :h WHERE seq = 2", {"h": vb["hash"]})

@@ -327,19 +327,24 @@ def test_bad_scalar_inputs_raise_naming_the_field(field, kwargs, message):
         heston_mc(**{**base, **kwargs})
 
 
+SMALL = (
+    1.0,
+    0.0,
+    0.0,
+    0.04,
+    1.0,
+    0.04,
+    0.5,
+    -0.5,
+)  # T, r, q, v0, kappa, theta, sigma, rho of the checks below
+
+
 def test_bad_strikes_give_nan_rows_only():
     k = np.array([[90.0, -5.0, np.inf], [np.nan, 100.0, 0.0]])
     res = heston_mc(
         100.0,
         k,
-        1.0,
-        0.0,
-        0.0,
-        0.04,
-        1.0,
-        0.04,
-        0.5,
-        -0.5,
+        *SMALL,
         is_call=[True, False, True],
         n_paths=2_000,
         n_steps=5,
@@ -352,14 +357,7 @@ def test_bad_strikes_give_nan_rows_only():
     good = heston_mc(
         100.0,
         [90.0, 100.0],
-        1.0,
-        0.0,
-        0.0,
-        0.04,
-        1.0,
-        0.04,
-        0.5,
-        -0.5,
+        *SMALL,
         is_call=[True, False],
         n_paths=2_000,
         n_steps=5,
@@ -368,7 +366,7 @@ def test_bad_strikes_give_nan_rows_only():
 
 
 def test_scalar_strike_gives_scalar():
-    res = heston_mc(100.0, 100.0, 1.0, 0.0, 0.0, 0.04, 1.0, 0.04, 0.5, -0.5, n_paths=2_000, n_steps=5)
+    res = heston_mc(100.0, 100.0, *SMALL, n_paths=2_000, n_steps=5)
     assert isinstance(res.price, np.floating) and isinstance(res.stderr, np.floating)
     assert res.terminal is None
 
@@ -377,9 +375,7 @@ def test_gpu_backend_without_gpu_raises():
     if cupy_module() is not None:
         pytest.skip("a CUDA GPU is present; the error path needs a machine without one")
     with pytest.raises(RuntimeError, match=r"cupy.cuda.is_available\(\) is false"):
-        heston_mc(
-            100.0, 100.0, 1.0, 0.0, 0.0, 0.04, 1.0, 0.04, 0.5, -0.5, n_paths=2_000, n_steps=5, backend="gpu"
-        )
+        heston_mc(100.0, 100.0, *SMALL, n_paths=2_000, n_steps=5, backend="gpu")
 
 
 @pytest.mark.gpu

@@ -132,13 +132,24 @@ def test_bad_input_exits_2_naming_the_field(trading_db, cli, args, msg):
     assert msg in r.output
 
 
-def test_four_eyes_through_the_cli_and_identity_from_the_environment(trading_db, cli):
-    assert (
-        cli(
-            "market", "load", "--synthetic", "--date", "2015-03-02", "-s", "SPX", "--history-days", "30"
-        ).exit_code
-        == 0
+def _load_spx(cli, history_days: int) -> None:
+    "Load the synthetic SPX market of 2015-03-02 with `history_days` of closes through the CLI."
+    r = cli(
+        "market",
+        "load",
+        "--synthetic",
+        "--date",
+        "2015-03-02",
+        "-s",
+        "SPX",
+        "--history-days",
+        str(history_days),
     )
+    assert r.exit_code == 0, r.output
+
+
+def test_four_eyes_through_the_cli_and_identity_from_the_environment(trading_db, cli):
+    _load_spx(cli, 30)
     tom = {"AITRADE_USER": "tom", "AITRADE_ROLES": "trader"}
     r = cli("orders", "submit", "--symbol", "SPX", "--side", "buy", "--quantity", "10", "--client-order-id", "t-1",
             env=tom)  # fmt: skip
@@ -209,12 +220,7 @@ def test_kill_switch_through_the_cli(trading_db, cli):
 
 
 def test_risk_report_greeks_scenarios_var_and_limits(trading_db, cli):
-    assert (
-        cli(
-            "market", "load", "--synthetic", "--date", "2015-03-02", "-s", "SPX", "--history-days", "60"
-        ).exit_code
-        == 0
-    )
+    _load_spx(cli, 60)
     with store.session_scope() as s:
         ch = marketdata.chain(s, "SPX", "2015-03-02")
     atm = ch[(ch["option_type"] == "C")].iloc[
