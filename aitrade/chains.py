@@ -74,6 +74,23 @@ class _Reasons:
     def joined(self) -> np.ndarray:
         return np.array(["; ".join(x) for x in self.r], dtype=object)
 
+    @classmethod
+    def of(cls, df: pd.DataFrame, columns, field: str, missing: str) -> tuple[pd.DataFrame, _Reasons]:
+        "`df` renumbered from 0 and an empty reason list per row; FieldError(`field`) naming missing `columns`."
+        if gone := [c for c in columns if c not in df.columns]:
+            raise FieldError(field, missing.format(gone))
+        df = df.reset_index(drop=True)
+        return df, cls(len(df))
+
+    def rejected(self, df: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
+        "(the mask of rows with a reason, those rows of `df` with their `row` number and `reason`)."
+        reason = self.joined()
+        bad = reason != ""
+        rej = df.loc[bad].copy()
+        rej.insert(0, "row", np.flatnonzero(bad))
+        rej["reason"] = reason[bad]
+        return bad, rej.reset_index(drop=True)
+
 
 def _blank(col: pd.Series) -> np.ndarray:
     s = col.astype("string")
@@ -143,31 +160,21 @@ def _check(df: pd.DataFrame, R: _Reasons, names: dict[str, str], keys: list[str]
 # %% ../nbs/20_chains.ipynb #a3e0ee0d
 def validate_chain(df: pd.DataFrame) -> LoadResult:
     "Split a chain-schema DataFrame (e.g. a synthetic chain) into good and rejected rows, with reasons."
-    missing = [c for c in CHAIN_COLUMNS if c not in df.columns]
-    if missing:
-        raise FieldError("chain", f"missing columns {missing}")
-    df = df.reset_index(drop=True)
-    R = _Reasons(len(df))
+    df, R = _Reasons.of(df, CHAIN_COLUMNS, "chain", "missing columns {}")
     for c in ("strike", "bid", "ask", "bid_size", "ask_size", "underlying_price"):
         v = pd.to_numeric(df[c], errors="coerce").to_numpy(float, na_value=np.nan)
         R.add(~np.isfinite(v), f"{c}: missing or not a number")
     R.add(~df["option_type"].isin(["C", "P"]).to_numpy(), "option_type: must be C or P")
     _check(df, R, {}, ["underlying", "quote_date", "expiry", "strike", "option_type", "ts"])
-    reason = R.joined()
-    bad = reason != ""
-    rej = df.loc[bad].copy()
-    rej.insert(0, "row", np.flatnonzero(bad))
-    rej["reason"] = reason[bad]
-    return LoadResult(df.loc[~bad].reset_index(drop=True), rej.reset_index(drop=True))
+    bad, rej = R.rejected(df)
+    return LoadResult(df.loc[~bad].reset_index(drop=True), rej)
 
 # %% ../nbs/20_chains.ipynb #9b8a731b
 def parse_quotes_frame(raw: pd.DataFrame) -> LoadResult:
     "Validate a DataFrame in the CBOE end-of-day file layout; good rows come back in the chain schema."
-    missing = [c for c in FILE_COLUMNS if c not in raw.columns]
-    if missing:
-        raise FieldError("file", f"missing required columns {missing} (see the documented CBOE EOD layout)")
-    raw = raw.reset_index(drop=True)
-    R = _Reasons(len(raw))
+    raw, R = _Reasons.of(
+        raw, FILE_COLUMNS, "file", "missing required columns {} (see the documented CBOE EOD layout)"
+    )
     und = raw["underlying_symbol"].astype("string").str.strip().str.lstrip("^")
     R.add(_blank(raw["underlying_symbol"]), "underlying_symbol: missing")
     ot = (
@@ -218,8 +225,7 @@ def parse_quotes_frame(raw: pd.DataFrame) -> LoadResult:
         underlying_price=np.where(np.isnan(out["underlying_price"]), 1.0, out["underlying_price"])
     )
     _check(out_chk, R, names, ["underlying", "_root", "quote_date", "expiry", "strike", "option_type"])
-    reason = R.joined()
-    bad = reason != ""
+    bad, rej = R.rejected(raw)
     good = out.loc[~bad].drop(columns="_root").reset_index(drop=True)
     if len(good):
         closes = {d: session_close(d) for d in pd.unique(good["quote_date"])}
@@ -229,10 +235,7 @@ def parse_quotes_frame(raw: pd.DataFrame) -> LoadResult:
     good["bid_size"] = good["bid_size"].astype(np.int64)
     good["ask_size"] = good["ask_size"].astype(np.int64)
     good = good[list(CHAIN_COLUMNS)]
-    rej = raw.loc[bad].copy()
-    rej.insert(0, "row", np.flatnonzero(bad))
-    rej["reason"] = reason[bad]
-    return LoadResult(good, rej.reset_index(drop=True))
+    return LoadResult(good, rej)
 
 
 def load_quotes_file(path: str | Path) -> LoadResult:
