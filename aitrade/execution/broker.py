@@ -131,6 +131,16 @@ class PaperBroker:
 _UNPUBLISHED = "aitrade_unpublished"  # session.info key: depth of `unpublished` blocks
 
 
+_FILL_ORDER_FIELDS = (
+    "client_order_id",
+    "symbol",
+    "option_type",
+    "expiry",
+    "strike",
+    "side",
+)  # in a fill message
+
+
 def _publish_after_commit(session: Session, stream: str, message: dict) -> None:
     if session.info.get(_UNPUBLISHED):
         return
@@ -219,25 +229,9 @@ def record_fill(
         filled_quantity=filled,
         avg_fill_price=avg,
     )
-    _publish_after_commit(
-        session,
-        "fills",
-        dict(
-            order_id=order.id,
-            client_order_id=order.client_order_id,
-            symbol=order.symbol,
-            option_type=order.option_type,
-            expiry=order.expiry.isoformat() if order.expiry else None,
-            strike=order.strike,
-            side=order.side,
-            quantity=qty,
-            price=f.price,
-            commission=f.commission,
-            fees=f.fees,
-            ts=f.ts.isoformat(),
-            state=to,
-        ),
-    )
+    contract = {k: v for k, v in order.to_dict().items() if k in _FILL_ORDER_FIELDS}
+    message = dict(order_id=order.id, **contract, quantity=qty, price=f.price, commission=f.commission)
+    _publish_after_commit(session, "fills", message | dict(fees=f.fees, ts=f.ts.isoformat(), state=to))
     return f
 
 

@@ -331,6 +331,23 @@ def _reason(reason: Any, what: str) -> str:
     return reason.strip()
 
 
+def _second_pair_of_eyes(
+    session: Session, principal: Principal, order_id: int, reason: Any, verb: str, what: str
+):
+    "(the order, the reason) of an approval or rejection: `orders:approve`, and never by the order's submitter."
+    require(principal, "orders:approve", f"{verb} an order")
+    reason = _reason(reason, what)
+    order = get_order(session, order_id)
+    if order.submitted_by == principal.name:
+        raise FourEyesViolation(principal.name, order.id, verb)
+    return order, reason
+
+
+def _must_be_pending(order: Order, to: str) -> None:
+    if order.state != "pending_approval":
+        raise IllegalTransition(order.id, order.state, to, f"only pending_approval orders are {to}")
+
+
 def approve_order(
     session: Session,  # the caller's transaction
     principal: Principal,  # who approves; needs `orders:approve` and is not the submitter
@@ -339,18 +356,11 @@ def approve_order(
     broker: BrokerAdapter | None = None,  # send the approved order to this venue at once
 ) -> Order:
     "Approve a pending order: `orders:approve`, never the submitter, not while the kill switch is engaged."
-    require(principal, "orders:approve", "approve an order")
-    reason = _reason(reason, "approval")
-    order = get_order(session, order_id)
-    if order.submitted_by == principal.name:
-        raise FourEyesViolation(principal.name, order.id, "approve")
+    order, reason = _second_pair_of_eyes(session, principal, order_id, reason, "approve", "approval")
     ks = kill_switch_state(session)
     if ks.engaged:
         raise KillSwitchEngaged(ks)
-    if order.state != "pending_approval":
-        raise IllegalTransition(
-            order.id, order.state, "approved", "only pending_approval orders are approved"
-        )
+    _must_be_pending(order, "approved")
     transition(session, order, "approved", principal.name, reason, approved_by=principal.name)
     if broker is not None:  # the platform routes it: approving is a risk or trading right, sending is not
         send_order(session, ORDER_ROUTER, order.id, broker)
@@ -364,15 +374,8 @@ def reject_order(
     reason: str,  # why, stored on the order and audited (required)
 ) -> Order:
     "Reject a pending order: `orders:approve`, never the submitter (who may cancel instead); audited with reason."
-    require(principal, "orders:approve", "reject an order")
-    reason = _reason(reason, "rejection")
-    order = get_order(session, order_id)
-    if order.submitted_by == principal.name:
-        raise FourEyesViolation(principal.name, order.id, "reject")
-    if order.state != "pending_approval":
-        raise IllegalTransition(
-            order.id, order.state, "rejected", "only pending_approval orders are rejected"
-        )
+    order, reason = _second_pair_of_eyes(session, principal, order_id, reason, "reject", "rejection")
+    _must_be_pending(order, "rejected")
     return transition(session, order, "rejected", principal.name, reason)
 
 
