@@ -30,6 +30,7 @@ from .chains import CHAIN_COLUMNS, FILE_COLUMNS, LoadResult, validate_chain  # n
 from .chains import load_quotes_file, parse_quotes_frame, to_file_layout  # noqa: F401
 from .clock import calendar, is_session, session_close, sessions, time_to_expiry  # noqa: F401
 from .errors import FieldError
+from .rates import RateCurve, synthetic_curve
 from .store import Base
 
 # %% auto #0
@@ -242,18 +243,31 @@ def _v0_theta(symbol: str, row) -> tuple[float, float]:
 class SyntheticMarket:
     "The embedded default market: real underlying history, model option chains, a few flagged bad quotes."
 
-    def __init__(self, seed: int = 0, rate: float = 0.02, bad_share: float = 0.01, model: str = "sabr"):
+    def __init__(
+        self,
+        seed: int = 0,  # the seed of every random draw
+        rate: float | None = None,  # None: the Nelson–Siegel curve (`rates.synthetic_curve`); a number: flat
+        bad_share: float = 0.01,  # the share of rows corrupted and flagged in `bad`
+        model: str = "sabr",  # 'sabr' or 'heston'
+    ):
         if not isinstance(seed, int | np.integer) or seed < 0:
             raise FieldError("seed", f"must be an int >= 0 (got {seed!r})")
-        if not (math.isfinite(rate) and -0.05 < rate < 0.5):
-            raise FieldError("rate", f"must be a finite number in (-0.05, 0.5) (got {rate!r})")
+        if rate is not None and not (math.isfinite(rate) and -0.05 < rate < 0.5):
+            raise FieldError("rate", f"must be None or a finite number in (-0.05, 0.5) (got {rate!r})")
         if not 0 <= bad_share <= 0.5:
             raise FieldError("bad_share", f"must lie in [0, 0.5] (got {bad_share!r})")
         if model not in ("sabr", "heston"):
             raise FieldError("model", f"must be 'sabr' or 'heston' (got {model!r})")
-        self.seed, self.rate, self.bad_share, self.model = int(seed), float(rate), float(bad_share), model
+        self.rate = None if rate is None else float(rate)
+        self.seed, self.bad_share, self.model = int(seed), float(bad_share), model
 
     symbols = tuple(CATALOG)
+
+    def curve(self, date) -> RateCurve:
+        "The zero curve of `date` the chains are priced with (Nelson–Siegel, or flat at `rate` if given)."
+        if self.rate is None:
+            return synthetic_curve(as_day(date))
+        return RateCurve.flat(self.rate, as_day(date), f"flat {self.rate:g}")
 
     def underlyings(self) -> pd.DataFrame:
         "symbol, kind, currency, name of every synthetic underlying."
@@ -309,13 +323,13 @@ class SyntheticMarket:
         alpha = atm.copy()
         for _ in range(50):  # Hagan's ATM vol for β = 1: α (1 + (ρνα/4 + (2-3ρ²)ν²/24) T) = σ_atm
             alpha = atm / (1 + (rho * nu * alpha / 4 + c) * T)
-        F = row["close"] * np.exp((self.rate - row["div_yield"]) * T)
+        F = row["close"] * np.exp((self.curve(d).zero(T) - row["div_yield"]) * T)
         return dict(F=F, alpha=alpha, beta=np.ones(T.size), rho=rho, nu=nu, atm=atm)
 
     def chain(self, symbol: str, date) -> pd.DataFrame:
         "The end-of-day option chain of `symbol` on `date` in the chain schema (plus rate, div_yield, model_vol, bad)."
         d, row = self._day(symbol, date)
-        S, q, r = float(row["close"]), float(row["div_yield"]), self.rate
+        S, q = float(row["close"]), float(row["div_yield"])
         kind = CATALOG[symbol].kind
         exp = np.array(expiries(d), dtype="datetime64[ns]")
         T = time_to_expiry(d, exp)
@@ -333,6 +347,7 @@ class SyntheticMarket:
         e, K = np.repeat(e, 2), np.repeat(K, 2)
         call = np.tile([True, False], K.size // 2)
         Te, Fe = T[e], sp["F"][e]
+        r = self.curve(d).zero(Te)  # the zero rate of each row's expiry
         if self.model == "sabr":
             vol = sabr_vol(Fe, K, Te, sp["alpha"][e], 1.0, sp["rho"][e], sp["nu"][e])
             price = bsm_price(S, K, Te, r, q, vol, call)
@@ -345,7 +360,7 @@ class SyntheticMarket:
             vol = implied_vol_bsm(price, S, K, Te, r, q, call)
         fwd_intrinsic = np.maximum(np.where(call, 1, -1) * (S * np.exp(-q * Te) - K * np.exp(-r * Te)), 0.0)
         keep = (price >= _MIN_PRICE) & np.isfinite(vol) & (price - fwd_intrinsic >= _tick(price))
-        e, K, call, Te, vol, price = e[keep], K[keep], call[keep], Te[keep], vol[keep], price[keep]
+        e, K, call, Te, vol, price, r = (a[keep] for a in (e, K, call, Te, vol, price, r))
         z = np.log(K / sp["F"][e]) / sd[e]
         rng = self._rng(symbol, d)
         bid, ask, bsz, asz = _quote_book(price, z, rng)

@@ -24,6 +24,8 @@ from .marketdata import as_day, chain, validate_chain
 from .pricing.heston import calibrate_heston
 from .pricing.iv import implied_vol_black76
 from .pricing.sabr import calibrate_sabr, sabr_vol
+from .rates import RateCurve, as_curve
+from .rates import curve as rate_curve
 from .store import Base, utcnow
 
 # %% auto #0
@@ -173,7 +175,7 @@ def calibrate_chain(
     *,
     beta: float = 1.0,
     heston: bool = True,
-    rate: float = 0.0,
+    rate: float | RateCurve = 0.0,
     div_yield: float = 0.0,
     sabr_max_rmse: float = 0.01,
     heston_max_rmse: float = 0.03,
@@ -247,7 +249,7 @@ def _calibrate(
     if g.empty:
         raise FieldError("chain_df", "no quote with an expiry after the quote date")
     S = float(np.median(g["underlying_price"]))
-    r_col = float(g["rate"].iloc[0]) if "rate" in g else rate
+    curve = None if "rate" in g else as_curve(rate, qd)  # without a `rate` column: r(T) of the curve
     q_col = float(g["div_yield"].iloc[0]) if "div_yield" in g else div_yield
     g = g.sort_values(["expiry", "strike", "option_type"]).reset_index(drop=True)
     exps = np.sort(pd.unique(g["expiry"]))
@@ -255,11 +257,12 @@ def _calibrate(
     for e in exps:
         ge = g[g["expiry"] == e]
         T = float(ge["T"].iloc[0])
+        r_e = float(ge["rate"].iloc[0]) if curve is None else curve.zero(T)
         piv = ge.pivot_table(index="strike", columns="option_type", values="mid", aggfunc="first")
         fd = None
         if {"C", "P"} <= set(piv.columns):
             fd = parity_forward(piv.index.to_numpy(float), piv["C"].to_numpy(float), piv["P"].to_numpy(float))
-        F, D = fd if fd is not None else (S * math.exp((r_col - q_col) * T), math.exp(-r_col * T))
+        F, D = fd if fd is not None else (S * math.exp((r_e - q_col) * T), math.exp(-r_e * T))
         rows.append(dict(expiry=pd.Timestamp(e), T=T, forward=F, discount=D))
     ei = np.searchsorted(exps, g["expiry"].to_numpy())
     Fq = np.array([r["forward"] for r in rows])[ei]
@@ -407,8 +410,10 @@ def latest_surface(session: Session, symbol: str, date=None) -> SurfaceFit | Non
 
 
 def calibrate_and_store(session: Session, symbol: str, date, **kw) -> SurfaceFit:
-    "Read the stored chain of `symbol` on `date`, calibrate it and store the fit (also when it fails)."
+    """Read the stored chain of `symbol` on `date`, calibrate it with the day's stored rate curve (r = 0 if none
+    is stored) and store the fit (also when it fails)."""
     df = chain(session, symbol, date)
+    kw.setdefault("rate", rate_curve(session, date, default=0.0))
     fit = calibrate_chain(df, **kw)
     if fit.underlying is None:  # an empty chain: still record the failure for this underlying and date
         fit.underlying, fit.quote_date = symbol, as_day(date)
