@@ -132,19 +132,10 @@ def test_bad_input_exits_2_naming_the_field(trading_db, cli, args, msg):
     assert msg in r.output
 
 
-def _load_spx(cli, history_days: int) -> None:
+def _load_spx(cli, history_days: int, *more: str) -> None:
     "Load the synthetic SPX market of 2015-03-02 with `history_days` of closes through the CLI."
-    r = cli(
-        "market",
-        "load",
-        "--synthetic",
-        "--date",
-        "2015-03-02",
-        "-s",
-        "SPX",
-        "--history-days",
-        str(history_days),
-    )
+    day = ("--date", "2015-03-02", "-s", "SPX", "--history-days", str(history_days))
+    r = cli("market", "load", "--synthetic", *day, *more)
     assert r.exit_code == 0, r.output
 
 
@@ -186,18 +177,7 @@ def test_four_eyes_through_the_cli_and_identity_from_the_environment(trading_db,
 
 
 def test_kill_switch_through_the_cli(trading_db, cli):
-    cli(
-        "market",
-        "load",
-        "--synthetic",
-        "--date",
-        "2015-03-02",
-        "-s",
-        "SPX",
-        "--no-calibrate",
-        "--history-days",
-        "0",
-    )
+    _load_spx(cli, 0, "--no-calibrate")
     r = cli("killswitch", "status")
     assert r.exit_code == 0 and "released" in r.output
     assert cli("killswitch", "on", "--reason", "drill", "-u", "rita", "-r", "manager").exit_code == 1
