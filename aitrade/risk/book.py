@@ -20,6 +20,7 @@ import pandas as pd
 
 from ..clock import time_to_expiry
 from ..errors import FieldError
+from ..rates import RateCurve
 from ..kernels import cpu_kernel, is_gpu_array, plan, special, to_numpy
 from aitrade.pricing.normal import (
     INV_SQRT_2PI,
@@ -294,8 +295,9 @@ VolSource = float | np.ndarray | Callable[[np.ndarray, np.ndarray, np.ndarray], 
 
 @dataclass(frozen=True, eq=False)
 class MarketState:
-    """Per underlying: `spot`, rate `r`, dividend yield `q` aligned with `symbols`; `vol`: a flat number, one vol
-    per portfolio row (the fast path), or `vol(symbol_idx, T, K) -> array` evaluated once over all rows."""
+    """Per underlying: `spot`, rate `r`, dividend yield `q` aligned with `symbols` (`r` may instead be one
+    `RateCurve`: each row then uses its zero rate at the row's `expiry_t`); `vol`: a flat number, one vol per
+    portfolio row (the fast path), or `vol(symbol_idx, T, K) -> array` evaluated once over all rows."""
 
     symbols: np.ndarray
     spot: Any
@@ -312,7 +314,7 @@ class MarketState:
             raise FieldError("symbols", f"duplicate symbol {pd.Index(sym)[pd.Index(sym).duplicated()][0]!r}")
         object.__setattr__(self, "symbols", sym)
         object.__setattr__(self, "_index", pd.Index(sym))
-        for name in ("spot", "r", "q"):
+        for name in ("spot", "q") if isinstance(self.r, RateCurve) else ("spot", "r", "q"):
             a = getattr(self, name)
             xp = plan(a).xp if is_gpu_array(a) else np
             a = xp.asarray(a, dtype=np.float64)
@@ -342,15 +344,25 @@ class MarketState:
             raise FieldError("symbol", f"no market data for {missing[:10]} (not in MarketState.symbols)")
         return idx.astype(np.int64)
 
+    def row_index(self, pf: Portfolio) -> np.ndarray:
+        "The position in `symbols` of each row's underlying (original row order)."
+        lay = pf.layout()
+        code = np.empty(len(pf), np.int64)
+        code[lay.order] = lay.code
+        return self.index_of(lay.uniques)[code]
+
+    def position_rate(self, pf: Portfolio):
+        "The rate of each row of `pf` (original row order): the curve's zero rate to its expiry, or its underlying's `r`."
+        if isinstance(self.r, RateCurve):
+            return self.r.zero(np.where(pf.kind == STOCK, 0.0, pf.expiry_t))
+        i = self.row_index(pf)
+        return self.r[plan(self.r).xp.asarray(i)] if is_gpu_array(self.r) else self.r[i]
+
     def position_vol(self, pf: Portfolio):
         "The vol of each row of `pf` (original row order)."
         v = self.vol
         if callable(v):
-            lay = pf.layout()
-            umap = self.index_of(lay.uniques)
-            code = np.empty(len(pf), np.int64)
-            code[lay.order] = lay.code
-            out = v(umap[code], pf.expiry_t, pf.strike)
+            out = v(self.row_index(pf), pf.expiry_t, pf.strike)
             if not is_gpu_array(out):
                 out = np.asarray(out, dtype=np.float64)
             if out.shape != (len(pf),):
@@ -393,13 +405,13 @@ def _legs(se, kd, x, v, w):
 
 
 @cpu_kernel(parallel=True, fastmath={"contract"}, error_model="numpy")
-def _book_cpu(blk_start, blk_code, kind, K, T, qm, sig, S_u, r_u, q_u, f, lnf, vm, va, g_out, p_out):
-    "Greeks (g_out: nblk x NG) and scenario P&L (p_out: nblk x m) per block; f, lnf, vm, va: (n_symbols, m)."
+def _book_cpu(blk_start, blk_code, kind, K, T, qm, sig, S_u, rr, q_u, f, lnf, vm, va, g_out, p_out):
+    """Greeks (g_out: nblk x NG) and scenario P&L (p_out: nblk x m) per block; rr: the rate of each row;
+    f, lnf, vm, va: (n_symbols, m)."""
     m = p_out.shape[1]
     for b in numba.prange(blk_start.size - 1):
         u = blk_code[b]
         S = S_u[u]
-        r = r_u[u]
         q = q_u[u]
         mv = 0.0
         de = 0.0
@@ -416,11 +428,13 @@ def _book_cpu(blk_start, blk_code, kind, K, T, qm, sig, S_u, r_u, q_u, f, lnf, v
         pb = p_out[b]
         for j in range(m):
             pb[j] = 0.0
-        s_ok = (S > 0.0) & math.isfinite(S) & math.isfinite(r) & math.isfinite(q)
+        s_ok = (S > 0.0) & math.isfinite(S) & math.isfinite(q)
         for i in range(blk_start[b], blk_start[b + 1]):
             a = qm[i]
+            r = rr[i]
+            r_ok = math.isfinite(r)
             if kind[i] == 0:
-                if not (s_ok & (abs(a) < np.inf)):
+                if not (s_ok & r_ok & (abs(a) < np.inf)):
                     bad += 1.0
                     mv = de = ga = ve = th = no = vs = np.nan
                     for j in range(m):
@@ -435,7 +449,7 @@ def _book_cpu(blk_start, blk_code, kind, K, T, qm, sig, S_u, r_u, q_u, f, lnf, v
             k = K[i]
             t = T[i]
             s = sig[i]
-            ok = s_ok & (k > 0.0) & (k < np.inf) & (t >= 0.0) & (t < np.inf)
+            ok = s_ok & r_ok & (k > 0.0) & (k < np.inf) & (t >= 0.0) & (t < np.inf)
             ok = ok & (s >= 0.0) & (s < np.inf) & (abs(a) < np.inf)
             if not ok:
                 bad += 1.0
@@ -476,14 +490,14 @@ def _book_cpu(blk_start, blk_code, kind, K, T, qm, sig, S_u, r_u, q_u, f, lnf, v
         g_out[b, 7] = vs
 
 # %% ../../nbs/26_risk_book.ipynb #f90af9fe
-def _book_xp(xp: ModuleType, lay: Layout, sig, S_u, r_u, q_u, f, lnf, vm, va, chunk: int = 64):
-    "Per segment: greeks (nseg x NG) and scenario P&L (nseg x m), as NumPy arrays."
+def _book_xp(xp: ModuleType, lay: Layout, sig, S_u, r, q_u, f, lnf, vm, va, chunk: int = 64):
+    "Per segment: greeks (nseg x NG) and scenario P&L (nseg x m), as NumPy arrays; `r`: the rate of each row."
     erfc = special(xp).erfc
     nseg = lay.seg_code.size
     code = xp.asarray(lay.code)
     seg = xp.asarray(np.repeat(np.arange(nseg), lay.seg_rows))
     kind, K, T, qm = (xp.asarray(a) for a in (lay.kind, lay.strike, lay.expiry_t, lay.qm))
-    S, r, q = S_u[code], r_u[code], q_u[code]
+    S, q = S_u[code], q_u[code]
     stock = kind == 0
     ok = xp.isfinite(S) & (S > 0) & xp.isfinite(r) & xp.isfinite(q) & xp.isfinite(qm)
     ok &= stock | (xp.isfinite(K) & (K > 0) & xp.isfinite(T) & (T >= 0) & xp.isfinite(sig) & (sig >= 0))
@@ -581,14 +595,15 @@ def evaluate(
     "Greeks and scenario P&L of `pf` per (underlying, bucket) segment: one pass of the fused kernel."
     lay, umap = market_for(pf, mkt)
     vol = mkt.position_vol(pf)
-    p = plan(mkt.spot, mkt.r, mkt.q, vol)
+    rate = mkt.position_rate(pf)
+    p = plan(mkt.spot, rate, mkt.q, vol)
     xp = force_xp or p.xp
     f, vm, va = (np.ascontiguousarray(a, dtype=np.float64) for a in (f, vm, va))
     with np.errstate(divide="ignore", invalid="ignore"):
         lnf = np.log(f)
     if xp is np and force_xp is None:
-        S_u, r_u, q_u = (np.ascontiguousarray(to_numpy(a)[umap]) for a in (mkt.spot, mkt.r, mkt.q))
-        sig = np.ascontiguousarray(to_numpy(vol)[lay.order])
+        S_u, q_u = (np.ascontiguousarray(to_numpy(a)[umap]) for a in (mkt.spot, mkt.q))
+        rr, sig = (np.ascontiguousarray(to_numpy(a)[lay.order]) for a in (rate, vol))
         nblk = lay.blk_code.size
         G = np.empty((nblk, NG))
         P = np.empty((nblk, f.shape[1]))
@@ -602,7 +617,7 @@ def evaluate(
                 lay.qm,
                 sig,
                 S_u,
-                r_u,
+                rr,
                 q_u,
                 f,
                 lnf,
@@ -615,9 +630,9 @@ def evaluate(
             P = np.add.reduceat(P, lay.seg_blk, axis=0)
         return Book(lay, S_u, G, P)
     a = lambda x: xp.asarray(x, dtype=xp.float64)
-    S_u, r_u, q_u = (a(x)[xp.asarray(umap)] for x in (mkt.spot, mkt.r, mkt.q))
-    sig = a(vol)[xp.asarray(lay.order)]
-    G, P = _book_xp(xp, lay, sig, S_u, r_u, q_u, a(f), a(lnf), a(vm), a(va))
+    S_u, q_u = (a(x)[xp.asarray(umap)] for x in (mkt.spot, mkt.q))
+    rr, sig = (a(x)[xp.asarray(lay.order)] for x in (rate, vol))
+    G, P = _book_xp(xp, lay, sig, S_u, rr, q_u, a(f), a(lnf), a(vm), a(va))
     return Book(lay, to_numpy(S_u), G, P)
 
 

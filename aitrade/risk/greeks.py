@@ -99,12 +99,10 @@ def portfolio_greeks(
 # %% ../../nbs/27_risk_greeks.ipynb #1e20bf51
 def _row_inputs(pf: Portfolio, mkt: MarketState):
     "Per row of `pf`: its underlying's spot, rate and dividend yield, its vol, and whether it is an option."
-    lay, umap = market_for(pf, mkt)
-    code = np.empty(len(pf), np.int64)
-    code[lay.order] = lay.code
-    i = umap[code]
-    S, r, q = (to_numpy(a)[i] for a in (mkt.spot, mkt.r, mkt.q))
-    return S, r, q, to_numpy(mkt.position_vol(pf)), pf.kind != STOCK
+    market_for(pf, mkt)  # checks the inputs
+    i = mkt.row_index(pf)
+    S, q = (to_numpy(a)[i] for a in (mkt.spot, mkt.q))
+    return S, to_numpy(mkt.position_rate(pf)), q, to_numpy(mkt.position_vol(pf)), pf.kind != STOCK
 
 
 def position_greeks(
