@@ -10,58 +10,7 @@ Docs: https://github.com/aitrade/aitrade/execution.html.md"""
 __all__ = []
 
 # %% ../../nbs/44_execution.ipynb #38f5a984
-from aitrade.execution.broker import (  # noqa: F401
-    BrokerAdapter,
-    BrokerFill,
-    PaperBroker,
-    process_fills,
-    record_fill,
-    unpublished,
-)
-from aitrade.execution.model import (  # noqa: F401
-    OPTION_TYPES,
-    STATES,
-    TRANSITIONS,
-    WORKING,
-    DuplicateClientOrderId,
-    Fill,
-    FourEyesViolation,
-    IllegalTransition,
-    Order,
-    OrderEvent,
-    OrderRequest,
-    Quote,
-    QuoteSource,
-    Strategy,
-    as_utc,
-    marketdata_quote,
-    order_risk,
-    underlying_quote,
-)
-from aitrade.execution.orders import (  # noqa: F401
-    AUTO_APPROVER,
-    PRE_TRADE,
-    approve_order,
-    cancel_order,
-    get_order,
-    list_orders,
-    order_by_client_id,
-    order_history,
-    reject_order,
-    send_order,
-    set_strategy,
-    submit_order,
-    transition,
-)
-from aitrade.execution.accounting import (  # noqa: F401
-    KEY,
-    attribution,
-    daily_pnl,
-    fills_frame,
-    market_from_quotes,
-    pnl,
-    portfolio_from_orders,
-    portfolio_from_positions,
-    positions,
-    trade_pnl,
-)
+from .model import *
+from .orders import *
+from .broker import *
+from .accounting import *

@@ -9,32 +9,7 @@ Docs: https://github.com/aitrade/aitrade/risk.html.md"""
 __all__ = []
 
 # %% ../../nbs/30_risk.ipynb #45c2b5ae
-from aitrade.risk.book import (  # noqa: F401
-    BUCKET_EDGES_DAYS,
-    BUCKETS,
-    CALL,
-    DAYS_PER_YEAR,
-    DEFAULT_SPOT_SHOCKS,
-    DEFAULT_VOL_SHOCKS,
-    NG,
-    PUT,
-    STOCK,
-    TRADING_DAYS,
-    Book,
-    Layout,
-    MarketState,
-    Portfolio,
-    VolSource,
-    evaluate,
-    shock_arrays,
-)
-from .greeks import portfolio_greeks, position_greeks, position_problems  # noqa: F401
-from aitrade.risk.scenarios import (  # noqa: F401
-    LIMIT_METRICS,
-    PreTradeMetrics,
-    ScenarioResult,
-    pre_trade_metrics,
-    risk_report,
-    scenario_grid,
-)
-from .var import VarResult, historical_var, mc_var, var_es  # noqa: F401
+from .book import *
+from .greeks import *
+from .scenarios import *
+from .var import *
