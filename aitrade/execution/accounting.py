@@ -275,8 +275,9 @@ def market_from_quotes(
     now: datetime | None = None,  # quotes at or before this instant (default: now)
     quotes: QuoteSource | None = None,  # where quotes come from (default: the stored market data)
 ):
-    "A `risk.MarketState` for the symbols of `pf` from the stored quotes; a position without a quote gets NaN vol."
-    from aitrade import risk
+    """A `risk.MarketState` for the symbols of `pf` from the stored quotes, discounted on the stored rate curve
+    of `now`'s day (r = 0 when none is stored); a position without a quote gets NaN vol."""
+    from aitrade import rates, risk
     from aitrade.pricing.iv import implied_vol_bsm
 
     now = now or utcnow()
@@ -311,7 +312,8 @@ def market_from_quotes(
                     pf.kind[j] == 1,
                 )
             )
-    return risk.MarketState(symbols=syms, spot=spot, r=np.zeros(len(syms)), q=np.zeros(len(syms)), vol=vol)
+    r = rates.curve(session, now, default=0.0)
+    return risk.MarketState(symbols=syms, spot=spot, r=r, q=np.zeros(len(syms)), vol=vol)
 
 # %% ../../nbs/41_execution_accounting.ipynb #bba2c319
 def attribution(

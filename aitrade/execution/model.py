@@ -288,7 +288,7 @@ class Quote:
     underlying_price: float
     ts: datetime
     div_yield: float = 0.0
-    rate: float = 0.0
+    rate: float = 0.0  # the zero rate to the option's expiry (continuously compounded)
 
 
 QuoteSource = Callable[[Session, "Order", datetime | None], Quote | None]
@@ -320,7 +320,7 @@ def marketdata_quote(
     as_of: datetime | None = None,  # the latest quote at or before this instant (default: the latest)
 ) -> Quote | None:
     "The latest stored quote of the order's instrument (at or before `as_of`), from `aitrade.marketdata`."
-    from aitrade import marketdata
+    from aitrade import marketdata, rates
 
     if order.option_type in ("C", "P"):
         row = marketdata.quote(
@@ -328,13 +328,16 @@ def marketdata_quote(
         )
         if row is None:
             return None
+        ts = as_utc(_field(row, "ts"))
+        T = max(time_to_expiry(ts, order.expiry), 0.0)
         return Quote(
             float(_field(row, "bid")),
             float(_field(row, "ask")),
             float(_field(row, "bid_size")),
             float(_field(row, "ask_size")),
             float(_field(row, "underlying_price")),
-            as_utc(_field(row, "ts")),
+            ts,
+            rate=rates.curve(session, ts, default=0.0).zero(T),
         )
     return underlying_quote(session, order.symbol, as_of)
 
