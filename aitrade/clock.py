@@ -26,10 +26,10 @@ REGULAR_CLOSE = dt.time(16, 0)  # the NYSE's regular close, New York time
 
 @lru_cache(maxsize=1)
 def calendar():
-    "The XNYS exchange calendar (1998 to 2022: the replayed history plus a year of expiries)."
+    "The XNYS exchange calendar: 1998 (the replayed history) to exchange-calendars' default end (a year ahead)."
     import exchange_calendars as xc
 
-    return xc.get_calendar(EXCHANGE, start="1998-01-01", end="2022-12-30")
+    return xc.get_calendar(EXCHANGE, start="1998-01-01")
 
 
 @lru_cache(maxsize=1)

@@ -21,9 +21,9 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 # %% auto #0
 __all__ = ['SECTIONS', 'ENV_PREFIX', 'ENV_ALIASES', 'DatabaseSettings', 'RedisSettings', 'DaskSettings', 'JobsSettings',
-           'ArchiveSettings', 'HubSettings', 'RiskSettings', 'LoggingSettings', 'ComputeSettings', 'ConfigError',
-           'find_settings_file', 'Settings', 'load_settings', 'get_settings', 'reload_settings', 'mask_url',
-           'effective_settings']
+           'ArchiveSettings', 'HubSettings', 'RiskSettings', 'LoggingSettings', 'ComputeSettings', 'ReplaySettings',
+           'ConfigError', 'find_settings_file', 'Settings', 'load_settings', 'get_settings', 'reload_settings',
+           'mask_url', 'effective_settings']
 
 # %% ../nbs/00_config.ipynb #06ec5c69
 class _Section(BaseModel):
@@ -139,6 +139,29 @@ class ComputeSettings(_Section):
         "auto", description="auto = CuPy when a CUDA GPU is usable, else numba; cpu forces CPU"
     )
 
+
+class ReplaySettings(_Section):
+    source: Literal["synthetic", "live"] = Field(
+        "synthetic", description="synthetic = replay the synthetic history; live = the live feed adapter"
+    )
+    live_adapter: str = Field("", description="source = live: 'module:callable' returning the live Feed")
+    day: str = Field(
+        "", description="replay this historical day (YYYY-MM-DD) every session; empty = the rule"
+    )
+    rule: Literal["cycle", "weekday"] = Field(
+        "cycle",
+        description="cycle = consecutive sessions replay consecutive days of the window; "
+        "weekday = the same, moved back to a day of the same weekday",
+    )
+    window_start: str = Field("2001-01-02", description="first historical day the rule replays")
+    window_end: str = Field("2013-02-28", description="last historical day the rule replays")
+    speed: float = Field(1.0, gt=0, le=100_000, description="replay speed: 1.0 = real time")
+    symbols: str = Field("SPX,IXIC,AAPL,MSFT,IBM", description="underlyings the market clock quotes")
+    interval_s: int = Field(60, ge=1, le=3600, description="seconds of session time between two ticks")
+    n_options: int = Field(4, ge=0, le=200, description="contracts quoted per underlying (nearest the money)")
+    seed: int = Field(7, ge=0, description="seed of the synthetic market")
+    bad_share: float = Field(0.01, ge=0, le=0.5, description="share of quote ticks corrupted and flagged bad")
+
 # %% ../nbs/00_config.ipynb #07ff82fb
 SECTIONS: dict[str, type[_Section]] = {
     "database": DatabaseSettings,
@@ -150,6 +173,7 @@ SECTIONS: dict[str, type[_Section]] = {
     "logging": LoggingSettings,
     "compute": ComputeSettings,
     "jobs": JobsSettings,
+    "replay": ReplaySettings,
 }
 ENV_PREFIX = "AITRADE_"
 #: short names the architecture uses for the production column
@@ -283,6 +307,7 @@ class Settings(BaseSettings):
     logging: LoggingSettings = LoggingSettings()
     compute: ComputeSettings = ComputeSettings()
     jobs: JobsSettings = JobsSettings()
+    replay: ReplaySettings = ReplaySettings()
 
     # set by load_settings; not operator settings
     _root: Path = Path(".")
