@@ -23,7 +23,7 @@ from .audit import append as audit_append
 from .errors import Conflict, FieldError
 from .auth import Principal, require
 from .config import get_settings
-from .store import Base, utcnow
+from .store import Base, unique, utcnow
 
 # %% auto #0
 __all__ = ['METRICS', 'PORTFOLIO', 'Limit', 'KillSwitch', 'set_limit', 'remove_limit', 'limits', 'Breach', 'CheckResult',
@@ -39,10 +39,7 @@ class Limit(Base):
     "One risk limit: |metric| of `scope` ('portfolio' or an underlying) must stay <= `max_abs`."
 
     __tablename__ = "risk_limits"
-    __table_args__ = (
-        sa.UniqueConstraint("scope", "metric", name="uq_risk_limits_scope_metric"),
-        {"extend_existing": True},
-    )
+    __table_args__ = unique("risk_limits", "scope", "metric")
     id: Mapped[int] = mapped_column(primary_key=True)
     scope: Mapped[str] = mapped_column(sa.String(64))
     metric: Mapped[str] = mapped_column(sa.String(32))

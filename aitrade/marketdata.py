@@ -31,7 +31,7 @@ from .chains import load_quotes_file, parse_quotes_frame, to_file_layout  # noqa
 from .clock import calendar, is_session, session_close, sessions, time_to_expiry  # noqa: F401
 from .errors import FieldError
 from .rates import RateCurve, synthetic_curve
-from .store import Base
+from .store import Base, BigId, unique
 
 # %% auto #0
 __all__ = ['CATALOG', 'TICKS_STREAM', 'Underlying', 'UnderlyingPrice', 'OptionQuote', 'as_day', 'UnderlyingSpec', 'history',
@@ -39,9 +39,6 @@ __all__ = ['CATALOG', 'TICKS_STREAM', 'Underlying', 'UnderlyingPrice', 'OptionQu
            'latest_quote_time', 'quote', 'prices', 'Feed', 'SyntheticFeed', 'run_feed', 'subscribe_ticks']
 
 # %% ../nbs/21_marketdata.ipynb #f07d7a54
-_big = sa.BigInteger().with_variant(sa.Integer, "sqlite")
-
-
 class Underlying(Base):
     "An underlying: `kind` is 'index' or 'stock'."
 
@@ -57,11 +54,8 @@ class UnderlyingPrice(Base):
     "Daily close and continuous dividend yield of an underlying."
 
     __tablename__ = "underlying_prices"
-    __table_args__ = (
-        sa.UniqueConstraint("symbol", "date", name="uq_underlying_prices_symbol_date"),
-        {"extend_existing": True},
-    )
-    id: Mapped[int] = mapped_column(_big, primary_key=True, autoincrement=True)
+    __table_args__ = unique("underlying_prices", "symbol", "date")
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     symbol: Mapped[str] = mapped_column(sa.String(32), sa.ForeignKey("underlyings.symbol"))
     date: Mapped[dt.date] = mapped_column(sa.Date)
     close: Mapped[float] = mapped_column(sa.Float)
@@ -72,15 +66,16 @@ class OptionQuote(Base):
     "One quote of one option contract at one time (the chain schema, one row)."
 
     __tablename__ = "option_quotes"
-    __table_args__ = (
-        sa.UniqueConstraint(
-            "underlying", "ts", "expiry", "strike", "option_type", name="uq_option_quotes_contract_ts"
+    __table_args__ = unique(
+        "option_quotes",
+        *("underlying", "ts", "expiry", "strike", "option_type"),
+        name="uq_option_quotes_contract_ts",
+        also=(
+            sa.Index("ix_option_quotes_chain", "underlying", "quote_date", "expiry", "strike"),
+            sa.Index("ix_option_quotes_underlying_ts", "underlying", "ts"),
         ),
-        sa.Index("ix_option_quotes_chain", "underlying", "quote_date", "expiry", "strike"),
-        sa.Index("ix_option_quotes_underlying_ts", "underlying", "ts"),
-        {"extend_existing": True},
     )
-    id: Mapped[int] = mapped_column(_big, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     underlying: Mapped[str] = mapped_column(sa.String(32), sa.ForeignKey("underlyings.symbol"))
     quote_date: Mapped[dt.date] = mapped_column(sa.Date)
     ts: Mapped[dt.datetime]

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from .errors import FieldError, NotFound
-from .store import Base, utcnow
+from .store import Base, BigId, unique, utcnow
 
 # %% auto #0
 __all__ = ['SYNTHETIC_NS', 'SYNTHETIC_TENORS', 'SYNTHETIC_SOURCE', 'CURVE_FILE_COLUMNS', 'RateCurve', 'as_curve', 'nelson_siegel',
@@ -168,19 +168,14 @@ def synthetic_curve(
     return RateCurve(date, t, nelson_siegel(t, **SYNTHETIC_NS), SYNTHETIC_SOURCE)
 
 # %% ../nbs/18_rates.ipynb #0ba5c9cd
-_big = sa.BigInteger().with_variant(sa.Integer, "sqlite")
-
-
 class RatePoint(Base):
     "One tenor of a stored zero curve: the curve of `date` is all its rows, by tenor."
 
     __tablename__ = "rate_curves"
-    __table_args__ = (
-        sa.UniqueConstraint("date", "tenor", name="uq_rate_curves_date_tenor"),
-        sa.CheckConstraint("tenor > 0", name="ck_rate_curves_tenor"),
-        {"extend_existing": True},
+    __table_args__ = unique(
+        "rate_curves", "date", "tenor", also=(sa.CheckConstraint("tenor > 0", name="ck_rate_curves_tenor"),)
     )
-    id: Mapped[int] = mapped_column(_big, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     date: Mapped[dt.date] = mapped_column(sa.Date)
     tenor: Mapped[float] = mapped_column(sa.Float)
     zero_rate: Mapped[float] = mapped_column(sa.Float)

@@ -70,14 +70,12 @@ BigId = sa.BigInteger().with_variant(sa.Integer, "sqlite")
 def unique(
     table: str,  # the table's name (`__tablename__`)
     *columns: str,  # the columns unique together
-    name: str
-    | None = None,  # the constraint's name, as its migration created it (default `uq_<table>_<columns>`)
+    name: str | None = None,  # as its migration named it (default `uq_<table>_<columns>`)
+    also: tuple = (),  # more constraints and indexes of the table
 ) -> tuple:
     "`__table_args__` with one unique constraint; like `Base`'s own, they let a second definition extend the first."
-    return (
-        sa.UniqueConstraint(*columns, name=name or f"uq_{table}_{'_'.join(columns)}"),
-        {"extend_existing": True},
-    )
+    uq = sa.UniqueConstraint(*columns, name=name or f"uq_{table}_{'_'.join(columns)}")
+    return (uq, *also, {"extend_existing": True})
 
 # %% ../nbs/01_store.ipynb #6eb8ad60
 _engines: dict[str, Engine] = {}
