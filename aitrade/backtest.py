@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy.orm import Session
 
-from . import execution, marketdata, risk, store, surfaces
+from . import execution, marketdata, rates, risk, store, surfaces
 from .auth import BACKTEST_POLICY, Principal
 from .clock import time_to_expiry
 from .errors import FieldError
@@ -65,7 +65,7 @@ class DayContext:
 
     date: pd.Timestamp
     now: dt.datetime
-    rate: float
+    rate: rates.RateCurve | float
     chains: dict[str, pd.DataFrame]
     fits: dict[str, surfaces.SurfaceFit]
     spot: dict[str, float]
@@ -76,6 +76,10 @@ class DayContext:
     @property
     def symbols(self) -> list[str]:
         return list(self.chains)
+
+    def r(self, T):
+        "The day's zero rate at `T` years (a number or an array), from `rate`."
+        return rates.as_curve(self.rate, self.date).zero(T)
 
     def held(self, symbol: str, options_only: bool = True) -> pd.DataFrame:
         "Open positions of `symbol` (options only by default)."
@@ -129,7 +133,7 @@ def _mark_and_vol(ctx: DayContext, r) -> tuple[float, float, float]:
         return max((S - r.strike) if call else (r.strike - S), 0.0), math.nan, 0.0
     if row is not None:
         mark = float(row["mid"])
-        vol = float(implied_vol_bsm(mark, S, r.strike, T, ctx.rate, q_, call))
+        vol = float(implied_vol_bsm(mark, S, r.strike, T, ctx.r(T), q_, call))
         return mark, vol, T
     fit = ctx.fits.get(r.symbol)
     vol = math.nan
@@ -137,7 +141,7 @@ def _mark_and_vol(ctx: DayContext, r) -> tuple[float, float, float]:
         vol = float(fit.vol(pd.Timestamp(r.expiry), r.strike))
     if not math.isfinite(vol):
         return math.nan, math.nan, T
-    return float(bsm_price(S, r.strike, T, ctx.rate, q_, vol, call)), vol, T
+    return float(bsm_price(S, r.strike, T, ctx.r(T), q_, vol, call)), vol, T
 
 
 def _position_greeks(ctx: DayContext) -> pd.DataFrame:
@@ -157,7 +161,7 @@ def _position_greeks(ctx: DayContext) -> pd.DataFrame:
             o["spot"].to_numpy(float),
             o["strike"].to_numpy(float),
             o["T"].to_numpy(float),
-            ctx.rate,
+            ctx.r(o["T"].to_numpy(float)),
             np.array([ctx.div_yield.get(s, 0.0) for s in o["symbol"]]),
             o["vol"].to_numpy(float),
             (o["option_type"] == "C").to_numpy(),
@@ -290,7 +294,7 @@ class RichCheap(DeltaHedged):
                 ctx.spot[s],
                 np.array([rich["strike"], cheap["strike"]]),
                 np.array([rich["T"], cheap["T"]]),
-                ctx.rate,
+                ctx.r(np.array([rich["T"], cheap["T"]])),
                 ctx.div_yield.get(s, 0.0),
                 np.array([rich["iv"], cheap["iv"]]),
                 np.array([rich["option_type"] == "C", cheap["option_type"] == "C"]),
@@ -431,14 +435,18 @@ class _Run:
 
     def ingest(self, market, symbols, d):
         chains, fits, spot, q = {}, {}, {}, {}
-        rate = float(getattr(market, "rate", 0.0))
+        # the market's curve of the day (a market without one: its flat `rate`, else 0), stored like the chains
+        rate = (
+            market.curve(d) if hasattr(market, "curve") else rates.as_curve(getattr(market, "rate", 0.0), d)
+        )
+        rates.store_curve(self.s, rate)
         for sym in symbols:
             raw = market.chain(sym, d)
             res = marketdata.validate_chain(raw)
             good = res.good
             marketdata.store_prices(self.s, market.prices(sym, d, d))
             marketdata.store_chain(self.s, good[list(marketdata.CHAIN_COLUMNS)])
-            fit = surfaces.calibrate_chain(good, heston=self.model == "heston")
+            fit = surfaces.calibrate_chain(good, heston=self.model == "heston", rate=rate)
             if fit.underlying is None:
                 fit.underlying, fit.quote_date = sym, d
             surfaces.store_surface(self.s, fit)
@@ -504,7 +512,7 @@ def run_backtest(
     from `start` to `end` (inclusive) through the production order path; see the prose for each step.
 
     `market`: a source of chains with `chain(symbol, day)`, `prices(symbol, start, end)`, `dates(symbol, start,
-    end)` and `rate` (default `SyntheticMarket(seed)`). `session`: run inside the caller's transaction instead
+    end)` and `curve(day)` (or a flat `rate`) (default `SyntheticMarket(seed)`). `session`: run inside the caller's transaction instead
     of a throwaway SQLite database. `limits`: {(scope, metric): max_abs} set before the first day.
     `model`: 'sabr' (fast, default) or 'heston'. `out_dir`: also save CSVs, summary and PNGs there.
 
@@ -724,7 +732,7 @@ def context_from_store(session, day, symbols: list[str], now: dt.datetime | None
     d = pd.Timestamp(day).normalize()
     now = now or _close_time(d)
     chains, fits, spot, q = {}, {}, {}, {}
-    rate = 0.0
+    rate = rates.curve(session, d, default=0.0)  # the day's stored curve; r = 0 only if none was ever stored
     for sym in symbols:
         ch = marketdata.chain(session, sym, d)
         fit = surfaces.latest_surface(session, sym, d.date())
@@ -735,7 +743,6 @@ def context_from_store(session, day, symbols: list[str], now: dt.datetime | None
         spot[sym] = float(ch["underlying_price"].iloc[0])
         closes = marketdata.prices(session, sym, end=d)
         q[sym] = float(closes["div_yield"].iloc[-1]) if len(closes) else 0.0
-    # the store keeps no rate curve yet: strategies see r = 0 in production (documented weakness)
     return DayContext(d, now, rate, chains, fits, spot, q, execution.positions(session, now))
 
 

@@ -148,7 +148,7 @@ def test_rich_cheap_sells_the_richest_and_buys_the_cheapest_vega_matched():
     ch = backtest._enrich(good, fit, d)
     S = float(m.prices("AAPL", d, d)["close"].iloc[0])
     pos = pd.DataFrame(columns=["symbol", "option_type", "expiry", "strike", "multiplier", "quantity"])
-    ctx = DayContext(d, None, m.rate, {"AAPL": ch}, {"AAPL": fit}, {"AAPL": S}, {"AAPL": 0.0}, pos)
+    ctx = DayContext(d, None, m.curve(d), {"AAPL": ch}, {"AAPL": fit}, {"AAPL": S}, {"AAPL": 0.0}, pos)
     st = RichCheap(contracts=5, min_edge=0.0)
     sell, buy = st.propose(ctx)
     assert sell.quantity == -5 and buy.quantity > 0
@@ -161,7 +161,7 @@ def test_rich_cheap_sells_the_richest_and_buys_the_cheapest_vega_matched():
     assert row(buy)["residual"] == cand["residual"].min() < 0
     from aitrade.pricing.black import bsm_greeks
 
-    v = [float(bsm_greeks(S, row(p)["strike"], row(p)["T"], m.rate, 0.0, row(p)["iv"], p.option_type == "C",
+    v = [float(bsm_greeks(S, row(p)["strike"], row(p)["T"], m.curve(d).zero(row(p)["T"]), 0.0, row(p)["iv"], p.option_type == "C",
                           greeks=("vega",))["vega"]) for p in (sell, buy)]  # fmt: skip
     assert buy.quantity == np.clip(round(5 * v[0] / v[1]), 1, 25)
     # with an edge larger than any residual, nothing is proposed
