@@ -4,12 +4,13 @@ codes (0 ok, 1 refused, 2 bad input) and --help on every command."""
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 import typer
 from typer.testing import CliRunner
 
-from aitrade import config, marketdata, store
+from aitrade import config, marketdata, rates, store
 from aitrade.cli import trading
 
 
@@ -74,6 +75,10 @@ def test_market_load_synthetic_prints_rejected_rows_and_show(trading_db, cli):
     with store.session_scope() as s:
         assert len(marketdata.prices(s, "SPX")) == 21
         assert len(marketdata.chain(s, "AAPL", "2012-03-01")) > 300
+        stored = rates.curve(s, "2012-03-01")  # the curve the synthetic chains were priced at
+        want = marketdata.SyntheticMarket(seed=0).curve("2012-03-01")
+        np.testing.assert_array_equal(stored.tenors, want.tenors)
+        np.testing.assert_allclose(stored.rates, want.rates, rtol=0, atol=1e-15)
     r = cli("market", "show", "AAPL", "--date", "2012-03-01", "--json")
     assert r.exit_code == 0, r.output
     js = json.loads(r.output)
@@ -254,3 +259,21 @@ def test_backtest_command_writes_results(cli, tmp_path):
     r = cli("backtest", "--strategy", "rich_cheap", "--start", "2012-03-01", "--end", "2012-03-02", "-s", "AAPL",
             "--json")  # fmt: skip
     assert r.exit_code == 0 and json.loads(r.output)["summary"]["days"] == 2
+
+
+def test_market_rates_stores_a_curve_file_whole_or_not_at_all(trading_db, cli, tmp_path):
+    f = tmp_path / "curves.csv"
+    f.write_text("date,tenor,rate\n2026-12-04,0.25,0.041\n2026-12-04,2,0.038\n2026-12-04,10,0.042\n")
+    r = cli("market", "rates", str(f))
+    assert r.exit_code == 0 and "2026-12-04: 3 tenors, zero rates 3.8000% to 4.2000% (curves.csv)" in r.output
+    with store.session_scope() as s:
+        cv = rates.curve(s, "2026-12-07")  # the newest curve on or before the day
+        assert cv.as_of.date().isoformat() == "2026-12-04" and cv.zero(2.0) == 0.038
+    bad = tmp_path / "bad.csv"
+    bad.write_text("date,tenor,rate\n2026-12-07,1,0.04\n2026-12-07,5,4.1\n")
+    r = cli("market", "rates", str(bad))
+    assert r.exit_code == 2 and "line 3: rate: 4.1 is not a decimal rate" in r.output, r.output
+    with store.session_scope() as s:
+        assert (
+            rates.curve(s, "2026-12-07").as_of.date().isoformat() == "2026-12-04"
+        )  # nothing of bad.csv stored

@@ -22,15 +22,15 @@ import numpy as np
 import pandas as pd
 import typer
 
-from .. import execution, limits, marketdata, risk, store, surfaces
+from .. import execution, limits, marketdata, rates, risk, store, surfaces
 from ..auth import PermissionDenied, require
 from .common import fail, principal
 
 # %% auto #0
 __all__ = ['UserOpt', 'RoleOpt', 'market_app', 'risk_app', 'orders_app', 'OrderIdArg', 'ReasonOpt', 'orders_approve',
            'orders_reject', 'orders_cancel', 'killswitch_app', 'killswitch_on', 'killswitch_off', 'market_load',
-           'market_show', 'risk_snapshot', 'risk_report_cmd', 'orders_list', 'orders_submit', 'killswitch_status',
-           'backtest_cmd']
+           'market_rates', 'market_show', 'risk_snapshot', 'risk_report_cmd', 'orders_list', 'orders_submit',
+           'killswitch_status', 'backtest_cmd']
 
 # %% ../../nbs/91_cli_trading.ipynb #119e3b6a
 class _Done(Exception):
@@ -162,10 +162,12 @@ def market_load(
         syms = _symbols(symbols)
         parts: list[tuple[str, pd.DataFrame]] = []
         closes: list[pd.DataFrame] = []
+        curves: list[rates.RateCurve] = []
         n_rej = 0
         if synthetic:
             d = _day(date, "date")
             m = marketdata.SyntheticMarket(seed=seed)
+            curves.append(m.curve(d))  # the rates the chains were priced at
             syms = syms or list(m.symbols)
             unknown = [x for x in syms if x not in marketdata.CATALOG]
             if unknown:
@@ -202,6 +204,8 @@ def market_load(
                 )
         n_good = sum(len(g) for _, g in parts)
         with store.session_scope() as s:
+            for cv in curves:
+                rates.store_curve(s, cv)
             for c in closes:
                 marketdata.store_prices(s, c)
             for sym, g in parts:
@@ -213,6 +217,21 @@ def market_load(
         typer.echo(f"loaded {n_good} quotes, rejected {n_rej} rows")
         if n_good == 0:
             raise _Done(1, "nothing loaded: every row was rejected")
+
+
+@market_app.command("rates")
+def market_rates(
+    file: Annotated[
+        Path, typer.Argument(help="zero curves: a CSV with the columns date, tenor (years), rate")
+    ],
+) -> None:
+    "Store the dated zero curves of a file: the whole file, or nothing when a row is bad (each bad row is named)."
+    with _errors(), store.session_scope() as s:
+        for cv in rates.load_curves_file(s, file):
+            lo, hi = float(cv.rates.min()), float(cv.rates.max())
+            typer.echo(
+                f"{cv.as_of.date()}: {cv.tenors.size} tenors, zero rates {lo:.4%} to {hi:.4%} ({cv.source})"
+            )
 
 # %% ../../nbs/91_cli_trading.ipynb #6ff64dc8
 def _print_rejected(rej: pd.DataFrame, limit: int) -> None:
