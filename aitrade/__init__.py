@@ -22,6 +22,7 @@ Modules:
 - `aitrade.jobs.runs`: The tables of runs, their notebooks and logs; creating a run; the lease a driver holds on it; a run's status and log; cancel and retry.
 - `aitrade.jobs.spec`: What a production pipeline is: a DAG of notebooks with typed parameters, a schedule, retries, timeouts, concurrency and alert targets, read and validated from `jobs/pipelines.yaml`.
 - `aitrade.limits`: Risk limits live in the database and change only through the risk role, audited; every order is checked as if filled against them; one switch stops all order flow; stale data or a failed calibration blocks new orders with the reason.
+- `aitrade.marketclock`: Today's XNYS session replays a historical day of the synthetic market in real time: the replay mapping, the replayed market re-dated to today, and the feed that publishes its ticks on the bus during session hours.
 - `aitrade.marketdata`: Underlyings, prices and option chains: a synthetic market anchored to real history (the embedded default), file loaders with validation, a live feed onto the bus, and the tables the trading loop reads.
 - `aitrade.migrations.versions.v0002_marketdata`: `underlyings`, `underlying_prices`, `option_quotes` and `vol_surfaces` (see `aitrade.marketdata` and `aitrade.surfaces`).
 - `aitrade.migrations.versions.v0003_trading`: Risk limits, the kill switch, strategies, orders with their history, and fills (see `aitrade.limits` and `aitrade.execution`).
