@@ -103,12 +103,14 @@ class Bus(Protocol):
     ) -> Subscription: ...
     def length(self, stream: str) -> int: ...
     def delete(self, stream: str) -> None: ...
+    def missed(self, stream: str, last_id: str) -> bool: ...
 
 # %% ../nbs/20_bus.ipynb #6a693fe7
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS bus_entries (id INTEGER PRIMARY KEY AUTOINCREMENT, stream TEXT NOT NULL, "
     "ts_ms INTEGER NOT NULL, payload TEXT NOT NULL)",
     "CREATE INDEX IF NOT EXISTS ix_bus_entries_stream_id ON bus_entries (stream, id)",
+    "CREATE TABLE IF NOT EXISTS bus_trims (stream TEXT PRIMARY KEY, upto INTEGER NOT NULL)",
 )
 
 
@@ -155,13 +157,26 @@ class SqliteBus:
         return f"{ms}-{cur.lastrowid}"
 
     def trim(self, stream: str, maxlen: int) -> int:
-        "Keep the newest `maxlen` entries of `stream`; return how many were deleted."
-        cur = self._conn().execute(
-            "DELETE FROM bus_entries WHERE stream = ? AND id <= (SELECT id FROM bus_entries WHERE stream = ? "
-            "ORDER BY id DESC LIMIT 1 OFFSET ?)",
-            (check_stream(stream), stream, int(maxlen)),
+        "Keep the newest `maxlen` entries of `stream`; return how many were deleted (remembering the last one)."
+        c = self._conn()
+        row = c.execute(
+            "SELECT id FROM bus_entries WHERE stream = ? ORDER BY id DESC LIMIT 1 OFFSET ?",
+            (check_stream(stream), int(maxlen)),
+        ).fetchone()
+        if row is None:
+            return 0
+        c.execute(
+            "INSERT INTO bus_trims (stream, upto) VALUES (?, ?) "
+            "ON CONFLICT (stream) DO UPDATE SET upto = max(upto, excluded.upto)",
+            (stream, row[0]),
         )
-        return cur.rowcount
+        return c.execute("DELETE FROM bus_entries WHERE stream = ? AND id <= ?", (stream, row[0])).rowcount
+
+    def missed(self, stream: str, last_id: str) -> bool:
+        "True when entries after `last_id` were trimmed away (a reader resuming there has a gap)."
+        row = self._conn().execute("SELECT upto FROM bus_trims WHERE stream = ?", (check_stream(stream),))
+        upto = row.fetchone()
+        return upto is not None and last_id != "$" and upto[0] > _rowid(last_id)
 
     def _fetch(self, stream: str, after: str, count: int, wait_ms: int) -> list[tuple[str, dict]]:
         deadline = time.monotonic() + wait_ms / 1000
@@ -247,6 +262,23 @@ class RedisBus:
 
     def delete(self, stream: str) -> None:
         self.r.delete(self._key(stream))
+
+    def missed(self, stream: str, last_id: str) -> bool:
+        """True when entries after `last_id` may have been trimmed away: some were (`XADD` count > length) and the
+        oldest kept is newer than `last_id` (conservative: also when exactly the entries up to `last_id` went)."""
+        if last_id == "$":
+            return False
+        try:
+            info = self.r.xinfo_stream(self._key(stream))
+        except Exception:  # no such stream: nothing was trimmed
+            return False
+        first = info.get("first-entry")
+        if not first or info.get("entries-added", 0) <= info["length"]:
+            return False
+        key = lambda i: tuple(
+            int(x) for x in ((i.decode() if isinstance(i, bytes) else i) + "-0").split("-")[:2]
+        )
+        return key(first[0]) > key(last_id)
 
 # %% ../nbs/20_bus.ipynb #beaf07b1
 _buses: dict[str, Bus] = {}
