@@ -73,6 +73,7 @@ def plan_services(
     s: Settings | None = None,  # the settings (default: the current ones)
     with_hub: bool = True,  # start JupyterHub (and the services it runs)
     with_scheduler: bool = True,  # start the job scheduler
+    with_market_clock: bool = True,  # start the market clock (unless `marketclock.live_unavailable` says why not)
 ) -> list[Service]:
     "The services `up` starts, in order, from the settings."
     s = s or get_settings()
@@ -122,6 +123,13 @@ def plan_services(
     env["AITRADE_DASK_ADDRESS"] = dask_address
     if with_scheduler:
         services.append(Service("job-scheduler", [_bin("aitrade"), "scheduler"], "pipelines of jobs/"))
+    if with_market_clock:
+        from aitrade.marketclock import live_unavailable
+
+        if not live_unavailable(s.replay):
+            r = s.replay
+            feed = f"live feed {r.live_adapter}" if r.source == "live" else f"replay at speed {r.speed:g}"
+            services.append(Service("market-clock", [_bin("aitrade"), "market", "replay"], f"{feed} -> bus"))
     if with_hub:
         hub_cfg = hub_config_path(s)
         services.append(

@@ -67,6 +67,7 @@ app.command("scheduler")(jobs.scheduler_cmd)
 def up(
     hub: Annotated[bool, typer.Option(help="start JupyterHub (and the services it runs)")] = True,
     scheduler: Annotated[bool, typer.Option(help="start the job scheduler")] = True,
+    market_clock: Annotated[bool, typer.Option(help="start the market clock (ticks on the bus)")] = True,
     exit_after: Annotated[
         float | None, typer.Option(help="stop after this many seconds (smoke tests)")
     ] = None,
@@ -78,7 +79,7 @@ def up(
     import importlib.util
     import time
 
-    from aitrade import platform
+    from aitrade import marketclock, platform
 
     s = config.get_settings()
     store.upgrade()
@@ -109,7 +110,10 @@ def up(
         s,
         with_hub=hub,
         with_scheduler=scheduler and importlib.util.find_spec("aitrade.scheduler") is not None,
+        with_market_clock=market_clock,
     )
+    if market_clock and (why := marketclock.live_unavailable(s.replay)):
+        typer.echo(f"  {'market-clock':<15} skipped: {why}")
     try:
         platform.start(services, s.path("var/log"), echo=typer.echo)
     except platform.PlatformError as e:

@@ -29,8 +29,8 @@ from .common import fail, principal
 # %% auto #0
 __all__ = ['UserOpt', 'RoleOpt', 'market_app', 'risk_app', 'orders_app', 'OrderIdArg', 'ReasonOpt', 'orders_approve',
            'orders_reject', 'orders_cancel', 'killswitch_app', 'killswitch_on', 'killswitch_off', 'market_load',
-           'market_rates', 'market_show', 'risk_snapshot', 'risk_report_cmd', 'orders_list', 'orders_submit',
-           'killswitch_status', 'backtest_cmd']
+           'market_rates', 'market_show', 'market_replay', 'risk_snapshot', 'risk_report_cmd', 'orders_list',
+           'orders_submit', 'killswitch_status', 'backtest_cmd']
 
 # %% ../../nbs/91_cli_trading.ipynb #119e3b6a
 class _Done(Exception):
@@ -325,6 +325,28 @@ def _chain_summary(ch: pd.DataFrame) -> pd.DataFrame:
             )
         )
     return pd.DataFrame(rows)
+
+# %% ../../nbs/91_cli_trading.ipynb #55448e8f
+@market_app.command("replay")
+def market_replay(
+    date: Annotated[
+        str | None, typer.Option(help="first live session YYYY-MM-DD (default: today's, else the next)")
+    ] = None,
+    speed: Annotated[
+        float | None, typer.Option(help="replay speed (default: [replay] speed; 1.0 = real time)")
+    ] = None,
+    sessions: Annotated[
+        int | None, typer.Option(min=1, help="stop after this many sessions (default: never)")
+    ] = None,
+) -> None:
+    "The market clock: publish the replayed (or live) ticks on the bus, session after session."
+    from aitrade import config, marketclock
+
+    s = config.get_settings().replay
+    with _errors():
+        s = s if speed is None else config.ReplaySettings(**{**s.model_dump(), "speed": speed})
+        n = marketclock.serve(s, date=date, max_sessions=sessions, echo=typer.echo)
+    typer.echo(f"market-clock: {n} ticks published")
 
 # %% ../../nbs/91_cli_trading.ipynb #e6c77a30
 risk_app = typer.Typer(help="Risk: Greeks, scenarios, VaR/ES and limits against usage.", no_args_is_help=True)
