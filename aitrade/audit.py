@@ -20,7 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from .store import Base, utcnow
+from .store import Base, BigId, utcnow
 
 # %% auto #0
 __all__ = ['GENESIS_HASH', 'AuditRecord', 'AuditHead', 'canonical_json', 'new_correlation_id', 'current_correlation_id',
@@ -34,9 +34,7 @@ class AuditRecord(Base):
     "One audit record; `seq` is its position in the chain (1, 2, …)."
 
     __tablename__ = "audit_log"
-    seq: Mapped[int] = mapped_column(
-        sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=False
-    )
+    seq: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False)
     ts: Mapped[datetime] = mapped_column(index=True)
     actor: Mapped[str] = mapped_column(sa.String(200), index=True)
     action: Mapped[str] = mapped_column(sa.String(200), index=True)
@@ -92,7 +90,7 @@ class AuditHead(Base):
 
     __tablename__ = "audit_head"
     id: Mapped[int] = mapped_column(primary_key=True)
-    seq: Mapped[int] = mapped_column(sa.BigInteger().with_variant(sa.Integer, "sqlite"))
+    seq: Mapped[int] = mapped_column(BigId)
     hash: Mapped[str] = mapped_column(sa.String(64))
 
 # %% ../nbs/02_audit.ipynb #e6d55613

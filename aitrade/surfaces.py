@@ -26,7 +26,7 @@ from .pricing.iv import implied_vol_black76
 from .pricing.sabr import calibrate_sabr, sabr_vol
 from .rates import RateCurve, as_curve
 from .rates import curve as rate_curve
-from .store import Base, utcnow
+from .store import Base, BigId, utcnow
 
 # %% auto #0
 __all__ = ['SLICE_COLUMNS', 'QUOTE_COLUMNS', 'VolSurface', 'SurfaceFit', 'parity_forward', 'calibrate_chain', 'store_surface',
@@ -41,9 +41,7 @@ class VolSurface(Base):
         sa.Index("ix_vol_surfaces_lookup", "underlying", "quote_date", "as_of"),
         {"extend_existing": True},
     )
-    id: Mapped[int] = mapped_column(
-        sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True
-    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     underlying: Mapped[str] = mapped_column(sa.String(32))
     quote_date: Mapped[dt.date] = mapped_column(sa.Date)
     as_of: Mapped[dt.datetime]

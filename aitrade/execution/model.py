@@ -24,7 +24,7 @@ from ..auth import PermissionDenied
 from ..clock import time_to_expiry
 from ..errors import Conflict, FieldError
 from ..pricing.black import bsm_greeks
-from ..store import Base
+from ..store import Base, unique
 
 # %% auto #0
 __all__ = ['STATES', 'TRANSITIONS', 'WORKING', 'OPTION_TYPES', 'QuoteSource', 'Strategy', 'Order', 'OrderEvent', 'Fill',
@@ -153,10 +153,7 @@ class Fill(Base):
     "One execution of an order at a venue."
 
     __tablename__ = "fills"
-    __table_args__ = (
-        sa.UniqueConstraint("venue", "broker_fill_id", name="uq_fills_venue_broker_fill_id"),
-        {"extend_existing": True},
-    )
+    __table_args__ = unique("fills", "venue", "broker_fill_id")
     id: Mapped[int] = mapped_column(primary_key=True)
     order_id: Mapped[int] = mapped_column(sa.ForeignKey("orders.id"), index=True)
     venue: Mapped[str] = mapped_column(sa.String(32))

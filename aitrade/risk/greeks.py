@@ -113,24 +113,13 @@ def position_greeks(
     from aitrade.pricing.black import bsm_greeks
 
     S, r, q, vol, opt = _row_inputs(pf, mkt)
-    g = bsm_greeks(
-        S,
-        pf.strike,
-        pf.expiry_t,
-        r,
-        q,
-        vol,
-        np.where(pf.kind == CALL, 1.0, 0.0),
-        ("price", "delta", "gamma", "vega", "theta"),
-    )
+    call = np.where(pf.kind == CALL, 1.0, 0.0)
+    stock = dict(
+        price=S, delta=1.0, gamma=0.0, vega=0.0, theta=0.0
+    )  # per share; NaN where the spot is unusable
+    g = bsm_greeks(S, pf.strike, pf.expiry_t, r, q, vol, call, tuple(stock))
     ok_s = np.isfinite(S) & (S > 0)
-    unit = {
-        "price": np.where(opt, g["price"], np.where(ok_s, S, np.nan)),
-        "delta": np.where(opt, g["delta"], np.where(ok_s, 1.0, np.nan)),
-        "gamma": np.where(opt, g["gamma"], np.where(ok_s, 0.0, np.nan)),
-        "vega": np.where(opt, g["vega"], np.where(ok_s, 0.0, np.nan)),
-        "theta": np.where(opt, g["theta"], np.where(ok_s, 0.0, np.nan)),
-    }
+    unit = {k: np.where(opt, g[k], np.where(ok_s, v, np.nan)) for k, v in stock.items()}
     qm = pf.quantity * pf.multiplier
     df = pf.to_frame()
     df["bucket"] = pd.Categorical.from_codes(
