@@ -158,3 +158,49 @@ def test_no_demo_book_on_postgresql_unless_forced(pg_url, monkeypatch):
     with store.session_scope() as s:
         assert desk.book_positions(s).empty
     assert desk.seed_demo(chains, force=True) == 3
+
+
+def test_the_websocket_relays_the_desk_streams_with_resume_and_gaps(platform_bus):
+    from fastapi.testclient import TestClient
+    from starlette.testclient import WebSocketDenialResponse
+
+    from aitrade import api
+    from aitrade.auth import ROLES
+
+    P = "/services/aitrade-api"
+    tokens = {f"tok-{r}": api.hub_model(f"u-{r}", ROLES[r]) for r in ("manager", "auditor")}
+    app = api.create_app(api.StaticResolver(tokens), prefix=P)
+    H = {"Authorization": "token tok-manager"}
+    run_feed(MARKET.feed(["AAPL", "IBM"], DAY, interval_s=1800), bus=platform_bus)
+    d = desk.Desk(throttle_s=0)
+    for _, t in platform_bus.subscribe("ticks", last_id="0", block_ms=0):
+        d.on_tick(t)
+    try:
+        with TestClient(app) as c:
+            with c.websocket_connect(P + "/v1/stream?streams=pnl,greeks", headers=H) as ws:
+                assert ws.receive_json()["streams"] == ["pnl", "greeks"]
+                first = d.publish(force=True)
+                got = {m["stream"]: m for m in (ws.receive_json(), ws.receive_json())}
+                assert got["pnl"]["id"] == first["pnl"] and got["pnl"]["data"]["n_positions"] == 6
+            second = d.publish(force=True)  # published while the client was away
+            url = P + f"/v1/stream?streams=pnl&since=pnl:{first['pnl']}"
+            with c.websocket_connect(url, headers=H) as ws:  # reconnects and resumes
+                ws.receive_json()
+                assert ws.receive_json()["id"] == second["pnl"]
+            for _ in range(3):
+                d.publish(force=True)
+            if isinstance(platform_bus, bus.SqliteBus):
+                platform_bus.trim("pnl", 1)
+            else:
+                platform_bus.r.xtrim(platform_bus.prefix + "pnl", maxlen=1, approximate=False)
+            with c.websocket_connect(url, headers=H) as ws:  # too far behind: told so
+                ws.receive_json()
+                assert ws.receive_json() == {"type": "gap", "stream": "pnl", "after": first["pnl"]}
+                assert ws.receive_json()["stream"] == "pnl"
+            with pytest.raises(WebSocketDenialResponse):  # the auditor has no marketdata:read
+                with c.websocket_connect(P + "/v1/stream?streams=ticks&token=tok-auditor"):
+                    pass
+            with c.websocket_connect(P + "/v1/stream?token=tok-auditor") as ws:  # every stream it may read
+                assert ws.receive_json()["streams"] == [s for s in desk.STREAM_RIGHTS if s != "ticks"]
+    finally:
+        app.state.fanout.close()

@@ -20,7 +20,7 @@ import anyio
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
-from .. import bus, errors, marketdata
+from .. import bus, desk, errors, marketdata
 from .identity import MissingScope, identify
 from .models import error_response
 from ..auth import scope_of
@@ -31,13 +31,8 @@ log = logging.getLogger("aitrade.api")
 __all__ = ['log', 'PNL_STREAM', 'FILLS_STREAM', 'STREAM_RIGHTS', 'router', 'StreamClient', 'StreamFanout', 'stream']
 
 # %% ../../nbs/88_api_stream.ipynb #61ef5d78
-PNL_STREAM = "pnl"
-FILLS_STREAM = "fills"
-STREAM_RIGHTS: dict[str, str] = {
-    marketdata.TICKS_STREAM: "marketdata:read",
-    FILLS_STREAM: "orders:read",
-    PNL_STREAM: "orders:read",
-}
+PNL_STREAM, FILLS_STREAM = desk.PNL_STREAM, desk.FILLS_STREAM
+STREAM_RIGHTS: dict[str, str] = desk.STREAM_RIGHTS  # the ticks and the desk's streams, each with its right
 
 
 class StreamClient:
@@ -54,11 +49,14 @@ class StreamClient:
         self.queue: deque = deque()
         self.maxlen, self.on_drop = maxlen, on_drop
         self.event = asyncio.Event()
+        self.missed: dict[str, int] = {}  # stream -> messages dropped since the last gap message
 
     def put(self, item) -> None:  # on the event loop
         if len(self.queue) >= self.maxlen:
-            self.queue.popleft()
+            old = self.queue.popleft()
             self.on_drop()
+            s = old.get("stream", "") if isinstance(old, dict) else ""
+            self.missed[s] = self.missed.get(s, 0) + 1
         self.queue.append(item)
         self.event.set()
 
@@ -159,16 +157,58 @@ async def _deny(ws: WebSocket, e: errors.AitradeError) -> None:
         await ws.close(code=4000 + p.status, reason=p.detail[:120])
 
 
-async def _pump(ws: WebSocket, client: StreamClient, symbols: set[str] | None, metrics, hello: dict) -> None:
-    "Send `hello`, then the client's queued messages as they come (ticks filtered by `symbols`)."
+def _id_key(entry_id: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in entry_id.split("-"))
+
+
+def _since(text: str | None, streams: list[str]) -> dict[str, str]:
+    "`stream:id,...` -> {stream: id}, for streams the client follows; bad input names the field."
+    out = {}
+    for part in (p for p in (text or "").split(",") if p):
+        s, _, i = part.rpartition(":")
+        if s not in streams or not i.replace("-", "").isdigit():
+            raise errors.FieldError("since", f"must be stream:id of a followed stream (got {part!r})")
+        out[s] = i
+    return out
+
+
+def _backlog(b, since: dict[str, str]) -> list[dict]:
+    "What was published after each `since` id (with a gap message first where the stream was trimmed past it)."
+    out = []
+    for s, i in since.items():
+        for mid, msg in desk.follow(s, i, block_ms=0, bus=b):
+            out.append(
+                msg | {"stream": s}
+                if msg.get("type") == "gap" and mid == i
+                else {"stream": s, "id": mid, "data": msg}
+            )
+    return out
+
+
+async def _pump(
+    ws: WebSocket, client: StreamClient, symbols: set[str] | None, metrics, hello: dict, backlog: list[dict]
+) -> None:
+    "Send `hello`, the backlog, then the client's queued messages as they come (ticks filtered by `symbols`)."
     await ws.send_json(hello)
+    last = {}  # stream -> id of the last message sent: live messages already in the backlog are not repeated
+    for item in backlog:
+        await ws.send_json(item)
+        if "id" in item:
+            last[item["stream"]] = _id_key(item["id"])
     while True:
         await client.event.wait()
         client.event.clear()
-        while client.queue:
+        while client.queue or client.missed:
+            for s, n in list(client.missed.items()):
+                await ws.send_json({"type": "gap", "stream": s, "dropped": n})
+            client.missed.clear()
+            if not client.queue:
+                continue
             item = client.queue.popleft()
             tick = item["stream"] == marketdata.TICKS_STREAM
             if symbols and tick and item["data"].get("symbol") not in symbols:
+                continue
+            if item["stream"] in last and _id_key(item["id"]) <= last[item["stream"]]:
                 continue
             await ws.send_json(item)
             metrics.ws_messages.labels(item["stream"]).inc()
@@ -188,17 +228,19 @@ async def stream(ws: WebSocket):
     try:
         ident = await identify(ws, query_token=True)
         streams = _streams(ident, [s for s in (ws.query_params.get("streams") or "").split(",") if s])
+        since = _since(ws.query_params.get("since"), streams)
     except errors.AitradeError as e:
         await _deny(ws, e)
         return
     symbols = {s for s in (ws.query_params.get("symbols") or "").split(",") if s} or None
     loop = asyncio.get_running_loop()
     client = await anyio.to_thread.run_sync(lambda: st.fanout.add(streams, loop, st.metrics.ws_dropped.inc))
+    backlog = await anyio.to_thread.run_sync(lambda: _backlog(st.fanout.get_bus(), since)) if since else []
     await ws.accept()
     st.metrics.ws_connections.inc()
     hello = {"type": "hello", "user": ident.principal.name, "streams": streams}
     tasks = [
-        asyncio.create_task(_pump(ws, client, symbols, st.metrics, hello)),
+        asyncio.create_task(_pump(ws, client, symbols, st.metrics, hello, backlog)),
         asyncio.create_task(_drain(ws)),
     ]
     try:
