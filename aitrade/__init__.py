@@ -12,6 +12,7 @@ Modules:
 - `aitrade.cli.jobs`: List pipelines and runs, run a pipeline in the foreground, watch its status and log, cancel and retry; start the scheduler daemon.
 - `aitrade.cli.trading`: `aitrade market load|show`, `aitrade risk report`, `aitrade orders list|submit|approve|reject|cancel`, `aitrade killswitch on|off|status` and `aitrade backtest`: thin typer commands over the same functions the jobs and the API call.
 - `aitrade.clock`: The exchange calendar and the one time to expiry of the platform: ACT/365 years to the exchange's session close on the expiry day, counted on the exchange's own clock.
+- `aitrade.desk`: One service consumes the ticks, marks the open positions to market and publishes what the desk watches (P&L and its attribution, Greeks, limits, the kill switch, order and job events) on named bus streams; every viewer subscribes, nobody polls the database per viewer.
 - `aitrade.engine`: A papermill engine that executes notebooks on pre-started kernels from a small pool per process, each kernel replaced by a fresh one after every run so that no state leaks from one notebook to the next.
 - `aitrade.errors`: One family of exceptions for the whole platform: each knows its HTTP status, its stable code and, for bad input, the field it is about. The API and the CLI render the same object.
 - `aitrade.execution.accounting`: Positions and P&L from the fills (average cost), the P&L of each day, the book as a `risk.Portfolio` for the pre-trade check, and the Greeks' explanation of a day's P&L.

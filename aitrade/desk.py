@@ -43,7 +43,7 @@ __all__ = ['log', 'FILLS_STREAM', 'PNL_STREAM', 'GREEKS_STREAM', 'LIMITS_STREAM'
            'JOBS_STREAM', 'STREAM_RIGHTS', 'PARTS', 'BOOK_COLUMNS', 'GREEK_FIELDS', 'DEMO_STRATEGY', 'DEMO_TRADER',
            'DEMO_APPROVER', 'DEMO_LEGS', 'contract_key', 'usable_mid', 'Marks', 'book_positions', 'value_book',
            'explain', 'position_key', 'reference', 'pnl_message', 'book_risk', 'greeks_message', 'limits_message',
-           'Desk', 'follow', 'demo_contracts', 'seed_demo', 'remove_demo']
+           'Desk', 'follow', 'demo_contracts', 'seed_demo', 'remove_demo', 'demo_wanted', 'demo_chains', 'serve']
 
 # %% ../nbs/79_desk.ipynb #bfb0df71
 FILLS_STREAM = "fills"
@@ -636,3 +636,48 @@ def remove_demo(
                 s, principal.name, "demo.removed", f"strategy:{DEMO_STRATEGY}", before={"orders": len(ids)}
             )
     return len(ids)
+
+# %% ../nbs/79_desk.ipynb #8de3e816
+def demo_wanted(url: str | None = None) -> bool:
+    "True on a first start of the embedded default: a SQLite database where no demo book was ever seeded."
+    from aitrade.audit import AuditRecord
+
+    if _production(url):
+        return False
+    with session_scope(url) as s:
+        q = sa.select(sa.func.count()).select_from(AuditRecord)
+        return not s.scalar(q.where(AuditRecord.action.in_(["demo.seeded", "demo.removed"])))
+
+
+def demo_chains(symbols: Iterable[str] | None = None, day=None) -> dict[str, pd.DataFrame]:
+    "The chains the demo book opens on: the market clock's replayed chains of today's session (`[replay]` settings)."
+    from aitrade.config import get_settings
+    from aitrade.marketclock import market_for, next_session, today
+
+    r = get_settings().replay
+    day = next_session(today()) if day is None else day
+    mkt = market_for(day, seed=r.seed, settings=r)
+    syms = [s.strip() for s in r.symbols.split(",") if s.strip()] if symbols is None else list(symbols)
+    return {s: mkt.chain(s, day) for s in syms}
+
+
+def serve(
+    url: str | None = None,  # the database (default: the configured one)
+    bus=None,  # the bus (default: the platform's)
+    throttle_s: float = 1.0,  # the least time between two messages of one stream
+    demo: bool | None = None,  # seed the demo book first (None: on a first start of the embedded default)
+    stop: threading.Event | None = None,  # set it to stop (default: run until killed)
+    echo: Callable[[str], None] = print,
+) -> None:
+    "The desk service (`aitrade desk run`, started by `aitrade up`): the demo book on a first start, then `Desk.run`."
+    if demo or (demo is None and demo_wanted(url)):
+        try:
+            n = seed_demo(demo_chains(), url=url, force=bool(demo))
+            echo(
+                f"desk: demo book seeded ({n} orders, strategy {DEMO_STRATEGY!r}; `aitrade demo remove` removes it)"
+            )
+        except Exception as e:  # the desk runs without it; say why
+            log.warning("desk: the demo book was not seeded: %s", e)
+            echo(f"desk: the demo book was not seeded: {e}")
+    echo(f"desk: publishing {', '.join(s for s in STREAM_RIGHTS if s not in (TICKS_STREAM, FILLS_STREAM))}")
+    Desk(bus=bus, url=url, throttle_s=throttle_s).run(stop=stop)

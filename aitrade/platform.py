@@ -74,6 +74,7 @@ def plan_services(
     with_hub: bool = True,  # start JupyterHub (and the services it runs)
     with_scheduler: bool = True,  # start the job scheduler
     with_market_clock: bool = True,  # start the market clock (unless `marketclock.live_unavailable` says why not)
+    with_desk: bool = True,  # start the desk service (marks, P&L, Greeks, limits on the bus)
 ) -> list[Service]:
     "The services `up` starts, in order, from the settings."
     s = s or get_settings()
@@ -130,6 +131,10 @@ def plan_services(
             r = s.replay
             feed = f"live feed {r.live_adapter}" if r.source == "live" else f"replay at speed {r.speed:g}"
             services.append(Service("market-clock", [_bin("aitrade"), "market", "replay"], f"{feed} -> bus"))
+    if with_desk:
+        services.append(
+            Service("desk", [_bin("aitrade"), "desk", "run"], "ticks -> marks, P&L, Greeks, limits -> bus")
+        )
     if with_hub:
         hub_cfg = hub_config_path(s)
         services.append(

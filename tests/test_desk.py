@@ -204,3 +204,30 @@ def test_the_websocket_relays_the_desk_streams_with_resume_and_gaps(platform_bus
                 assert ws.receive_json()["streams"] == [s for s in desk.STREAM_RIGHTS if s != "ticks"]
     finally:
         app.state.fanout.close()
+
+
+def test_up_runs_the_desk_which_seeds_the_demo_book_and_publishes(tmp_path):
+    from hubutil import run_cli
+
+    from aitrade import platform
+
+    (tmp_path / "settings.ini").write_text(
+        "[dask]\n# free ports\nscheduler_port = 0\ndashboard_port = 0\n[replay]\n# a fast replay of one day\n"
+        "day = 2012-06-29\nspeed = 100000\nsymbols = SPX\ninterval_s = 600\nn_options = 4\n"
+    )
+    cfg = config.load_settings(False)
+    desk_svc = [s for s in platform.plan_services(cfg, with_hub=False) if s.name == "desk"]
+    assert desk_svc and desk_svc[0].cmd[-2:] == ["desk", "run"]
+    r = run_cli("up", "--no-hub", "--no-scheduler", "--exit-after", "25", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    log = (tmp_path / "var" / "log" / "desk.log").read_text()
+    assert "desk: demo book seeded (3 orders" in log, log
+    b = bus.SqliteBus(tmp_path / "var" / "bus.db")
+    pnl = [m for _, m in b.subscribe("pnl", "0", block_ms=100)]
+    assert pnl, log
+    last = pnl[-1]
+    assert last["by_strategy"]["demo"]["n_positions"] == 3 and last["replay"]["of"] == "2012-06-29"
+    att = last["attribution"]["since_open"]
+    assert abs(sum(att[k] for k in desk.PARTS) - att["total"]) < 1e-9
+    r = run_cli("demo", "remove", "--user", "rita", "--role", "risk", cwd=tmp_path)
+    assert r.returncode == 0 and "3 orders removed" in r.stdout, r.stdout + r.stderr

@@ -57,6 +57,8 @@ app.add_typer(trading.market_app, name="market")
 app.add_typer(trading.risk_app, name="risk")
 app.add_typer(trading.orders_app, name="orders")
 app.add_typer(trading.killswitch_app, name="killswitch")
+app.add_typer(admin.desk_app, name="desk")
+app.add_typer(admin.demo_app, name="demo")
 app.command("backtest")(trading.backtest_cmd)
 app.add_typer(archive.app, name="archive")
 app.add_typer(jobs.app, name="jobs")
@@ -68,6 +70,9 @@ def up(
     hub: Annotated[bool, typer.Option(help="start JupyterHub (and the services it runs)")] = True,
     scheduler: Annotated[bool, typer.Option(help="start the job scheduler")] = True,
     market_clock: Annotated[bool, typer.Option(help="start the market clock (ticks on the bus)")] = True,
+    desk: Annotated[
+        bool, typer.Option(help="start the desk service (marks, P&L and Greeks on the bus)")
+    ] = True,
     exit_after: Annotated[
         float | None, typer.Option(help="stop after this many seconds (smoke tests)")
     ] = None,
@@ -111,6 +116,7 @@ def up(
         with_hub=hub,
         with_scheduler=scheduler and importlib.util.find_spec("aitrade.scheduler") is not None,
         with_market_clock=market_clock,
+        with_desk=desk,
     )
     if market_clock and (why := marketclock.live_unavailable(s.replay)):
         typer.echo(f"  {'market-clock':<15} skipped: {why}")

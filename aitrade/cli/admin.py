@@ -13,11 +13,12 @@ from typing import Annotated
 import typer
 
 from .. import audit, config, store
-from .common import fail
+from .common import fail, principal
+from ..errors import AitradeError
 
 # %% auto #0
-__all__ = ['config_app', 'db_app', 'audit_app', 'config_show', 'db_upgrade', 'db_downgrade', 'db_current', 'audit_verify',
-           'audit_list']
+__all__ = ['config_app', 'db_app', 'audit_app', 'desk_app', 'demo_app', 'config_show', 'db_upgrade', 'db_downgrade', 'db_current',
+           'audit_verify', 'audit_list', 'desk_run', 'demo_seed', 'demo_remove']
 
 # %% ../../nbs/94_cli_admin.ipynb #2ed3fb94
 config_app = typer.Typer(help="Settings: what is in effect and where it came from.", no_args_is_help=True)
@@ -101,3 +102,58 @@ def audit_list(
                 typer.echo(json.dumps(r.to_dict()))
             else:
                 typer.echo(f"{r.seq:>6}  {r.ts:%Y-%m-%d %H:%M:%S}Z  {r.actor:<12} {r.action:<22} {r.target}")
+
+# %% ../../nbs/94_cli_admin.ipynb #1cd1303a
+desk_app = typer.Typer(help="The desk service: marks, P&L and Greeks on the bus.", no_args_is_help=True)
+demo_app = typer.Typer(help="The demo book (strategy 'demo'): seed it, remove it.", no_args_is_help=True)
+
+
+@desk_app.command("run")
+def desk_run(
+    throttle: Annotated[
+        float, typer.Option(min=0.0, help="least seconds between two messages of a stream")
+    ] = 1.0,
+    demo: Annotated[
+        bool | None,
+        typer.Option(
+            "--demo/--no-demo", help="seed the demo book first (default: on a first embedded start)"
+        ),
+    ] = None,
+) -> None:
+    "Run the desk service until stopped (the `desk` service of `aitrade up`)."
+    from aitrade import desk
+
+    desk.serve(throttle_s=throttle, demo=demo, echo=typer.echo)
+
+
+@demo_app.command("seed")
+def demo_seed(
+    force: Annotated[bool, typer.Option(help="also on a production (PostgreSQL) database")] = False,
+) -> None:
+    "Open the demo book on today's replayed chains, through the order path (audited)."
+    from aitrade import desk
+
+    try:
+        n = desk.seed_demo(desk.demo_chains(), force=force)
+    except ValueError as e:
+        fail(e, 2, prefix="refused: ")
+    typer.echo(f"demo book: {n} orders placed" if n else "demo book: already there")
+
+
+@demo_app.command("remove")
+def demo_remove(
+    user: Annotated[
+        str | None, typer.Option("--user", "-u", help="acting user (default: env AITRADE_USER)")
+    ] = None,
+    role: Annotated[
+        list[str] | None, typer.Option("--role", help="acting role(s) (default: env AITRADE_ROLES)")
+    ] = None,
+) -> None:
+    "Remove the demo book (its orders, history and fills; audited as demo.removed); needs orders:cancel."
+    from aitrade import desk
+
+    try:
+        n = desk.remove_demo(principal(user, role))
+    except (ValueError, AitradeError) as e:
+        fail(e, 1, prefix="refused: ")
+    typer.echo(f"demo book: {n} orders removed")
