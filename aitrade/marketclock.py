@@ -208,7 +208,8 @@ class ReplayMarket:
         p = self.market.prices(symbol, end=m.of)
         p = p.assign(date=pd.to_datetime(m.live_sessions(p["date"])))
         p = p.drop_duplicates("date", keep="last")
-        return p[p["date"] >= as_day(start, "start")] if start is not None else p.reset_index(drop=True)
+        p = p if start is None else p[p["date"] >= as_day(start, "start")]
+        return p.reset_index(drop=True)
 
     def curve(self, date) -> RateCurve:
         "The replayed day's zero curve, as the curve of the live session `date` (its source names the day)."
@@ -300,7 +301,7 @@ class ReplayFeed:
         rng = np.random.default_rng([self.market.seed, m.live.toordinal(), m.of.toordinal()])
         kinds = list(_CORRUPT)
         for t, lt in zip(out, live_ts, strict=True):
-            t.update(ts=lt, quote_date=rep["live"], replay=rep)
+            t.update(ts=lt, quote_date=rep["live"], replay=dict(rep))
             if t["type"] == "quote":
                 t["expiry"] = exp[t["expiry"]]
                 t["bad"] = kinds[rng.integers(len(kinds))] if rng.random() < self.bad_share else ""
