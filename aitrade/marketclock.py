@@ -19,7 +19,16 @@ import pandas as pd
 from .clock import EXCHANGE_TZ, calendar, is_session, sessions
 from .config import ReplaySettings, get_settings
 from .errors import FieldError
-from .marketdata import TICKS_STREAM, Feed, SyntheticMarket, as_day, history, run_feed
+from aitrade.marketdata import (
+    BAD_KINDS,
+    TICKS_STREAM,
+    Feed,
+    SyntheticMarket,
+    as_day,
+    corrupt_quote,
+    history,
+    run_feed,
+)
 from .rates import RateCurve
 
 # %% auto #0
@@ -235,15 +244,6 @@ def market_for(
     return ReplayMarket(ReplayClock.from_settings(settings), mkt)
 
 # %% ../nbs/21_marketclock.ipynb #5fd720af
-_CORRUPT: dict[str, Callable[[float, float], tuple[float, float]]] = {
-    "crossed": lambda bid, ask: (round(ask + 0.01, 2), ask),
-    "locked": lambda bid, ask: (ask, ask),
-    "zero_bid": lambda bid, ask: (0.0, ask),
-    "zero_ask": lambda bid, ask: (0.0, 0.0),
-    "negative_bid": lambda bid, ask: (-bid if bid > 0 else -0.05, ask),
-}
-
-
 class ReplayFeed:
     "The replayed day's ticks, re-dated to a live session and released at wall-clock times (a `Feed`)."
 
@@ -299,14 +299,14 @@ class ReplayFeed:
         live_ts = [t.isoformat() for t in m.live_time(ts)] if len(out) else []
         exp = {e: str(m.live_expiry([e])[0]) for e in {t["expiry"] for t in out if t["type"] == "quote"}}
         rng = np.random.default_rng([self.market.seed, m.live.toordinal(), m.of.toordinal()])
-        kinds = list(_CORRUPT)
+        kinds = BAD_KINDS
         for t, lt in zip(out, live_ts, strict=True):
             t.update(ts=lt, quote_date=rep["live"], replay=dict(rep))
             if t["type"] == "quote":
                 t["expiry"] = exp[t["expiry"]]
                 t["bad"] = kinds[rng.integers(len(kinds))] if rng.random() < self.bad_share else ""
                 if t["bad"]:
-                    t["bid"], t["ask"] = _CORRUPT[t["bad"]](t["bid"], t["ask"])
+                    t["bid"], t["ask"] = corrupt_quote(t["bad"], t["bid"], t["ask"])
         return out
 
     def ticks(self) -> Iterator[dict]:

@@ -34,9 +34,10 @@ from .rates import RateCurve, synthetic_curve
 from .store import Base, BigId, unique
 
 # %% auto #0
-__all__ = ['CATALOG', 'TICKS_STREAM', 'Underlying', 'UnderlyingPrice', 'OptionQuote', 'as_day', 'UnderlyingSpec', 'history',
-           'expiries', 'SyntheticMarket', 'ensure_underlyings', 'store_prices', 'store_chain', 'chain',
-           'latest_quote_time', 'quote', 'prices', 'Feed', 'SyntheticFeed', 'run_feed', 'subscribe_ticks']
+__all__ = ['CATALOG', 'BAD_KINDS', 'TICKS_STREAM', 'Underlying', 'UnderlyingPrice', 'OptionQuote', 'as_day', 'UnderlyingSpec',
+           'history', 'expiries', 'corrupt_quote', 'SyntheticMarket', 'ensure_underlyings', 'store_prices',
+           'store_chain', 'chain', 'latest_quote_time', 'quote', 'prices', 'Feed', 'SyntheticFeed', 'run_feed',
+           'subscribe_ticks']
 
 # %% ../nbs/21_marketdata.ipynb #f07d7a54
 class Underlying(Base):
@@ -224,15 +225,34 @@ def _quote_book(mid: np.ndarray, z: np.ndarray, rng: np.random.Generator):
     return bid, ask, rng.poisson(lam) + 1, rng.poisson(lam) + 1
 
 # %% ../nbs/21_marketdata.ipynb #06f9e073
-_BAD_KINDS = ("crossed", "locked", "zero_bid", "zero_ask", "negative_bid")
-
-
 def _v0_theta(symbol: str, row) -> tuple[float, float]:
     "Spot variance v0 and long-run variance θ such that the 30-day ATM vol is the day's `atm_vol`."
     theta = float(history(symbol)["atm_vol"].mean()) ** 2
     k30 = _KAPPA * 30 / 365
     f30 = (1 - math.exp(-k30)) / k30
     return max(theta + (row["atm_vol"] ** 2 - theta) / f30, 1e-4), theta
+
+# %% ../nbs/21_marketdata.ipynb #ef2f4faf
+BAD_KINDS = ("crossed", "locked", "zero_bid", "zero_ask", "negative_bid")  # the bad-quote cases
+
+
+def corrupt_quote(
+    kind: str,  # one of `BAD_KINDS`
+    bid: float,  # the good quote's bid
+    ask: float,  # the good quote's ask
+) -> tuple[float, float]:
+    "(bid, ask) of the quote corrupted as `kind`: the bad quotes of synthetic chains and replayed ticks."
+    if kind == "crossed":
+        return round(ask + float(_tick(np.float64(ask))), 2), ask
+    if kind == "locked":
+        return ask, ask
+    if kind == "zero_bid":
+        return 0.0, ask
+    if kind == "zero_ask":
+        return 0.0, 0.0
+    if kind == "negative_bid":
+        return (-bid if bid > 0 else -0.05), ask
+    raise FieldError("kind", f"must be one of {BAD_KINDS} (got {kind!r})")
 
 # %% ../nbs/21_marketdata.ipynb #15f1fb67
 class SyntheticMarket:
@@ -362,20 +382,10 @@ class SyntheticMarket:
         bad = np.full(price.size, "", dtype=object)
         nbad = rng.binomial(price.size, self.bad_share)
         idx = rng.choice(price.size, nbad, replace=False)
-        kinds = rng.choice(len(_BAD_KINDS), nbad)
+        kinds = rng.choice(len(BAD_KINDS), nbad)
         for i, k in zip(idx, kinds, strict=True):
-            b = _BAD_KINDS[k]
-            bad[i] = b
-            if b == "crossed":
-                bid[i] = round(ask[i] + _tick(ask[i]), 2)
-            elif b == "locked":
-                bid[i] = ask[i]
-            elif b == "zero_bid":
-                bid[i] = 0.0
-            elif b == "zero_ask":
-                bid[i], ask[i] = 0.0, 0.0
-            else:
-                bid[i] = -bid[i] if bid[i] > 0 else -0.05
+            bad[i] = BAD_KINDS[k]
+            bid[i], ask[i] = corrupt_quote(bad[i], bid[i], ask[i])
         n = price.size
         return pd.DataFrame(
             {
