@@ -22,7 +22,13 @@ CONDA_NAMES = {
     "cupy-cuda12x": "cupy",
     "dask[distributed]": "dask",
 }
-PIP_ONLY = {"nbdev", "jupyterhub-nativeauthenticator", "py-vollib-vectorized", "vollib"}
+PIP_ONLY = {
+    "nbdev",
+    "jupyterhub-nativeauthenticator",
+    "swagger-ui-bundle-v2",
+    "py-vollib-vectorized",
+    "vollib",
+}
 
 
 def render() -> str:

@@ -14,6 +14,10 @@ from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+from swagger_ui_bundle import swagger_ui_path
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import aitrade
@@ -29,8 +33,8 @@ from ..hub import API_SERVICE
 log = logging.getLogger("aitrade.api")
 
 # %% auto #0
-__all__ = ['log', 'V1_ROUTERS', 'platform_error', 'validation_error', 'http_error', 'service_prefix', 'create_app', 'api_rights',
-           'main']
+__all__ = ['log', 'V1_ROUTERS', 'platform_error', 'validation_error', 'http_error', 'offline_docs', 'service_prefix',
+           'create_app', 'api_rights', 'main']
 
 # %% ../../nbs/89_api_app.ipynb #d1b5669f
 async def platform_error(request: Request, exc: Exception):
@@ -61,6 +65,25 @@ async def http_error(request: Request, exc: StarletteHTTPException):
         return error_response(errors.Problem(422, "validation_error", detail, (("body", detail),)))
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
     return error_response(errors.Problem(exc.status_code, code, str(exc.detail)), exc.headers)
+
+# %% ../../nbs/89_api_app.ipynb #4762b97c
+def offline_docs(
+    app: FastAPI,  # an app made with `docs_url=None` (FastAPI's own page would load its assets from a CDN)
+    prefix: str,  # the service's path: the page is `<prefix>/docs`, its assets are under `<prefix>/docs/static`
+) -> None:
+    "Swagger UI at `<prefix>/docs`, its script, style and icon served by the app itself."
+    assets = prefix + "/docs/static"
+    app.mount(assets, StaticFiles(directory=swagger_ui_path), name="swagger-ui")
+
+    @app.get(prefix + "/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url,
+            title=f"{app.title} - docs",
+            swagger_js_url=assets + "/swagger-ui-bundle.js",
+            swagger_css_url=assets + "/swagger-ui.css",
+            swagger_favicon_url=assets + "/favicon-32x32.png",
+        )
 
 # %% ../../nbs/89_api_app.ipynb #cdec2b8c
 #: the routers under `<prefix>/v1`, in the order of the OpenAPI document
@@ -101,10 +124,11 @@ def create_app(
         description="The trading API of aitrade, a JupyterHub service. Authenticate with a Hub API token "
         "(`Authorization: token <t>`) or the Hub login; each operation names its required scope.",
         openapi_url=prefix + "/openapi.json",
-        docs_url=prefix + "/docs",
+        docs_url=None,  # offline_docs below: no CDN
         redoc_url=None,
         swagger_ui_oauth2_redirect_url=None,
     )
+    offline_docs(app, prefix)
     app.state.prefix = prefix
     app.state.resolver = resolver or HubResolver()
     app.state.metrics = ApiMetrics()
