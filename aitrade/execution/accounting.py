@@ -116,14 +116,22 @@ def trade_pnl(
 def positions(
     session: Session,
     until: datetime | None = None,  # only fills at or before this instant (default: all)
+    by_strategy: bool = False,  # one position per (strategy, instrument), each with its own average cost
 ) -> pd.DataFrame:
-    "Open positions (signed quantity, average cost, multiplier) and realised P&L per instrument, from the fills."
-    t = trade_pnl(fills_frame(session, until))
-    cols = [*KEY, "multiplier", "quantity", "avg_cost", "realized"]
-    if t.empty:
+    """Open positions (signed quantity, average cost, multiplier) and realised P&L per instrument, from the fills;
+    `by_strategy`: per strategy and instrument, with a first column `strategy` ('' for orders without one)."""
+    f = fills_frame(session, until)
+    by = ["strategy"] if by_strategy else []
+    cols = [*by, *KEY, "multiplier", "quantity", "avg_cost", "realized"]
+    if f.empty:
         return pd.DataFrame(columns=cols)
+    if by_strategy:
+        f["strategy"] = f["strategy"].fillna("")
+        t = pd.concat([trade_pnl(g) for _, g in f.groupby("strategy", sort=True)])
+    else:
+        t = trade_pnl(f)
     t["strike_k"] = t["strike"].fillna(-1.0)
-    g = t.groupby(["symbol", "option_type", "expiry", "strike_k"], dropna=False, sort=True)
+    g = t.groupby([*by, "symbol", "option_type", "expiry", "strike_k"], dropna=False, sort=True)
     out = g.agg(
         multiplier=("multiplier", "last"),
         quantity=("position", "last"),
