@@ -40,10 +40,10 @@ log = logging.getLogger("aitrade.desk")
 
 # %% auto #0
 __all__ = ['log', 'FILLS_STREAM', 'PNL_STREAM', 'GREEKS_STREAM', 'LIMITS_STREAM', 'KILLSWITCH_STREAM', 'ORDERS_STREAM',
-           'JOBS_STREAM', 'STREAM_RIGHTS', 'PARTS', 'BOOK_COLUMNS', 'GREEK_FIELDS', 'DEMO_STRATEGY', 'DEMO_TRADER',
-           'DEMO_APPROVER', 'DEMO_LEGS', 'contract_key', 'usable_mid', 'Marks', 'book_positions', 'value_book',
-           'explain', 'position_key', 'reference', 'pnl_message', 'book_risk', 'greeks_message', 'limits_message',
-           'Desk', 'follow', 'demo_contracts', 'seed_demo', 'remove_demo', 'demo_wanted', 'demo_chains', 'serve']
+           'JOBS_STREAM', 'MARKS_STREAM', 'STREAM_RIGHTS', 'PARTS', 'BOOK_COLUMNS', 'GREEK_FIELDS', 'DEMO_STRATEGY',
+           'DEMO_TRADER', 'DEMO_APPROVER', 'DEMO_LEGS', 'contract_key', 'usable_mid', 'Marks', 'value_book', 'explain',
+           'position_key', 'reference', 'pnl_message', 'book_risk', 'greeks_message', 'limits_message', 'Desk',
+           'follow', 'demo_contracts', 'seed_demo', 'remove_demo', 'demo_wanted', 'demo_chains', 'serve']
 
 # %% ../nbs/79_desk.ipynb #bfb0df71
 FILLS_STREAM = "fills"
@@ -53,6 +53,7 @@ LIMITS_STREAM = "limits"
 KILLSWITCH_STREAM = "killswitch"
 ORDERS_STREAM = "orders"
 JOBS_STREAM = "jobs"
+MARKS_STREAM = "desk.marks"  # the desk's own: its latest marks snapshot, to resume from after a restart
 STREAM_RIGHTS: dict[str, str] = {  # every stream a viewer may follow, with the right it needs
     TICKS_STREAM: "marketdata:read",
     FILLS_STREAM: "orders:read",
@@ -119,25 +120,22 @@ class Marks:
         q = self.quotes.get(key)
         return None if q is None else usable_mid(q["bid"], q["ask"])
 
+    def snapshot(self) -> dict:
+        "The state as JSON values (`from_snapshot` reads it back)."
+        quotes = [[*k, q["bid"], q["ask"], q["ts"]] for k, q in self.quotes.items()]
+        return dict(spot=dict(self.spot), quotes=quotes, as_of=self.as_of, replay=self.replay, n=self.n)
+
+    @classmethod
+    def from_snapshot(cls, snap: dict) -> Marks:
+        "The marks of a `snapshot`."
+        m = cls()
+        m.spot = {s: float(p) for s, p in snap["spot"].items()}
+        m.quotes = {contract_key(*q[:4]): {"bid": q[4], "ask": q[5], "ts": q[6]} for q in snap["quotes"]}
+        m.as_of, m.replay, m.n = snap["as_of"], snap["replay"], int(snap["n"])
+        return m
+
 # %% ../nbs/79_desk.ipynb #8cac2965
-BOOK_COLUMNS = ["strategy", *accounting.KEY, "multiplier", "quantity", "avg_cost", "realized"]
-
-
-def book_positions(
-    session,  # a database session
-    until: datetime | None = None,  # only fills at or before this instant (default: all)
-) -> pd.DataFrame:
-    "Every position per (strategy, instrument): signed quantity, average cost, multiplier, realised P&L."
-    f = accounting.fills_frame(session, until)
-    if f.empty:
-        return pd.DataFrame(columns=BOOK_COLUMNS)
-    f["strategy"] = f["strategy"].fillna("")
-    t = pd.concat([accounting.trade_pnl(g) for _, g in f.groupby("strategy", sort=True)])
-    keys = ["strategy", "symbol", "option_type", "expiry", t["strike"].fillna(-1.0).rename("k")]
-    g = t.groupby(keys, dropna=False, sort=True)
-    out = g[["multiplier", "position", "avg_cost"]].last().join(g["realized"].sum()).reset_index()
-    out["strike"] = out["k"].where(out["k"] >= 0)
-    return out.rename(columns={"position": "quantity"})[BOOK_COLUMNS]
+BOOK_COLUMNS = ["strategy", *accounting.KEY, "multiplier", "quantity", "avg_cost", "realized"]  # of the book
 
 # %% ../nbs/79_desk.ipynb #fe084723
 def _market_inputs(session, symbols: Iterable[str], day) -> tuple[Any, dict, dict]:
@@ -164,7 +162,7 @@ def _model(fit, expiry, K, S, T, r, q, call) -> tuple[float, float]:
 
 
 def value_book(
-    pos: pd.DataFrame,  # as `book_positions` returns it
+    pos: pd.DataFrame,  # as `accounting.positions(session, by_strategy=True)` returns it
     marks: Marks,  # the latest ticks
     now: datetime,  # the instant of the valuation (sets the times to expiry)
     curve=0.0,  # a `rates.RateCurve` or a flat rate
@@ -370,9 +368,12 @@ class Desk:
         url: str | None = None,  # the database (default: the configured one)
         throttle_s: float = 1.0,  # the least time between two messages of one stream
         clock: Callable[[], float] = time.monotonic,  # the throttle's clock
+        snapshot_s: float = 60.0,  # the least time between two marks snapshots on `MARKS_STREAM`
     ):
         self.bus, self.url, self.throttle_s, self.clock = bus or get_bus(), url, float(throttle_s), clock
+        self.snapshot_s, self.snapped = float(snapshot_s), -np.inf
         self.marks = Marks()
+        self.ticks_id: str | None = None  # the id of the last tick in `marks` (None: not read from the bus)
         self.book = pd.DataFrame(columns=BOOK_COLUMNS)
         self.last_ref: dict = {}
         self.open_ref: dict = {}
@@ -402,7 +403,7 @@ class Desk:
     def _load(self, s, now: datetime) -> None:
         "Read the book after a fill, and the market inputs (curve, dividend yields, surfaces) once a day."
         if self.dirty or self.market_day != now.date():
-            self.book = book_positions(s) if self.dirty else self.book
+            self.book = accounting.positions(s, by_strategy=True) if self.dirty else self.book
             self.market = _market_inputs(s, sorted(set(self.book["symbol"])), now.date())
             self.dirty, self.market_day = False, now.date()
 
@@ -502,22 +503,40 @@ class Desk:
         for stream, msg in self.messages().items():
             ids[stream] = self.bus.publish(stream, msg)
             self.sent[stream] = t
+        if self.ticks_id is not None and t - self.snapped >= self.snapshot_s:
+            self.bus.delete(
+                MARKS_STREAM
+            )  # one snapshot kept: a crash right here leaves none (read every tick)
+            self.bus.publish(MARKS_STREAM, {"ticks_id": self.ticks_id, "marks": self.marks.snapshot()})
+            self.snapped = t
         return ids
+
+    def resume(self) -> str:
+        "Take the marks of the latest snapshot on `MARKS_STREAM`; return the id of the tick to read after ('0': none)."
+        snaps = list(self.bus.subscribe(MARKS_STREAM, last_id="0", block_ms=0))
+        if not snaps:
+            return "0"
+        snap = snaps[-1][1]
+        self.marks, self.ticks_id = Marks.from_snapshot(snap["marks"]), snap["ticks_id"]
+        return self.ticks_id
 
     def run(
         self,
         stop: threading.Event | None = None,  # set it to stop (default: run until killed)
         block_ms: int = 200,  # how long one read of the ticks waits
-        ticks_from: str = "0",  # where to start reading the ticks ('0': every kept tick)
+        ticks_from: str
+        | None = None,  # where to start reading the ticks (None: `resume`; '0': every kept tick)
         batch: int = 5000,  # the most ticks taken between two publications
     ) -> None:
         "Follow the ticks and fills and publish, throttled, until `stop` is set."
         stop = stop or threading.Event()
+        ticks_from = self.resume() if ticks_from is None else ticks_from
         ticks = self.bus.subscribe(TICKS_STREAM, last_id=ticks_from, block_ms=block_ms, count=1000)
         fills = self.bus.subscribe(FILLS_STREAM, last_id="$", block_ms=0)
         while not stop.is_set():
             for i, (_, tick) in enumerate(ticks):
                 self.on_tick(tick)
+                self.ticks_id = ticks.last_id
                 if i + 1 >= batch:
                     break
             for _, msg in fills:
