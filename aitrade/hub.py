@@ -23,12 +23,16 @@ from .config import Settings, get_settings
 log = logging.getLogger("aitrade.hub")
 
 # %% auto #0
-__all__ = ['log', 'API_SERVICE', 'SERVER_ROLES', 'BASE_USER_SCOPES', 'SERVER_SCOPES', 'custom_scopes', 'role_scopes', 'hub_roles',
+__all__ = ['log', 'API_SERVICE', 'VOILA_SERVICE', 'VOILA_RIGHTS', 'SERVER_ROLES', 'BASE_USER_SCOPES', 'SERVER_SCOPES', 'DOORS',
+           'custom_scopes', 'role_scopes', 'hub_roles', 'opens', 'landing', 'landing_vars', 'landing_url',
            'audit_hub_event', 'classify_request', 'audit_request', 'native_authenticator_class',
            'oidc_authenticator_class', 'oidc_endpoints', 'hub_dir', 'hub_db_url', 'ensure_admin']
 
 # %% ../nbs/80_hub.ipynb #d59d61c6
 API_SERVICE = "aitrade-api"
+VOILA_SERVICE = "aitrade-voila"
+#: the rights whose data the managers' Voila summary shows: a role holding them all may open it
+VOILA_RIGHTS = frozenset({"dashboards:view", "orders:read", "risk:read", "marketdata:read", "reports:read"})
 SERVER_ROLES = frozenset({"admin", "quant", "ops"})
 #: what every authenticated user has (replaces JupyterHub's default `user` role, whose `self` includes a server)
 BASE_USER_SCOPES = [
@@ -57,6 +61,8 @@ def custom_scopes() -> dict[str, dict]:
 def role_scopes(role: str) -> list[str]:
     "The JupyterHub scopes of an aitrade role."
     scopes = [scope_of(r) for r in sorted(ROLES[role])] + [f"access:services!service={API_SERVICE}"]
+    if ROLES[role] >= VOILA_RIGHTS:
+        scopes.append(f"access:services!service={VOILA_SERVICE}")
     if role in SERVER_ROLES:
         scopes += SERVER_SCOPES
     return scopes
@@ -81,6 +87,74 @@ def hub_roles() -> list[dict]:
             }
         )
     return roles
+
+# %% ../nbs/80_hub.ipynb #752a6d0c
+#: the landing page's doors: (title, path under the proxy's root, the scope that opens it, what is behind it)
+DOORS = (
+    (
+        "Dashboards",
+        "services/aitrade-dashboards/",
+        "access:services!service=aitrade-dashboards",
+        "live P&L, Greeks, vol surfaces, limits, jobs and the archive: the pages your rights open",
+    ),
+    (
+        "Daily summary",
+        f"services/{VOILA_SERVICE}/voila/render/daily_summary.ipynb",
+        f"access:services!service={VOILA_SERVICE}",
+        "P&L, risk against limits, vol levels and the last daily report (Voila, read only)",
+    ),
+    (
+        "API docs",
+        f"services/{API_SERVICE}/docs",
+        f"access:services!service={API_SERVICE}",
+        "the trading API: every operation and the scope it needs",
+    ),
+    (
+        "JupyterLab",
+        "user/{name}/lab",
+        "servers!user",
+        "your own server: research notebooks and the aitrade kernel",
+    ),
+)
+
+
+def opens(
+    scopes: set[str],  # the user's expanded scopes (`!user` filters spelled `!user=<name>`)
+    name: str,  # the user's name
+    scope: str,  # the scope a door needs, as a role grants it (`servers!user`)
+) -> bool:
+    "Whether `scopes` hold `scope` for `name`, or hold it unfiltered."
+    return scope.split("!")[0] in scopes or scope.replace("!user", f"!user={name}") in scopes
+
+
+def landing(
+    scopes: set[str],  # the user's expanded scopes
+    name: str,  # the user's name
+) -> dict:
+    "The landing page's content: the doors `name` may open and the descriptions of the rights they hold."
+    doors = [
+        {"title": t, "path": p.format(name=name), "about": a}
+        for t, p, s, a in DOORS
+        if opens(scopes, name, s)
+    ]
+    return {"doors": doors, "rights": [desc for r, desc in RIGHTS.items() if scope_of(r) in scopes]}
+
+
+def landing_vars(user) -> dict | None:
+    "`c.JupyterHub.template_vars['aitrade']`: `landing` for the Hub user of the page (None before login)."
+    from jupyterhub.scopes import get_scopes_for
+
+    return None if user is None else landing(get_scopes_for(user), user.name)
+
+
+def landing_url(handler) -> str:
+    "`c.JupyterHub.default_url`: the Hub's home for a user without a server, else JupyterHub's default ('')."
+    from jupyterhub.scopes import get_scopes_for
+
+    user = handler.current_user
+    if user is None or opens(get_scopes_for(user), user.name, "servers!user"):
+        return ""
+    return handler.hub.base_url + "home"
 
 # %% ../nbs/80_hub.ipynb #8adea879
 def audit_hub_event(

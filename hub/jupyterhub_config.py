@@ -36,6 +36,11 @@ c.JupyterHub.cookie_secret_file = str(state / "jupyterhub_cookie_secret")
 c.JupyterHub.pid_file = str(state / "jupyterhub.pid")
 c.JupyterHub.tornado_settings = {"log_function": hub.audit_request}
 c.JupyterHub.cleanup_servers = True
+# the landing page: the Hub's home lists what each person may open, by their scopes (hub/templates/home.html);
+# people without a server land there after login, people with one in JupyterLab
+c.JupyterHub.template_paths = [str(repo / "hub" / "templates")]
+c.JupyterHub.template_vars = {"aitrade": hub.landing_vars}
+c.JupyterHub.default_url = hub.landing_url
 c.ConfigurableHTTPProxy.command = [str(repo / "hub" / "node_modules" / ".bin" / "configurable-http-proxy")]
 c.ConfigurableHTTPProxy.api_url = (
     f"http://127.0.0.1:{int(os.environ.get('AITRADE_HUB_PROXY_API_PORT', cfg.port + 1))}"
@@ -108,6 +113,10 @@ c.Spawner.http_timeout = 60
 # JUPYTERHUB_SERVICE_URL, its token and OAuth client, and the platform's AITRADE_* settings. Browser logins get
 # OAuth tokens that may carry the aitrade scopes (never more than the user holds) and read:metrics.
 api_port = int(os.environ.get("AITRADE_API_PORT", cfg.port + 2))
+# the platform's settings for the services, but not the identity provider's secret: they have no use for it
+service_env = {
+    k: v for k, v in os.environ.items() if k.startswith("AITRADE_") and "OIDC_CLIENT_SECRET" not in k
+}
 c.JupyterHub.services = [
     {"name": "idle-culler", "command": [sys.executable, "-m", "jupyterhub_idle_culler", "--timeout=3600"]},
     {
@@ -115,15 +124,30 @@ c.JupyterHub.services = [
         "url": f"http://127.0.0.1:{api_port}",
         "command": [sys.executable, "-c", "from aitrade.api import main; main()"],
         "cwd": str(settings.root),
-        # the platform's settings, but not the identity provider's secret: the API has no use for it
-        "environment": {
-            k: v for k, v in os.environ.items() if k.startswith("AITRADE_") and "OIDC_CLIENT_SECRET" not in k
-        },
+        "environment": service_env,
         "oauth_no_confirm": True,
         "oauth_client_allowed_scopes": sorted(hub.custom_scopes()) + ["read:metrics"],
         "display": True,
     },
 ]
+# Voila for managers (aitrade.voila) at /services/aitrade-voila, for people without a server: the notebooks of
+# dashboards/, rendered read-only in pre-heated kernels, after the Hub's OAuth (access:services!service=aitrade-voila)
+voila_port = int(os.environ.get("AITRADE_VOILA_PORT", cfg.port + 5))
+c.JupyterHub.services.append(
+    {
+        "name": hub.VOILA_SERVICE,
+        "url": f"http://127.0.0.1:{voila_port}",
+        "command": [
+            sys.executable,
+            "-c",
+            f"from aitrade.voila import main; main({str(repo / 'dashboards')!r})",
+        ],
+        "cwd": str(settings.root),
+        "environment": service_env,
+        "oauth_no_confirm": True,
+        "display": True,
+    }
+)
 c.JupyterHub.load_roles.append(
     {
         "name": "idle-culler",
