@@ -136,6 +136,25 @@ class Hub:
         assert r.status_code == 201, r.text
         return r.json()["token"]
 
+    def sign_up(self, name: str, password: str, group: str, note: str = "tests") -> None:
+        "A local account: NativeAuthenticator's sign-up with `password`, approved by the admin, in `group`."
+        su = requests.Session()
+        su.get(self.url + "/hub/signup", timeout=30)
+        r = su.post(
+            self.url + "/hub/signup",
+            data={
+                "username": name,
+                "signup_password": password,
+                "signup_password_confirmation": password,
+                "_xsrf": su.cookies.get("_xsrf"),
+            },
+            timeout=30,
+        )
+        assert r.status_code == 200 and "Something went wrong" not in r.text, r.text[:500]
+        s, _ = self.login("admin", self.admin_password)
+        assert s.get(self.url + f"/hub/authorize/{name}", allow_redirects=False).status_code == 302
+        self.make_user(name, group, note=note)
+
     def login(self, user: str, password: str) -> tuple[requests.Session, requests.Response]:
         s = requests.Session()
         s.get(self.url + "/hub/login", timeout=10)
