@@ -16,7 +16,6 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-import requests
 from hubutil import Hub, unavailable
 
 from aitrade.pricing.black import bsm_price
@@ -58,24 +57,8 @@ def hub(tmp_path_factory, playwright_api):
     h = Hub(tmp_path_factory.mktemp("browser-hub"))
     try:
         h.start_as_admin(note="browser test")
-        s, _ = h.login("admin", h.admin_password)
-        # a local account: NativeAuthenticator sign-up with a password, approved by the admin ...
-        su = requests.Session()
-        su.get(h.url + "/hub/signup", timeout=30)
-        r = su.post(
-            h.url + "/hub/signup",
-            data={
-                "username": USER,
-                "signup_password": PASSWORD,
-                "signup_password_confirmation": PASSWORD,
-                "_xsrf": su.cookies.get("_xsrf"),
-            },
-            timeout=30,
-        )
-        assert r.status_code == 200 and "Something went wrong" not in r.text, r.text[:500]
-        assert s.get(h.url + f"/hub/authorize/{USER}", allow_redirects=False).status_code == 302
-        # ... and the Hub user in the `quant` group, through the admin API
-        h.make_user(USER, "quant", note="browser test")
+        # a local account: NativeAuthenticator's sign-up, approved by the admin, in the `quant` group
+        h.sign_up(USER, PASSWORD, "quant", note="browser test")
         yield h
     finally:
         h.stop()
