@@ -67,10 +67,9 @@ def peer_short_vol(
             for k, qty in pos.items():
                 if k[0] == s and k[1] != "S" and qty and (k[2], k[3], k[1]) in key.index:
                     q = key.loc[(k[2], k[3], k[1])]
-                    vol = implied_vol_bsm(q["mid"], S, k[3], q["T"], m.rate, q["div_yield"], k[1] == "C")
-                    g = bsm_greeks(
-                        S, k[3], q["T"], m.rate, q["div_yield"], vol, k[1] == "C", greeks=("delta",)
-                    )
+                    r = q["rate"]  # the curve's zero rate to this expiry, as the chain was priced
+                    vol = implied_vol_bsm(q["mid"], S, k[3], q["T"], r, q["div_yield"], k[1] == "C")
+                    g = bsm_greeks(S, k[3], q["T"], r, q["div_yield"], vol, k[1] == "C", greeks=("delta",))
                     delta += qty * 100 * float(g["delta"])
                     mv += qty * 100 * q["mid"]
             h = -float(round(delta))
