@@ -376,7 +376,15 @@ def test_websocket_streams_scopes_and_filters(client):
     with client.websocket_connect(
         P + "/v1/stream?token=tok-auditor"
     ) as ws:  # default: every stream it may read
-        assert ws.receive_json()["streams"] == ["fills", "pnl", "greeks", "limits", "killswitch", "orders", "jobs"]
+        assert ws.receive_json()["streams"] == [
+            "fills",
+            "pnl",
+            "greeks",
+            "limits",
+            "killswitch",
+            "orders",
+            "jobs",
+        ]
         bus.publish("pnl", {"total": -12.5})
         assert ws.receive_json()["data"] == {"total": -12.5}
     for url, headers, status in [
