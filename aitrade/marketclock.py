@@ -32,8 +32,8 @@ from aitrade.marketdata import (
 from .rates import RateCurve
 
 # %% auto #0
-__all__ = ['RULES', 'session_index', 'next_session', 'today', 'ReplayMapping', 'ReplayClock', 'ReplayMarket', 'history_end',
-           'market_for', 'ReplayFeed', 'live_unavailable', 'open_feed', 'serve']
+__all__ = ['RULES', 'session_index', 'next_session', 'today', 'first_session', 'ReplayMapping', 'ReplayClock', 'ReplayMarket',
+           'history_end', 'market_for', 'ReplayFeed', 'live_unavailable', 'open_feed', 'serve']
 
 # %% ../nbs/21_marketclock.ipynb #cd5506a5
 def session_index(
@@ -58,6 +58,17 @@ def next_session(
 def today() -> pd.Timestamp:
     "Today's date in New York (midnight, naive)."
     return pd.Timestamp.now(tz=EXCHANGE_TZ).tz_localize(None).normalize()
+
+
+def first_session(
+    now: pd.Timestamp,  # the wall clock (tz-aware)
+    speed: float = 1.0,  # the replay's speed
+) -> pd.Timestamp:
+    "The first session a clock started at `now` replays: today's (New York), or the next once today's has closed."
+    d = next_session(now.tz_convert(EXCHANGE_TZ).tz_localize(None).normalize())
+    if speed == 1.0 and now >= calendar().session_close(d):  # in real time a closed session has no ticks left
+        d = next_session(d + pd.Timedelta(days=1))
+    return d
 
 # %% ../nbs/21_marketclock.ipynb #f531613d
 def _roll_to_session(days: np.ndarray, after: np.datetime64) -> np.ndarray:
@@ -373,11 +384,15 @@ def serve(
         feed = open_feed(s)
         echo(f"market-clock: live feed {s.live_adapter} -> {stream}")
         return run_feed(feed, stream, bus)
-    d, n, k = next_session(today() if date is None else date), 0, 0
+    now = pd.Timestamp.now(tz="UTC")
+    d, n, k = first_session(now, s.speed) if date is None else next_session(date), 0, 0
+    cal = calendar()
     while max_sessions is None or k < max_sessions:
         feed = open_feed(s, d)
+        hours = f"{cal.session_open(d):%H:%M}-{cal.session_close(d):%H:%M} UTC"
         echo(
-            f"market-clock: session {d.date()} replays {feed.mapping.of.date()} at speed {s.speed:g} -> {stream}"
+            f"market-clock: session {d.date()} ({hours}) replays {feed.mapping.of.date()} "
+            f"at speed {s.speed:g} -> {stream}"
         )
         n += run_feed(feed, stream, bus)
         d, k = next_session(d + pd.Timedelta(days=1)), k + 1

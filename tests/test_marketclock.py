@@ -284,7 +284,9 @@ def test_serve_publishes_the_session_on_the_bus(platform_bus):
     n = marketclock.serve(cfg, date=FRIDAY, max_sessions=1, echo=lines.append)
     got = list(marketdata.subscribe_ticks(last_id="0", block_ms=300, bus=platform_bus))
     assert n == len(want) == len(got) and got == json.loads(json.dumps(want))
-    assert lines == ["market-clock: session 2026-12-04 replays 2012-06-29 at speed 100000 -> ticks"]
+    assert lines == [
+        "market-clock: session 2026-12-04 (14:30-21:00 UTC) replays 2012-06-29 at speed 100000 -> ticks"
+    ]
 
 
 def test_a_live_source_needs_an_adapter_and_uses_it(platform_bus, tmp_path, monkeypatch):
