@@ -223,16 +223,7 @@ def test_tick_content_is_redated_carries_the_mapping_and_flags_bad_quotes():
     assert [t["price"] for t in spx] == [t["price"] for t in hist]
     assert spx[-1]["price"] == marketdata.history("SPX").loc[OF, "close"]
     q = [t for t in ticks if t["type"] == "quote"]
-    assert {
-        "expiry",
-        "strike",
-        "option_type",
-        "bid",
-        "ask",
-        "bid_size",
-        "ask_size",
-        "underlying_price",
-    } <= set(q[0])
+    assert set(marketdata.CHAIN_COLUMNS) - {"underlying", "quote_date", "ts"} <= set(q[0])  # a quote's fields
     assert all(is_session(t["expiry"]) and t["expiry"] > "2026-12-04" for t in q)
     bad = [t for t in q if t["bad"]]
     assert 0.07 < len(bad) / len(q) < 0.13
