@@ -23,14 +23,18 @@ from .config import Settings, get_settings
 log = logging.getLogger("aitrade.hub")
 
 # %% auto #0
-__all__ = ['log', 'API_SERVICE', 'VOILA_SERVICE', 'VOILA_RIGHTS', 'SERVER_ROLES', 'BASE_USER_SCOPES', 'SERVER_SCOPES', 'DOORS',
-           'custom_scopes', 'role_scopes', 'hub_roles', 'opens', 'landing', 'landing_vars', 'landing_url',
-           'audit_hub_event', 'classify_request', 'audit_request', 'native_authenticator_class',
-           'oidc_authenticator_class', 'oidc_endpoints', 'hub_dir', 'hub_db_url', 'ensure_admin']
+__all__ = ['log', 'API_SERVICE', 'VOILA_SERVICE', 'DASHBOARDS_SERVICE', 'DASHBOARDS_RIGHTS', 'VOILA_RIGHTS', 'SERVER_ROLES',
+           'BASE_USER_SCOPES', 'SERVER_SCOPES', 'DOORS', 'custom_scopes', 'role_scopes', 'hub_roles', 'opens',
+           'landing', 'landing_vars', 'landing_url', 'audit_hub_event', 'classify_request', 'audit_request',
+           'native_authenticator_class', 'oidc_authenticator_class', 'oidc_endpoints', 'hub_dir', 'hub_db_url',
+           'ensure_admin']
 
 # %% ../nbs/80_hub.ipynb #d59d61c6
 API_SERVICE = "aitrade-api"
 VOILA_SERVICE = "aitrade-voila"
+DASHBOARDS_SERVICE = "aitrade-dashboards"
+#: the rights that open the Panel dashboards (`aitrade.dashboards`); each page asks for its own besides
+DASHBOARDS_RIGHTS = frozenset({"dashboards:view"})
 #: the rights whose data the managers' Voila summary shows: a role holding them all may open it
 VOILA_RIGHTS = frozenset({"dashboards:view", "orders:read", "risk:read", "marketdata:read", "reports:read"})
 SERVER_ROLES = frozenset({"admin", "quant", "ops"})
@@ -63,6 +67,8 @@ def role_scopes(role: str) -> list[str]:
     scopes = [scope_of(r) for r in sorted(ROLES[role])] + [f"access:services!service={API_SERVICE}"]
     if ROLES[role] >= VOILA_RIGHTS:
         scopes.append(f"access:services!service={VOILA_SERVICE}")
+    if ROLES[role] >= DASHBOARDS_RIGHTS:
+        scopes.append(f"access:services!service={DASHBOARDS_SERVICE}")
     if role in SERVER_ROLES:
         scopes += SERVER_SCOPES
     return scopes
@@ -93,8 +99,8 @@ def hub_roles() -> list[dict]:
 DOORS = (
     (
         "Dashboards",
-        "services/aitrade-dashboards/",
-        "access:services!service=aitrade-dashboards",
+        f"services/{DASHBOARDS_SERVICE}/",
+        f"access:services!service={DASHBOARDS_SERVICE}",
         "live P&L, Greeks, vol surfaces, limits, jobs and the archive: the pages your rights open",
     ),
     (
