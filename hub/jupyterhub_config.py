@@ -148,6 +148,22 @@ c.JupyterHub.services.append(
         "display": True,
     }
 )
+# the desk's live pages (aitrade.dashboards, Panel) at /services/aitrade-dashboards, for roles that may view
+# dashboards: the Hub's OAuth (with PKCE), tokens that carry the viewer's aitrade scopes for the API calls it makes
+dashboards_port = int(os.environ.get("AITRADE_DASHBOARDS_PORT", cfg.port + 6))
+c.JupyterHub.services.append(
+    {
+        "name": hub.DASHBOARDS_SERVICE,
+        "url": f"http://127.0.0.1:{dashboards_port}",
+        "command": [sys.executable, "-c", "from aitrade.cli import main; main()", "dashboards", "serve"],
+        "cwd": str(settings.root),
+        "environment": service_env
+        | {"AITRADE_DASHBOARDS_API_URL": f"http://127.0.0.1:{api_port}/services/{hub.API_SERVICE}"},
+        "oauth_no_confirm": True,
+        "oauth_client_allowed_scopes": sorted(hub.custom_scopes()),
+        "display": True,
+    }
+)
 c.JupyterHub.load_roles.append(
     {
         "name": "idle-culler",

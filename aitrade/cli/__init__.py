@@ -20,7 +20,7 @@ from .common import fail
 from ..logs import configure_logging
 
 # %% auto #0
-__all__ = ['app', 'version', 'up', 'main']
+__all__ = ['app', 'dashboards_app', 'version', 'dashboards_serve', 'up', 'main']
 
 # %% ../../nbs/96_cli.ipynb #292cede6
 app = typer.Typer(
@@ -59,6 +59,20 @@ app.add_typer(trading.orders_app, name="orders")
 app.add_typer(trading.killswitch_app, name="killswitch")
 app.add_typer(admin.desk_app, name="desk")
 app.add_typer(admin.demo_app, name="demo")
+dashboards_app = typer.Typer(
+    help="The desk's live pages (Panel), a JupyterHub service.", no_args_is_help=True
+)
+
+
+@dashboards_app.command("serve")
+def dashboards_serve() -> None:
+    "Serve the dashboards as the Hub service `aitrade-dashboards` (the Hub starts it: `make run`)."
+    from aitrade import dashboards
+
+    dashboards.main()
+
+
+app.add_typer(dashboards_app, name="dashboards")
 app.command("backtest")(trading.backtest_cmd)
 app.add_typer(archive.app, name="archive")
 app.add_typer(jobs.app, name="jobs")

@@ -1,0 +1,330 @@
+"""The Panel dashboards (aitrade.dashboards) in a real browser behind a real Hub.
+
+Playwright drives Debian's chromium (headless, every request off loopback blocked, as tests/test_browser.py does)
+through one JupyterHub with the platform's services (the API, the dashboards). Orders reach the approval queue
+through the API, submitted by each trader with their own token (`[risk] approval_notional = 1`: every order needs
+four eyes).
+
+- a trader logs in through the Hub, sees the Desk page, approves another trader's pending order from the queue (the
+  order's state and the audit log change) and cannot approve their own (the API's reason is shown);
+- an auditor gets no Desk page (the Hub refuses them the service);
+- a tick and a P&L message published on the bus appear in the open page: the embedded bus and Redis
+  (AITRADE_TEST_REDIS_URL; with CI=true a missing server fails);
+- a risk manager's limit edit with a bad value shows the field and the reason and changes nothing.
+
+Set SCREENSHOTS_DIR (e.g. docs/screenshots) to keep the pages' screenshots there.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+from hubutil import Hub, free_port, unavailable
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+]
+LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
+PASSWORD = "correct-horse-battery-staple-9"
+USERS = {"tara": "trader", "tom": "trader", "rita": "risk", "audrey": "auditor"}
+APP = "/services/aitrade-dashboards/"
+SHADOW_TEXT = "el => el.shadowRoot ? [...el.shadowRoot.children].filter(c => c.tagName !== 'STYLE').map(c => c.innerText || '').join('\\n') : el.innerText"
+API = "/services/aitrade-api/v1"
+
+SEED = """
+import datetime as dt
+from aitrade import store
+from aitrade.marketdata import OptionQuote, ensure_underlyings
+
+now = store.utcnow()
+with store.session_scope() as s:
+    ensure_underlyings(s, ["SPX"])
+    s.add(OptionQuote(underlying="SPX", quote_date=now.date(), ts=now, expiry=(now + dt.timedelta(days=180)).date(),
+                      strike=100.0, option_type="C", bid=4.9, ask=5.1, bid_size=10, ask_size=7, underlying_price=100.0))
+print((now + dt.timedelta(days=180)).date().isoformat())
+"""
+NOW = dt.datetime.now(dt.UTC).isoformat()
+PART = {"total": 1250.5, "realized": 200.25, "unrealized": 1050.25}
+#: what the desk service publishes, for the screenshots: P&L, Greeks, limits (one breached), a tick
+DESK = [
+    ("pnl", {"type": "pnl", **PART, "as_of": NOW, "positions": [
+        {"strategy": "demo", "symbol": "SPX", "option_type": "C", "expiry": "2027-06-02", "strike": 100.0,
+         "quantity": 10.0, "mark": 5.0, "unrealized": 1050.25, "total": 1250.5}],
+        "attribution": {"since_open": {"delta": 900.0, "gamma": 150.0, "vega": 250.0, "theta": -60.0, "residual": 10.5}}}),
+    ("greeks", {"type": "greeks", "as_of": NOW, "by_underlying": {"SPX": {"market_value": 5000.0, "delta_ccy": 45000.0,
+        "gamma_ccy": 1200.0, "vega": 800.0, "theta": -60.0, "notional": 100000.0}}}),
+    ("limits", {"type": "limits", "as_of": NOW, "limits": [
+        {"name": "SPX-delta", "scope": "SPX", "metric": "delta", "max_abs": 40000.0, "value": 45000.0,
+         "utilisation": 1.125, "breached": True},
+        {"name": "portfolio-vega", "scope": "portfolio", "metric": "vega", "max_abs": 5000.0, "value": 800.0,
+         "utilisation": 0.16, "breached": False}]}),
+    ("ticks", {"type": "underlying", "symbol": "SPX", "price": 100.25, "ts": NOW}),
+]  # fmt: skip
+PUBLISH = """
+import json, sys
+from aitrade.bus import get_bus
+for stream, msg in json.loads(sys.argv[1]):
+    get_bus().publish(stream, msg)
+"""
+
+
+def run_py(hub: Hub, code: str, *args: str) -> str:
+    "Run `code` in the Hub's project (its settings, database and bus); its stdout."
+    out = subprocess.run(
+        [sys.executable, "-c", code, *args], env=hub.env, cwd=hub.root, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def start_hub(root: Path, env: dict | None = None) -> Hub:
+    ports = {f"AITRADE_{k}_PORT": str(free_port()) for k in ("API", "VOILA", "DASHBOARDS")}
+    h = Hub(root, extra_ini="[risk]\napproval_notional = 1\n", env=ports | (env or {}))
+    h.start_as_admin(note="dashboards test")
+    h.tokens = {}
+    for name, group in USERS.items():
+        h.sign_up(name, PASSWORD, group, note="dashboards test")
+        h.tokens[name] = h.make_user(name, group, note="dashboards test")
+    h.expiry = run_py(h, SEED).splitlines()[-1]
+    return h
+
+
+@pytest.fixture(scope="module")
+def browser():
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        unavailable("the browser test", "the Python package playwright is not installed")
+    if not CHROMIUM.exists():
+        unavailable("the browser test", f"{CHROMIUM} is missing (apt-get install -y chromium)")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory, browser):
+    h = None
+    try:
+        h = start_hub(tmp_path_factory.mktemp("dashboards-hub"))
+        yield h
+    finally:
+        if h:
+            h.stop()
+
+
+@pytest.fixture(scope="module")
+def redis_hub(tmp_path_factory, browser):
+    url = os.environ.get("AITRADE_TEST_REDIS_URL")
+    if not url:
+        unavailable("Redis", "AITRADE_TEST_REDIS_URL is not set")
+    import redis
+
+    try:
+        redis.Redis.from_url(url).ping()
+    except redis.exceptions.ConnectionError as e:
+        unavailable("Redis", f"{url} is unreachable: {e}")
+    h = None
+    try:
+        h = start_hub(tmp_path_factory.mktemp("dashboards-redis-hub"), env={"AITRADE_REDIS__URL": url})
+        yield h
+    finally:
+        if h:
+            h.stop()
+
+
+def order(hub: Hub, who: str, qty: float = 10) -> dict:
+    "A call order submitted by `who` through the API with their own token (pending approval)."
+    body = {"client_order_id": f"dash-{uuid.uuid4().hex[:12]}", "symbol": "SPX", "side": "buy", "quantity": qty,
+            "option_type": "C", "expiry": hub.expiry, "strike": 100.0}  # fmt: skip
+    r = call(hub, who, "POST", "/orders", json=body)
+    assert r.status_code == 201 and r.json()["state"] == "pending_approval", r.text
+    return r.json()
+
+
+def call(hub: Hub, who: str, method: str, path: str, **kw) -> requests.Response:
+    "`who` calls the API through the Hub's proxy with their token."
+    return requests.request(method, hub.url + API + path, headers={"Authorization": f"token {hub.tokens[who]}"},
+                            timeout=30, **kw)  # fmt: skip
+
+
+class Visit:
+    "One person's browser context, logged in through the Hub's form: loopback only (others blocked and listed)."
+
+    def __init__(self, browser, hub: Hub, user: str):
+        self.hub, self.blocked = hub, []
+        self.ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+        self.ctx.set_default_timeout(60_000)
+        self.ctx.route("**/*", self._loopback_only)
+        self.page = self.ctx.new_page()
+        self.page.goto(hub.url + "/hub/login")
+        self.page.fill("#username_input", user)
+        self.page.fill("#password_input", PASSWORD)
+        self.page.click("#login_submit")
+        self.page.wait_for_url(re.compile(r"/hub/"))
+
+    def _loopback_only(self, route):
+        if urlsplit(route.request.url).hostname in LOOPBACK:
+            route.continue_()
+        else:
+            self.blocked.append(route.request.url)
+            route.abort("blockedbyclient")
+
+    def open_app(self) -> None:
+        self.page.goto(self.hub.url + APP)
+        self.page.wait_for_url(re.compile(re.escape(APP)))
+        self.page.locator(".viewer").wait_for()
+
+    def text(self, css: str) -> str:
+        "The text of the Panel pane `css` (its content lies in the element's shadow root)."
+        return self.page.locator(css).first.evaluate(SHADOW_TEXT)
+
+    def wait_text(self, css: str, pattern: str, timeout: float = 30_000) -> str:
+        "Wait until the pane `css` shows `pattern` (a JavaScript regular expression); its text."
+        loc = self.page.locator(css).first
+        loc.wait_for()
+        self.page.wait_for_function(
+            f"([el, pat]) => new RegExp(pat).test(({SHADOW_TEXT})(el))", arg=[loc.element_handle(), pattern],
+            timeout=timeout,
+        )  # fmt: skip
+        return self.text(css)
+
+    def options(self) -> list[str]:
+        "The approval queue's choices."
+        return self.page.locator(".bk-panel-models-widgets-CustomSelect option").all_inner_texts()
+
+    def shot(self, name: str, tmp_path: Path) -> Path:
+        path = tmp_path / name
+        self.page.screenshot(path=str(path), full_page=True)
+        if keep := os.environ.get("SCREENSHOTS_DIR"):
+            Path(keep).mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, Path(keep) / name)
+        return path
+
+    def close(self):
+        self.ctx.close()
+
+
+@pytest.fixture
+def visit(browser):
+    opened = []
+
+    def open_as(hub: Hub, user: str) -> Visit:
+        opened.append(Visit(browser, hub, user))
+        return opened[-1]
+
+    yield open_as
+    for v in opened:
+        v.close()
+
+
+def publish(hub: Hub, *messages: tuple[str, dict]) -> None:
+    run_py(hub, PUBLISH, json.dumps(messages))
+
+
+def test_trader_approves_anothers_order_but_not_their_own(hub, visit, tmp_path):
+    theirs, mine = order(hub, "tom"), order(hub, "tara")
+    v = visit(hub, "tara")
+    v.open_app()
+    assert v.page.locator(".bk-tab").all_inner_texts() == ["Desk", "Risk"]
+    # the desk service publishes an order event when an order changes; here the test does
+    publish(
+        hub,
+        (
+            "orders",
+            {"type": "orders", "events": [{"order_id": theirs["id"], "to_state": "pending_approval"}]},
+        ),
+    )
+    queue = v.wait_text(".approval-queue", str(theirs["id"]))
+    assert "tom" in queue and "tara" in queue, queue
+    pick = v.page.locator(".bk-panel-models-widgets-CustomSelect select")
+    # one's own order: the API refuses (four eyes) and the page says why
+    pick.select_option(label=next(o for o in v.options() if o.startswith(f"#{mine['id']} ")))
+    v.page.get_by_role("button", name="Approve").click()
+    said = v.wait_text(".approval-result", "refused")
+    assert "four_eyes" in said and "cannot approve" in said, said
+    assert call(hub, "tara", "GET", f"/orders/{mine['id']}").json()["state"] == "pending_approval"
+    # another trader's order: approved through the API as tara
+    pick.select_option(label=next(o for o in v.options() if o.startswith(f"#{theirs['id']} ")))
+    v.page.get_by_role("button", name="Approve").click()
+    v.wait_text(".approval-result", f"order {theirs['id']} approved")
+    after = call(hub, "tara", "GET", f"/orders/{theirs['id']}").json()
+    assert after["state"] != "pending_approval" and after["approved_by"] == "tara", after
+    records = hub.audit("order.")
+    assert any(r["action"] == "order.approved" and r["actor"] == "tara" and r["target"] == f"order:{theirs['id']}"
+               for r in records), records  # fmt: skip
+    assert not any(r["target"] == f"order:{mine['id']}" and r["action"] == "order.approved" for r in records)
+    for _ in range(50):  # it leaves the queue
+        if not any(o.startswith(f"#{theirs['id']} ") for o in v.options()):
+            break
+        v.page.wait_for_timeout(200)
+    assert not any(o.startswith(f"#{theirs['id']} ") for o in v.options()), v.options()
+    assert any(o.startswith(f"#{mine['id']} ") for o in v.options())
+    publish(hub, *DESK)
+    v.wait_text(".pnl-total", "1,250\\.50")
+    v.wait_text(".market", "100\\.25")
+    v.page.wait_for_timeout(1000)  # the plots draw last
+    v.shot("desk.png", tmp_path)
+    assert v.blocked == [], v.blocked
+
+
+def test_an_auditor_gets_no_desk_page(hub, visit):
+    v = visit(hub, "audrey")
+    r = v.page.goto(hub.url + APP)
+    assert r.status == 403, (r.status, v.page.inner_text("body")[:500])
+    assert "Desk" not in v.page.inner_text("body")
+
+
+@pytest.mark.parametrize("bus", ["embedded", "redis"])
+def test_a_tick_and_pnl_published_on_the_bus_appear_in_the_page(request, visit, bus):
+    hub = request.getfixturevalue("hub" if bus == "embedded" else "redis_hub")
+    v = visit(hub, "tom")
+    v.open_app()
+    now = dt.datetime.now(dt.UTC).isoformat()
+    price, total = 4321.5 + len(bus), 98765.43
+    publish(
+        hub,
+        ("ticks", {"type": "underlying", "symbol": "SPX", "price": price, "ts": now}),
+        ("pnl", {"type": "pnl", "total": total, "realized": 1.5, "unrealized": total - 1.5, "as_of": now,
+                 "attribution": {"since_open": {"delta": 90000.0, "gamma": 5000.0, "vega": 3765.43, "theta": 0.0,
+                                                "residual": 0.0}}, "positions": []}),
+    )  # fmt: skip
+    assert f"{price:,}".replace(",", "") in v.wait_text(".market", str(price).replace(".", r"\.")).replace(
+        ",", ""
+    )
+    assert "98,765.43" in v.wait_text(".pnl-total", "98,765\\.43")
+
+
+def test_a_bad_limit_edit_shows_the_field_and_reason_and_changes_nothing(hub, visit, tmp_path):
+    before = call(hub, "rita", "GET", "/risk/limits").json()
+    v = visit(hub, "rita")
+    v.open_app()
+    v.page.locator(".bk-tab", has_text="Risk").click()
+    v.page.get_by_label("Max |value|").fill("-5")
+    v.page.get_by_label("Why the limit changes").fill("tighter")
+    v.page.get_by_role("button", name="Save limit").click()
+    said = v.wait_text(".limit-result", "refused")
+    assert "value" in said and "greater than or equal to 0" in said, said
+    assert call(hub, "rita", "GET", "/risk/limits").json() == before
+    assert not [r for r in hub.audit("limit.") if r["action"] == "limit.set"]
+    publish(hub, *DESK)
+    assert "SPX-delta" in v.wait_text(".limit-utilisation", "SPX-delta")
+    v.page.wait_for_timeout(1000)
+    v.shot("risk.png", tmp_path)
