@@ -14,6 +14,20 @@ from pathlib import Path
 import pytest
 import requests
 
+# the browser tests drive Debian's chromium (never a downloaded browser), headless, with every request off loopback blocked
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
+
 ROOT = Path(__file__).resolve().parents[1]
 CHP = ROOT / "hub" / "node_modules" / ".bin" / "configurable-http-proxy"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

@@ -12,26 +12,13 @@ import contextlib
 import math
 import re
 import time
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from hubutil import Hub, unavailable
+from hubutil import CHROMIUM, CHROMIUM_ARGS, LOOPBACK, Hub, unavailable
 
 from aitrade.pricing.black import bsm_price
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 USER, PASSWORD = "quinn", "correct-horse-battery-staple-9"
 CELL = "from aitrade.pricing.black import bsm_price; print(bsm_price(100,100,1,0.01,0,0.2,True))"
 

@@ -30,17 +30,8 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
-from hubutil import Hub, free_port, unavailable
+from hubutil import CHROMIUM, CHROMIUM_ARGS, LOOPBACK, Hub, free_port, unavailable
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-]
-LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 PASSWORD = "correct-horse-battery-staple-9"
 USERS = {"tara": "trader", "tom": "trader", "rita": "risk", "audrey": "auditor"}
 APP = "/services/aitrade-dashboards/"

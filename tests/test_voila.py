@@ -24,17 +24,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from hubutil import Hub, free_port, unavailable
+from hubutil import CHROMIUM, CHROMIUM_ARGS, LOOPBACK, Hub, free_port, unavailable
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-]
-LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 PASSWORD = "correct-horse-battery-staple-9"
 USERS = {"meg": "manager", "tara": "trader", "audrey": "auditor"}
 SUMMARY = "/services/aitrade-voila/voila/render/daily_summary.ipynb"
