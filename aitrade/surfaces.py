@@ -21,7 +21,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from .clock import time_to_expiry
 from .errors import FieldError
 from .marketdata import as_day, chain, validate_chain
-from .pricing.heston import calibrate_heston
+from .pricing.heston import PARAM_NAMES, calibrate_heston, heston_surface
 from .pricing.iv import implied_vol_black76
 from .pricing.sabr import calibrate_sabr, sabr_vol
 from .rates import RateCurve, as_curve
@@ -29,8 +29,8 @@ from .rates import curve as rate_curve
 from .store import Base, BigId, utcnow
 
 # %% auto #0
-__all__ = ['SLICE_COLUMNS', 'QUOTE_COLUMNS', 'VolSurface', 'SurfaceFit', 'parity_forward', 'calibrate_chain', 'store_surface',
-           'latest_surface', 'calibrate_and_store']
+__all__ = ['SLICE_COLUMNS', 'QUOTE_COLUMNS', 'SMILE_COLUMNS', 'VolSurface', 'SurfaceFit', 'parity_forward', 'calibrate_chain',
+           'store_surface', 'latest_surface', 'calibrate_and_store', 'smiles']
 
 # %% ../nbs/22_surfaces.ipynb #a48f6aa9
 class VolSurface(Base):
@@ -417,3 +417,35 @@ def calibrate_and_store(session: Session, symbol: str, date, **kw) -> SurfaceFit
         fit.underlying, fit.quote_date = symbol, as_day(date)
     store_surface(session, fit)
     return fit
+
+# %% ../nbs/22_surfaces.ipynb #91064328
+SMILE_COLUMNS = (
+    "expiry", "T", "strike", "option_type", "forward", "market_iv", "sabr_iv", "heston_iv", "sabr_resid", "heston_resid",
+)  # fmt: skip
+
+
+def smiles(fit: SurfaceFit) -> pd.DataFrame:
+    "Per OTM quote with an implied vol: market, SABR and Heston vols and the residuals (`SMILE_COLUMNS`)."
+    q = fit.quotes
+    if q is None or q.empty or fit.slices.empty:
+        return pd.DataFrame(columns=list(SMILE_COLUMNS))
+    q = q[q["otm"].astype(bool) & np.isfinite(q["iv"].astype(float))].copy()
+    q["expiry"] = pd.to_datetime(q["expiry"])
+    sl = fit.slices.copy()
+    sl["expiry"] = pd.to_datetime(sl["expiry"])
+    q = q.merge(sl, on="expiry", how="inner", suffixes=("", "_slice"))
+    K, F, T = (q[c].to_numpy(float) for c in ("strike", "forward", "T_slice"))
+    q["sabr_iv"] = sabr_vol(F, K, T, *(q[c].to_numpy(float) for c in ("alpha", "beta", "rho", "nu")))
+    q["heston_iv"] = np.nan
+    if fit.heston:
+        params = [fit.heston[k] for k in PARAM_NAMES]
+        for (F1, D1, T1), rows in q.groupby(["forward", "discount", "T_slice"]).groups.items():
+            r = -math.log(D1) / T1
+            Ks = q.loc[rows, "strike"].to_numpy(float)
+            price = np.asarray(heston_surface(F1, Ks, np.array([T1]), r, r, params))[0]
+            q.loc[rows, "heston_iv"] = implied_vol_black76(price, F1, Ks, T1, r, (Ks >= F1).astype(float))
+    q = q.rename(columns={"iv": "market_iv", "T_slice": "T_fit"})
+    q["T"] = q["T_fit"]
+    q["sabr_resid"] = q["sabr_iv"] - q["market_iv"]
+    q["heston_resid"] = q["heston_iv"] - q["market_iv"]
+    return q[list(SMILE_COLUMNS)].sort_values(["expiry", "strike"], ignore_index=True)

@@ -40,6 +40,7 @@ PATH_VALUES = {"symbol": "SPX", "scope": "SPX", "metric": "vega", "order_id": "9
 SAMPLES = {
     ("GET", "/v1/marketdata/{symbol}/chain"): {"params": {"date": "2024-01-02"}},
     ("GET", "/v1/marketdata/{symbol}/surface"): {},
+    ("GET", "/v1/marketdata/{symbol}/smiles"): {},
     ("GET", "/v1/risk/report"): {"params": {"by": "symbol"}},
     ("GET", "/v1/risk/limits"): {},
     ("PUT", "/v1/risk/limits/{scope}/{metric}"): {"json": {"value": 1e12, "reason": "rbac"}},
@@ -67,6 +68,7 @@ SAMPLES = {
     ("GET", "/v1/archive/runs/{run_id}"): {},
     ("GET", "/v1/archive/runs/{run_id}/render"): {},
     ("GET", "/v1/archive/verify"): {},
+    ("POST", "/v1/archive/export"): {"json": {}},
     ("GET", "/v1/audit"): {"params": {"limit": 5}},
     ("GET", "/v1/audit/verify"): {},
 }
@@ -142,8 +144,7 @@ def H(tok: str, **extra) -> dict:
 
 def test_rbac_matrix_in_process(client):
     eps = endpoints(client.app)
-    assert {r for _, _, r in eps} == set(RIGHTS) - {"reports:read", "dashboards:view", "models:promote",
-                                                      "archive:export"}  # fmt: skip
+    assert {r for _, _, r in eps} == set(RIGHTS) - {"reports:read", "dashboards:view", "models:promote"}
 
     def call(method, url, tok, **kw):
         return client.request(method, P + url, headers=H(tok), **kw)

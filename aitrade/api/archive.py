@@ -1,4 +1,4 @@
-"""The executed notebooks of production runs: list them, read one's manifest, render it as read-only HTML, verify the whole archive.
+"""The executed notebooks of production runs: list them, read one's manifest, render it as read-only HTML, verify the whole archive, export a bundle.
 
 Docs: https://github.com/aitrade/aitrade/api_routes_archive.html.md"""
 
@@ -12,16 +12,16 @@ import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
-from fastapi import APIRouter, Query
-from fastapi.responses import HTMLResponse
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, Response
 
 from .. import archive
-from .identity import guarded
+from .identity import guarded, principal
 from .models import ERRORS_409, JSON_ERRORS, RUN_ID, ResponseModel, clean
 
 # %% auto #0
 __all__ = ['router', 'ArchivedRunOut', 'ArchivedRunDetailOut', 'list_runs', 'show', 'render', 'ProblemOut', 'ArchiveVerifyOut',
-           'verify']
+           'verify', 'ExportIn', 'export']
 
 # %% ../../nbs/87_api_routes_archive.ipynb #4a17360e
 class ArchivedRunOut(ResponseModel):
@@ -121,3 +121,35 @@ class ArchiveVerifyOut(ResponseModel):
 )
 def verify(anchor_audit: bool = Query(False, description="also anchor the chain in the audit log")):
     return ArchiveVerifyOut.model_validate(archive.Archive().verify(audit=anchor_audit))
+
+# %% ../../nbs/87_api_routes_archive.ipynb #0cda8092
+class ExportIn(ResponseModel):
+    runs: list[str] | None = None  # the runs whose notebooks go in (default: every run)
+    pipeline: str | None = None  # only this pipeline's runs
+
+
+@router.post(
+    "/archive/export",
+    response_class=Response,
+    summary="Export a bundle of the archive (.tar) that verifies offline",
+    **guarded(
+        "archive:export",
+        {
+            **ERRORS_409,
+            200: {"content": {"application/x-tar": {"schema": {"type": "string", "format": "binary"}}}, "description": "the bundle"},
+        },
+    ),
+)  # fmt: skip
+def export(request: Request, body: ExportIn) -> Response:
+    with tempfile.TemporaryDirectory() as d:
+        dest = Path(d) / "bundle.tar"
+        summary = archive.Archive().export(
+            dest, actor=principal(request).name, runs=body.runs, pipeline=body.pipeline
+        )
+        data = dest.read_bytes()
+    name = f"aitrade-archive-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}.tar"
+    return Response(
+        data,
+        media_type="application/x-tar",
+        headers={"Content-Disposition": f'attachment; filename="{name}"', "X-Runs": str(summary["runs"])},
+    )

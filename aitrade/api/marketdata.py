@@ -1,4 +1,4 @@
-"""`GET /v1/marketdata/{symbol}/chain` and `/surface`: the stored quotes of an underlying and its newest fitted volatility surface.
+"""`GET /v1/marketdata/{symbol}/chain`, `/surface` and `/smiles`: the stored quotes of an underlying, its newest fitted volatility surface, and that fit's smiles against the market.
 
 Docs: https://github.com/aitrade/aitrade/api_routes_marketdata.html.md"""
 
@@ -18,7 +18,7 @@ from .identity import guarded
 from .models import ERRORS_404, ResponseModel, aware, clean, day, num
 
 # %% auto #0
-__all__ = ['router', 'QuoteOut', 'ChainOut', 'chain', 'SliceOut', 'SurfaceOut', 'surface']
+__all__ = ['router', 'QuoteOut', 'ChainOut', 'chain', 'SliceOut', 'SurfaceOut', 'surface', 'SmilePointOut', 'SmilesOut', 'smiles']
 
 # %% ../../nbs/87_api_routes_marketdata.ipynb #fe4666af
 class QuoteOut(ResponseModel):
@@ -148,4 +148,59 @@ def surface(
         rmse=num(fit.rmse),
         slices=[_slice_out(x) for x in fit.slices.to_dict("records")],
         heston=clean(fit.heston) if fit.heston else None,
+    )
+
+# %% ../../nbs/87_api_routes_marketdata.ipynb #d168cb54
+class SmilePointOut(ResponseModel):
+    expiry: dt.date
+    T: float
+    strike: float
+    option_type: str
+    forward: float
+    market_iv: float | None
+    sabr_iv: float | None
+    heston_iv: float | None
+    sabr_resid: float | None
+    heston_resid: float | None
+
+
+class SmilesOut(ResponseModel):
+    underlying: str
+    quote_date: dt.date
+    as_of: dt.datetime | None
+    status: str
+    error: str | None
+    points: list[SmilePointOut]
+
+
+@router.get(
+    "/marketdata/{symbol}/smiles",
+    response_model=SmilesOut,
+    summary="The newest fit's smiles: market, SABR and Heston implied vols per quote, with residuals",
+    **guarded("marketdata:read", ERRORS_404),
+)
+def smiles(
+    symbol: str = _SYMBOL,
+    date: dt.date | None = Query(None, description="quote date (default: the newest)"),
+) -> SmilesOut:
+    with store.session_scope() as s:
+        fit = surfaces.latest_surface(s, symbol, date)
+    if fit is None:
+        raise errors.NotFound(f"smiles: no surface stored for {symbol}" + (f" on {date}" if date else ""))
+    rows = surfaces.smiles(fit).to_dict("records")
+    points = [
+        SmilePointOut(
+            **{k: num(x[k]) for k in ("T", "strike", "forward", "market_iv", "sabr_iv", "heston_iv", "sabr_resid", "heston_resid")},
+            expiry=day(x["expiry"]),
+            option_type=str(x["option_type"]),
+        )
+        for x in rows
+    ]  # fmt: skip
+    return SmilesOut(
+        underlying=fit.underlying,
+        quote_date=day(fit.quote_date),
+        as_of=fit.as_of,
+        status=fit.status,
+        error=fit.error,
+        points=points,
     )
