@@ -65,6 +65,7 @@ ROLES: dict[str, frozenset[str]] = {
             "orders:read",
             "jobs:read",
             "risk:read",
+            "dashboards:view",  # the Archive and audit page (no Desk: auditors approve nothing)
         }
     ),
 }

@@ -106,6 +106,12 @@ class HubSettings(_Section):
     min_password_length: int = Field(12, ge=8, description="local accounts: shortest password accepted")
     lockout_attempts: int = Field(5, ge=1, description="failed logins before an account is locked")
     lockout_seconds: int = Field(600, ge=1, description="how long a locked account stays locked")
+    auth_cache_s: int = Field(
+        20,
+        ge=1,
+        le=300,
+        description="seconds a service (API, dashboards) reuses the Hub's answer about a token",
+    )
     oidc_issuer: str = Field("", description="OIDC issuer URL (authenticator = oidc)")
     oidc_client_id: str = Field("", description="OIDC client id")
     oidc_client_secret: SecretStr = Field(

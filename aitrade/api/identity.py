@@ -24,6 +24,7 @@ from starlette.requests import HTTPConnection
 from .. import audit, errors, store
 from .models import ERRORS, ResponseModel
 from ..auth import RIGHTS, Principal, scope_of
+from ..config import get_settings
 from ..hub import API_SERVICE
 
 log = logging.getLogger("aitrade.api")
@@ -48,9 +49,10 @@ class HubResolver:
 
     def __init__(
         self,
-        cache_s: int = 30,  # how long the Hub's answer for a token is reused
+        cache_s: int
+        | None = None,  # how long the Hub's answer for a token is reused (default: `[hub] auth_cache_s`)
     ):
-        self.cache_s = int(cache_s)
+        self.cache_s = int(cache_s if cache_s is not None else get_settings().hub.auth_cache_s)
         self._auth = None
 
     @property
