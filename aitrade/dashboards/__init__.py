@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import os
 import secrets
+import threading
 from urllib.parse import urlsplit
 
 import panel as pn
@@ -41,7 +42,6 @@ def pages_of(viewer: Viewer, live: Live) -> tuple[pn.viewable.Viewable, list[Pag
 def app_for(
     viewer: Viewer,  # who the session is for
     live: Live,  # the process's shared state
-    refresh_ms: int = REFRESH_MS,  # how often the session redraws what changed
     recheck_s: float = CACHE_S / 2,  # how often it asks the Hub again about the viewer
 ) -> pn.Column:
     "One session's app."
@@ -64,7 +64,21 @@ def app_for(
             root[1], state["pages"] = pages_of(now, live)
 
     redraw()
-    pn.state.add_periodic_callback(redraw, period=refresh_ms)
+    doc = pn.state.curdoc
+    if doc is not None and doc.session_context is not None:  # pushed: the bus reader wakes the session
+        pending = threading.Event()
+
+        def drawn():
+            pending.clear()
+            redraw()
+
+        def wake():
+            if not pending.is_set():
+                pending.set()
+                doc.add_next_tick_callback(drawn)
+
+        live.listen(wake)
+        doc.on_session_destroyed(lambda _ctx: live.unlisten(wake))
     pn.state.add_periodic_callback(again, period=int(recheck_s * 1000))
     return root
 

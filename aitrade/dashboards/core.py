@@ -45,9 +45,9 @@ from ..marketdata import TICKS_STREAM
 log = logging.getLogger("aitrade.dashboards")
 
 # %% auto #0
-__all__ = ['log', 'CACHE_S', 'PAGES', 'STREAMS', 'BLOTTER_COLUMNS', 'REFRESH_MS', 'Viewer', 'read_blotter', 'Live', 'Refused',
-           'api_url', 'Api', 'hub_auth', 'HubLogin', 'HubAuthProvider', 'viewer_of', 'recheck', 'money', 'figure',
-           'outcome', 'Page', 'KillSwitch', 'later', 'age']
+__all__ = ['log', 'CACHE_S', 'PAGES', 'STREAMS', 'BLOTTER_COLUMNS', 'Viewer', 'read_blotter', 'Live', 'Refused', 'api_url', 'Api',
+           'hub_auth', 'HubLogin', 'HubAuthProvider', 'viewer_of', 'recheck', 'money', 'figure', 'outcome', 'Page',
+           'KillSwitch', 'later', 'age']
 
 # %% ../../nbs/82_dashboards_core.ipynb #e74b4eca
 #: seconds the Hub's answer about a token is reused (`[hub] auth_cache_s`); a page asks again every
@@ -127,7 +127,7 @@ class Live:
         bus=None,  # the bus (default: the platform's)
         blotter=read_blotter,  # reads the order blotter (on start and on each order event)
         history: int = 5000,  # P&L points kept for the line
-        poll_s: float = 0.05,  # the reader's pause when no stream has anything new
+        poll_s: float = 0.02,  # the reader's pause when no stream has anything new
     ):
         self.bus, self.read_blotter, self.poll_s = bus, blotter, float(poll_s)
         self.latest: dict[str, dict] = {}
@@ -138,6 +138,7 @@ class Live:
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.thread: threading.Thread | None = None
+        self.listeners: set = set()  # called (on the reader's thread) after each batch of messages
 
     def take(self, stream: str, msg: dict) -> None:
         "Take one message of `stream`."
@@ -158,6 +159,7 @@ class Live:
         with self.lock:
             self.orders = orders
             self.version[ORDERS_STREAM] += 1
+        self.notify()  # every session redraws its blotter (merged with the batch's own wake-up)
 
     def pnl_frame(self) -> pd.DataFrame:
         "The P&L line: `time`, `total`."
@@ -181,10 +183,31 @@ class Live:
             n += len(msgs)
         return n
 
+    def listen(self, wake) -> None:
+        "Call `wake()` after each batch of messages (a session schedules its redraw; `unlisten` when it ends)."
+        with self.lock:
+            self.listeners.add(wake)
+
+    def unlisten(self, wake) -> None:
+        with self.lock:
+            self.listeners.discard(wake)
+
+    def notify(self) -> None:
+        "Wake every listener once for what was just taken: a burst of messages is one wake-up each."
+        with self.lock:
+            wakes = list(self.listeners)
+        for wake in wakes:
+            try:
+                wake()
+            except Exception as e:  # a session that went away between its end and `unlisten`
+                log.debug("dashboards: waking a session failed: %s", e)
+
     def _run(self, subs: dict) -> None:
         while not self.stop.is_set():
             try:
-                if not self.poll(subs):
+                if self.poll(subs):
+                    self.notify()
+                else:
                     self.stop.wait(self.poll_s)
             except Exception as e:  # a bus or database outage: say so and carry on
                 log.warning("dashboards: reading the bus failed: %s", e)
@@ -330,9 +353,6 @@ async def recheck(
     return None if model is None else Viewer.from_model(model, viewer.token)
 
 # %% ../../nbs/82_dashboards_core.ipynb #44ee6a0c
-REFRESH_MS = 200  # how often a session looks at the shared state
-
-
 def money(x) -> str:
     "A P&L or Greek figure for a page."
     return "—" if x is None else f"{x:,.2f}"
