@@ -106,7 +106,7 @@ DASHBOARDS_DIR = "dashboards"
 def voila_config(
     prefix: str,  # the service's path under the proxy (`/services/aitrade-voila/`)
     port: int,  # where Voila listens on 127.0.0.1
-    pool_size: int = 1,  # pre-heated kernels per notebook
+    pool_size: int = 2,  # pre-heated kernels per notebook (two: a second viewer does not wait for a refill)
     cull_idle_s: int = 600,  # shut down a kernel idle this long
 ) -> dict:
     "Voila's traitlets configuration as a Hub service (see above)."

@@ -36,7 +36,7 @@ def pages_of(viewer: Viewer, live: Live) -> tuple[pn.viewable.Viewable, list[Pag
         return pn.pane.Markdown(f"{viewer.name}: your rights open no dashboard page."), []
     api = Api(viewer.token)
     pages = [PAGE_CLASSES[n](viewer, live, api) for n in names]
-    return pn.Tabs(*((n, p.view) for n, p in zip(names, pages, strict=True)), dynamic=False), pages
+    return pn.Tabs(*((n, p.view) for n, p in zip(names, pages, strict=True)), dynamic=True), pages
 
 
 def app_for(
