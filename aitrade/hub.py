@@ -15,6 +15,7 @@ import secrets
 import stat
 import urllib.request
 from pathlib import Path
+from urllib.parse import SplitResult, urlsplit
 
 from . import audit, store
 from .auth import RIGHTS, ROLES, scope_of
@@ -27,7 +28,7 @@ __all__ = ['log', 'API_SERVICE', 'VOILA_SERVICE', 'DASHBOARDS_SERVICE', 'DASHBOA
            'BASE_USER_SCOPES', 'SERVER_SCOPES', 'DOORS', 'custom_scopes', 'role_scopes', 'hub_roles', 'opens',
            'landing', 'landing_vars', 'landing_url', 'audit_hub_event', 'classify_request', 'audit_request',
            'native_authenticator_class', 'oidc_authenticator_class', 'oidc_endpoints', 'hub_dir', 'hub_db_url',
-           'ensure_admin']
+           'ensure_admin', 'service_address']
 
 # %% ../nbs/80_hub.ipynb #d59d61c6
 API_SERVICE = "aitrade-api"
@@ -451,3 +452,16 @@ def ensure_admin(settings: Settings | None = None) -> tuple[str, Path, str | Non
         "system:make-run", "hub.admin.create", f"user:{name}", after={"password_file": str(pw_file)}
     )
     return name, pw_file, password
+
+# %% ../nbs/80_hub.ipynb #df4f1903
+def service_address(
+    name: str,  # the service's name, e.g. `aitrade-voila` (its prefix when the Hub gives none)
+    what: str,  # what runs, for the refusal: 'the API', 'Voila', ...
+) -> tuple[SplitResult, str]:
+    "The URL the Hub gives the service and its path prefix; SystemExit when not run by the Hub."
+    url = os.environ.get("JUPYTERHUB_SERVICE_URL")
+    if not url:
+        raise SystemExit(
+            f"JUPYTERHUB_SERVICE_URL is not set: {what} runs as a JupyterHub service (`make run`)"
+        )
+    return urlsplit(url), os.environ.get("JUPYTERHUB_SERVICE_PREFIX") or f"/services/{name}/"

@@ -11,7 +11,6 @@ import datetime as dt
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pandas as pd
 import sqlalchemy as sa
@@ -20,7 +19,7 @@ from . import store
 from .bus import get_bus
 from .config import Settings, get_settings
 from .desk import LIMITS_STREAM, PNL_STREAM
-from .hub import VOILA_SERVICE
+from .hub import VOILA_SERVICE, service_address
 from .surfaces import VolSurface, latest_surface
 
 # %% auto #0
@@ -138,15 +137,12 @@ def main(
     from traitlets.config import Config
     from voila.app import Voila
 
-    url = os.environ.get("JUPYTERHUB_SERVICE_URL")
-    if not url:
-        raise SystemExit("JUPYTERHUB_SERVICE_URL is not set: Voila runs as a JupyterHub service (`make run`)")
-    prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX") or f"/services/{VOILA_SERVICE}/"
+    url, prefix = service_address(VOILA_SERVICE, "Voila")
     root = Path(folder or get_settings().path(DASHBOARDS_DIR))
     # the `aitrade` template; set before Voila reads the Jupyter paths
     os.environ["JUPYTER_PATH"] = os.pathsep.join(
         filter(None, [str(root / "jupyter"), os.environ.get("JUPYTER_PATH")])
     )
-    app = Voila(config=Config(voila_config(prefix, urlsplit(url).port or 80)))
+    app = Voila(config=Config(voila_config(prefix, url.port or 80)))
     app.initialize([str(root)])
     app.start()

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -11,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import requests
 
@@ -116,12 +118,24 @@ class Hub:
         )
 
     def stop(self) -> None:
+        "Stop the Hub and everything it started (proxy, services, servers): none outlives the test."
         if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
+            try:
+                tree = psutil.Process(self.proc.pid).children(recursive=True)
+            except psutil.NoSuchProcess:
+                tree = []
+            self.proc.terminate()  # the Hub stops its managed services and the proxy itself
             try:
                 self.proc.wait(20)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+            for p in tree:  # what it could not stop in time (a service stuck in shutdown)
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    p.terminate()
+            _, alive = psutil.wait_procs(tree, timeout=5)
+            for p in alive:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    p.kill()
         if getattr(self, "log", None):
             self.log.close()
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -28,7 +27,7 @@ from .metrics import ApiMetrics
 from .models import error_response
 from .stream import StreamFanout
 from ..auth import right_of
-from ..hub import API_SERVICE
+from ..hub import API_SERVICE, service_address
 
 log = logging.getLogger("aitrade.api")
 
@@ -162,12 +161,7 @@ def main() -> None:
     "Run the API where the Hub says (`JUPYTERHUB_SERVICE_URL`), on 127.0.0.1 unless the URL names another host."
     import uvicorn
 
-    url = os.environ.get("JUPYTERHUB_SERVICE_URL")
-    if not url:
-        raise SystemExit(
-            "JUPYTERHUB_SERVICE_URL is not set: the API runs as a JupyterHub service (`make run`)"
-        )
-    u = urlsplit(url)
+    u, _ = service_address(API_SERVICE, "the API")
     uvicorn.run(
         "aitrade.api:create_app",
         factory=True,

@@ -8,15 +8,13 @@ Docs: https://github.com/aitrade/aitrade/dashboards.html.md"""
 from __future__ import annotations
 
 import html
-import os
 import secrets
 import threading
-from urllib.parse import urlsplit
 
 import panel as pn
 from jupyterhub.services.auth import HubOAuthCallbackHandler
 
-from ..hub import DASHBOARDS_SERVICE
+from ..hub import DASHBOARDS_SERVICE, service_address
 
 from .core import *
 from .desk import *
@@ -122,12 +120,7 @@ def main() -> None:
     "`aitrade dashboards serve`: the app as the Hub service `aitrade-dashboards` (address and prefix from the Hub)."
     from aitrade.config import get_settings
 
-    url = os.environ.get("JUPYTERHUB_SERVICE_URL")
-    if not url:
-        raise SystemExit(
-            "JUPYTERHUB_SERVICE_URL is not set: the dashboards run as a JupyterHub service (`make run`)"
-        )
+    url, prefix = service_address(DASHBOARDS_SERVICE, "the dashboards")
     hub = get_settings().hub
     hosts = {"127.0.0.1", "localhost", hub.ip} if hub.ip not in ("", "0.0.0.0") else {"*"}
-    prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX") or f"/services/{DASHBOARDS_SERVICE}/"
-    serve(urlsplit(url).port or 80, prefix, sorted(f"{h}:{hub.port}" for h in hosts))
+    serve(url.port or 80, prefix, sorted(f"{h}:{hub.port}" for h in hosts))
