@@ -138,6 +138,7 @@ class Live:
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.thread: threading.Thread | None = None
+        self._spots_html: tuple[int, str] = (-1, "")
         self.listeners: set = set()  # called (on the reader's thread) after each batch of messages
 
     def take(self, stream: str, msg: dict) -> None:
@@ -170,6 +171,16 @@ class Live:
         "The last price of each underlying, from the merged ticks."
         with self.lock:
             return pd.DataFrame(sorted(self.marks.spot.items()), columns=["underlying", "price"])
+
+    def spots_html(self) -> str:
+        "`spots()` as an HTML table, made once per tick version for every session (not once per session)."
+        v = self.version[TICKS_STREAM]
+        if self._spots_html[0] != v:
+            self._spots_html = (
+                v,
+                self.spots().to_html(index=False, classes="spots", float_format="{:.2f}".format),
+            )
+        return self._spots_html[1]
 
     def poll(self, subs: dict) -> int:
         "Take what each subscription of `subs` (stream -> non-blocking subscription) holds now; return how many."

@@ -58,7 +58,9 @@ class DeskPage(Page):
         self.attribution = pn.pane.HoloViews(None)
         self.positions = pn.pane.DataFrame(None, index=False, css_classes=["positions"])
         self.greeks = pn.pane.DataFrame(None, css_classes=["greeks"])
-        self.market = pn.pane.DataFrame(None, index=False, css_classes=["market"])
+        self.market = pn.pane.HTML(
+            "", css_classes=["market"]
+        )  # the same HTML for every session (`spots_html`)
         self.blotter = pn.pane.DataFrame(None, index=False, css_classes=["blotter"], max_rows=50)
         self.queue = pn.pane.DataFrame(None, index=False, css_classes=["approval-queue"])
         self.kill = KillSwitch(viewer, live, api)
@@ -116,7 +118,7 @@ class DeskPage(Page):
         self.greeks.object = pd.DataFrame(msg.get("by_underlying") or {}).T.round(2)
 
     def draw_market(self) -> None:
-        self.market.object = self.live.spots()
+        self.market.object = self.live.spots_html()
 
     def draw_orders(self) -> None:
         orders = self.live.orders
