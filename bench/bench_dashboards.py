@@ -8,8 +8,8 @@ Peers, measured in the same run on the same machine, in the same browser (Debian
   * Voila has no peer here: the summary's first paint is reported against the issue's target alone.
 
 Tick -> DOM: the bench publishes ticks on the platform's bus at the replay's rate (10 per second), each with its
-sequence number in the price and the wall-clock time of its publication; every open page polls its market pane
-every 2 ms (in the browser) and keeps the wall-clock time it first shows each price. Latency = shown - published,
+sequence number in the price and the wall-clock time of its publication; every open page watches its market pane
+(a MutationObserver in the browser: no polling) and keeps the wall-clock time it first shows each price. Latency = shown - published,
 both on this machine's clock; p50 and p99 over every tick seen by every session.
 
 Memory per session: the service process's resident memory with the sessions open minus before, divided by the
@@ -100,11 +100,13 @@ pn.serve(app, port=int(sys.argv[1]), address="127.0.0.1", show=False, websocket_
 WATCH = """(el, pat) => {
   window.__seen = {};
   const re = new RegExp(pat, 'g');
-  setInterval(() => {
-    const text = el.shadowRoot ? [...el.shadowRoot.children].filter(c => c.tagName !== 'STYLE').map(c => c.textContent).join(' ') : el.textContent;
+  const root = el.shadowRoot || el;
+  const look = () => {
     const now = Date.now();
+    const text = [...root.children].filter(c => c.tagName !== 'STYLE').map(c => c.textContent).join(' ');
     for (const m of text.matchAll(re)) { const s = parseInt(m[1]) - 10000; if (!(s in window.__seen)) window.__seen[s] = now; }
-  }, 2);
+  };
+  new MutationObserver(look).observe(root, {subtree: true, childList: true, characterData: true});
 }"""
 
 
