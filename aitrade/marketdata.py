@@ -36,8 +36,8 @@ from .store import Base, BigId, unique
 # %% auto #0
 __all__ = ['CATALOG', 'BAD_KINDS', 'TICKS_STREAM', 'Underlying', 'UnderlyingPrice', 'OptionQuote', 'as_day', 'UnderlyingSpec',
            'history', 'expiries', 'corrupt_quote', 'SyntheticMarket', 'ensure_underlyings', 'store_prices',
-           'store_chain', 'chain', 'latest_quote_time', 'quote', 'prices', 'Feed', 'SyntheticFeed', 'run_feed',
-           'subscribe_ticks']
+           'store_chain', 'chain', 'latest_quote_time', 'quote', 'prices', 'log_returns', 'Feed', 'SyntheticFeed',
+           'run_feed', 'subscribe_ticks']
 
 # %% ../nbs/21_marketdata.ipynb #f07d7a54
 class Underlying(Base):
@@ -578,6 +578,21 @@ def prices(session: Session, symbol: str, start=None, end=None) -> pd.DataFrame:
     )
     df["date"] = pd.to_datetime(df["date"])
     return df
+
+
+def log_returns(
+    session: Session,
+    symbols,  # the underlyings
+    end,  # the last day (a date)
+    n: int,  # at most this many of the newest days
+) -> pd.DataFrame:
+    "Daily close-to-close log returns of `symbols` up to `end`: a column per symbol, the days all of them have."
+    cols = {}
+    for sym in symbols:
+        p = prices(session, sym, end=end)
+        cols[sym] = pd.Series(p["close"].to_numpy(float), index=p["date"])
+    px = pd.DataFrame(cols, columns=list(symbols)).dropna()
+    return np.log(px).diff().dropna().tail(int(n))
 
 # %% ../nbs/21_marketdata.ipynb #4a298af9
 TICKS_STREAM = "ticks"

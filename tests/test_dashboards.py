@@ -54,8 +54,11 @@ import nbformat
 from aitrade import archive, store, surfaces
 from aitrade.marketdata import OptionQuote, SyntheticMarket, ensure_underlyings
 
-with store.session_scope() as s:  # a calibration for the Vol page
+from aitrade.marketdata import store_prices
+
+with store.session_scope() as s:  # a calibration for the Vol page, closes for the Risk page's VaR
     surfaces.store_surface(s, surfaces.calibrate_chain(SyntheticMarket(seed=3).chain("SPX", "2016-02-10")))
+    store_prices(s, SyntheticMarket(seed=3).prices("SPX", "2015-05-01", "2015-06-01"))
 v4 = nbformat.v4  # an executed notebook in the archive, for the Archive page
 cell = v4.new_code_cell("print('hello auditor')", outputs=[v4.new_output("stream", name="stdout", text="hello auditor")])
 archive.Archive().add(v4.new_notebook(cells=[cell]), pipeline="daily", user="olga", run_id="daily-dash-1",
@@ -401,6 +404,11 @@ def test_a_bad_limit_edit_shows_the_field_and_reason_and_changes_nothing(hub, vi
     v = visit(hub, "rita")
     v.open_app()
     v.page.locator(".bk-tab", has_text="Risk").click()
+    var = v.wait_text(".risk-var", "VaR")  # the book holds tom's approved order (earlier test) or nothing
+    assert (
+        re.search(r"99% historical VaR [\d,]+\.\d\d · ES [\d,]+\.\d\d \(20 days\)", var)
+        or "no positions" in var
+    ), var
     v.page.get_by_label("Max |value|").fill("-5")
     v.page.get_by_label("Why the limit changes").fill("tighter")
     v.page.get_by_role("button", name="Save limit").click()

@@ -14,13 +14,14 @@ from fastapi import APIRouter, Body, Query, Request
 from fastapi import Path as PathParam
 from pydantic import Field
 
-from .. import execution, limits, risk, store
+from .. import execution, limits, marketdata, risk, store
+from ..config import get_settings
 from .identity import add_post, guarded, principal
 from .models import FINITE, ReasonIn, RequestModel, ResponseModel, clean, num
 
 # %% auto #0
-__all__ = ['router', 'ks_engage', 'ks_release', 'ScenarioOut', 'RiskReportOut', 'report', 'LimitIn', 'LimitOut', 'RemovedOut',
-           'list_limits', 'put_limit', 'delete_limit', 'KillSwitchOut', 'ks_state']
+__all__ = ['VAR_HISTORY_DAYS', 'router', 'ks_engage', 'ks_release', 'ScenarioOut', 'VarOut', 'RiskReportOut', 'report', 'LimitIn',
+           'LimitOut', 'RemovedOut', 'list_limits', 'put_limit', 'delete_limit', 'KillSwitchOut', 'ks_state']
 
 # %% ../../nbs/87_api_routes_risk.ipynb #3b2e7ed1
 class ScenarioOut(ResponseModel):
@@ -30,6 +31,16 @@ class ScenarioOut(ResponseModel):
     pnl: float | None
 
 
+class VarOut(ResponseModel):
+    method: str  # 'historical' (full revaluation under each stored day's returns)
+    confidence: float
+    horizon_days: int
+    var: float | None  # as a positive loss; None when it cannot be computed
+    es: float | None
+    scenarios: int
+    error: str | None  # why there is no figure (too few stored closes)
+
+
 class RiskReportOut(ResponseModel):
     as_of: dt.datetime
     by: Literal["bucket", "symbol", "total"]
@@ -37,6 +48,10 @@ class RiskReportOut(ResponseModel):
     greeks: list[dict[str, str | float | int | None]]
     scenarios: list[ScenarioOut]
     worst: dict[str, float | None]
+    var: VarOut
+
+
+VAR_HISTORY_DAYS = 250  # daily returns behind the historical VaR / ES of the report
 
 
 router = APIRouter(tags=["risk"])
@@ -54,6 +69,8 @@ def report(by: Literal["bucket", "symbol", "total"] = "bucket") -> RiskReportOut
         pos = execution.positions(s)
         pf = execution.portfolio_from_positions(pos, now)
         mkt = execution.market_from_quotes(s, pf, now)
+        syms = list(pf.layout().uniques) if len(pf) else []
+        R = marketdata.log_returns(s, syms, now.date(), VAR_HISTORY_DAYS) if syms else None
     greeks, sc = risk.risk_report(pf, mkt, by=by)
     g = [
         clean({k: (str(v) if k in ("symbol", "bucket") else v) for k, v in row.items()})
@@ -69,7 +86,19 @@ def report(by: Literal["bucket", "symbol", "total"] = "bucket") -> RiskReportOut
         for x in sc.frame().to_dict("records")
     ]
     worst = {str(k): num(v) for k, v in sc.worst().items()}
-    return RiskReportOut(as_of=now, by=by, positions=len(pf), greeks=g, scenarios=scen, worst=worst)
+    cfg = get_settings().risk
+    var = VarOut(method="historical", confidence=cfg.var_confidence, horizon_days=cfg.var_horizon_days,
+                 var=None, es=None, scenarios=0, error="no positions")  # fmt: skip
+    if R is not None and len(R) >= 2:
+        h = risk.historical_var(pf, mkt, R)
+        var = var.model_copy(
+            update=dict(var=num(h.var), es=num(h.es), scenarios=int(h.n_scenarios), error=None)
+        )
+    elif R is not None:
+        var = var.model_copy(
+            update=dict(error=f"{len(R)} daily returns stored for {', '.join(syms)}, need >= 2")
+        )
+    return RiskReportOut(as_of=now, by=by, positions=len(pf), greeks=g, scenarios=scen, worst=worst, var=var)
 
 # %% ../../nbs/87_api_routes_risk.ipynb #478d0af6
 class LimitIn(RequestModel):

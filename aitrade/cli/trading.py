@@ -352,15 +352,6 @@ def market_replay(
 risk_app = typer.Typer(help="Risk: Greeks, scenarios, VaR/ES and limits against usage.", no_args_is_help=True)
 
 
-def _returns(s, symbols, until: datetime, n: int) -> pd.DataFrame:
-    cols = {}
-    for sym in symbols:
-        p = marketdata.prices(s, sym, end=until.date())
-        cols[sym] = pd.Series(p["close"].to_numpy(float), index=p["date"])
-    px = pd.DataFrame(cols).dropna()
-    return np.log(px).diff().dropna().tail(n)
-
-
 def _limit_usage(lims, usage: Callable[[str, str], float]) -> pd.DataFrame:
     "Each limit with `usage(scope, metric)` and its utilisation |usage| / max_abs (inf past a zero limit)."
     rows = []
@@ -403,7 +394,7 @@ def risk_snapshot(
     prob = risk.position_problems(pf, mkt)
     out["problems"] = [f"{pf.symbol[i]} row {i}: {p}" for i, p in enumerate(prob) if p]
     syms = list(pf.layout().uniques)
-    R = _returns(s, syms, now, history_days)
+    R = marketdata.log_returns(s, syms, now.date(), history_days)
     if len(R) >= 2:
         h = risk.historical_var(pf, mkt, R, confidence=confidence)
         mc = risk.mc_var(pf, mkt, returns=R, n_paths=n_paths, confidence=confidence)

@@ -174,6 +174,7 @@ class RiskPage(Page):
         self.heat = pn.pane.HoloViews(None)
         self.scenarios = pn.pane.HoloViews(None)
         self.limits = pn.pane.HTML("", css_classes=["limit-utilisation"])
+        self.var = pn.pane.HTML("VaR: —", css_classes=["risk-var"], styles={"font-size": "1.2em"})
         self.said = pn.pane.HTML("", css_classes=["risk-result"])
         again = pn.widgets.Button(name="Recompute")
         again.on_click(lambda _e: self.report())
@@ -195,7 +196,10 @@ class RiskPage(Page):
         self.view = pn.Column(
             pn.Row(again, self.said),
             pn.Row(pn.Column("### Greeks by underlying × expiry bucket", self.grid), self.heat),
-            pn.Row(self.scenarios, pn.Column("### Limit utilisation", self.limits, *form)),
+            pn.Row(
+                self.scenarios,
+                pn.Column("### VaR and ES", self.var, "### Limit utilisation", self.limits, *form),
+            ),
             self.kill.view,
         )
         self.report()
@@ -221,6 +225,13 @@ class RiskPage(Page):
                 height=300,
             )
         self.scenarios.object = scenario_heatmap(rep["scenarios"])
+        v = rep["var"]
+        what = f"{v['horizon_days']}-day {v['confidence']:.0%} {v['method']}"
+        self.var.object = (
+            f"{what} VaR <b>{money(v['var'])}</b> · ES <b>{money(v['es'])}</b> ({v['scenarios']} days)"
+            if v["var"] is not None
+            else f"{what} VaR: n/a ({html.escape(v['error'] or '')})"
+        )  # against the `loss` limits in the utilisation table
 
     def draw_limits(self) -> None:
         msg = self.live.latest.get(LIMITS_STREAM)
