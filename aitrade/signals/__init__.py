@@ -8,6 +8,6 @@ Docs: https://github.com/aitrade/aitrade/signals.html.md"""
 # %% auto #0
 __all__ = []
 
-# %% ../../nbs/24_signals.ipynb #5626bc80
-from .graph import *
+# %% ../../nbs/24_signals.ipynb #84899b1d
+from .leadlag import *
 from .te import *
