@@ -156,30 +156,41 @@ def test_gaussian_te_matches_the_closed_form_at_200k():
 # --- KSG ------------------------------------------------------------------------------------------------------
 
 
-def _ksg_brute(D, K, w):
-    "KSG algorithm 1 for I(col 1; col 2 | col 0) by brute force."
-    N = len(D)
+def _ksg_brute(Z, X, Y, K, w):
+    "KSG algorithm 1 for I(X; Y | Z) by brute force (Z: columns; X, Y: one column each)."
+    N = len(Z)
     tot = 0.0
     t = np.arange(N)
     for p in range(N):
         ok = np.abs(t - p) > w
-        dist = np.max(np.abs(D - D[p]), axis=1)
-        eps = np.sort(dist[ok])[K - 1]
-        dz = np.abs(D[:, 0] - D[p, 0])
-        dxz = np.maximum(dz, np.abs(D[:, 1] - D[p, 1]))
-        dyz = np.maximum(dz, np.abs(D[:, 2] - D[p, 2]))
+        dz = np.max(np.abs(Z - Z[p]), axis=1)
+        dxz = np.maximum(dz, np.abs(X - X[p]))
+        dyz = np.maximum(dz, np.abs(Y - Y[p]))
+        eps = np.sort(np.maximum(dxz, dyz)[ok])[K - 1]
         tot += digamma((ok & (dxz < eps)).sum() + 1) + digamma((ok & (dyz < eps)).sum() + 1)
         tot -= digamma((ok & (dz < eps)).sum() + 1)
     return digamma(K) - tot / N
 
 
-@pytest.mark.parametrize("K,theiler", [(4, 0), (4, 3), (2, 0), (6, 10)])
-def test_ksg_equals_brute_force(K, theiler):
-    x, y = coupled_ar1(600, 0.8, 0.3, 0.5, seed=K + theiler)
-    got = te.ksg_te(x, y, K=K, theiler=theiler, noise=0.0)
+@pytest.mark.parametrize("K,theiler,k", [(4, 0, 1), (4, 3, 1), (2, 0, 1), (6, 10, 1), (4, 0, 2), (3, 2, 3)])
+def test_ksg_equals_brute_force(K, theiler, k):
+    x, y = coupled_ar1(600, 0.8, 0.3, 0.5, seed=K + theiler + k)
+    got = te.ksg_te(x, y, k, K=K, theiler=theiler, noise=0.0)
     zx, zy = ((v - v.mean()) / v.std() for v in (x, y))
-    D = np.column_stack([zy[:-1], zy[1:], zx[:-1]])  # target's past, target, source at lag 1
-    assert abs(got - _ksg_brute(D, K, theiler)) < 1e-12
+    N = len(zy)
+    Z = np.column_stack([zy[k - d : N - d] for d in range(1, k + 1)])  # the target's past
+    assert abs(got - _ksg_brute(Z, zy[k:], zx[k - 1 : N - 1], K, theiler)) < 1e-12
+
+
+def test_ksg_conditional_equals_brute_force():
+    "A third series as a conditioning column (the graph's pruning step): Z = (y_{t-1}, w_{t-2})."
+    x, y = coupled_ar1(500, 0.8, 0.3, 0.5, seed=21)
+    w = np.roll(x, 1) + np.random.default_rng(0).standard_normal(500)
+    X = np.stack([x, y, w])
+    got = te.ksg_te_block(X, 1, [0], [1], 1, cond=[(2, 2)], noise=0.0)[0][0, 0]
+    zx, zy, zw = ((v - v.mean()) / v.std() for v in X)
+    Z = np.column_stack([zy[1:-1], zw[:-2]])
+    assert abs(got - _ksg_brute(Z, zy[2:], zx[1:-1], 4, 0)) < 1e-12
 
 
 def test_ksg_within_002_nats_of_the_closed_form_at_10k():
