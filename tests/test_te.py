@@ -208,6 +208,7 @@ def _ar1_matrix(n: int, T: int, phi: float, seed: int) -> np.ndarray:
     return lfilter([1.0], [1.0, -phi], e, axis=1)[:, 200:]
 
 
+@pytest.mark.slow
 def test_false_positive_rate_on_autocorrelated_independent_pairs():
     "2,000 independent AR(1) pairs (φ = 0.5), T = 500, 200 circular shifts, α = 0.05: Gaussian and discrete."
     n_pairs, T, n_surr = 2000, 500, 200
@@ -224,6 +225,7 @@ def test_false_positive_rate_on_autocorrelated_independent_pairs():
     assert all(0.03 <= r <= 0.07 for r in rates.values()), rates
 
 
+@pytest.mark.slow
 def test_power_on_a_moderately_coupled_pair():
     """N = 2,000, a = b = 0.5: Gaussian at c = 0.1 (TE = 0.0066 nats), 100 pairs, 200 shifts; KSG at c = 0.3
     (TE = 0.055 nats; at c = 0.2, 0.026 nats, its power is about 0.75), 20 pairs, 50 shifts."""
@@ -275,8 +277,10 @@ def test_bad_input_is_refused_with_its_field():
         te.te_block(np.array([[np.nan] * 9, [0.0] * 9]))
     with pytest.raises(errors.FieldError, match="X: symbols are non-negative integers"):
         te.te_block(np.zeros((2, 50)), method="discrete")
-    with pytest.raises(errors.FieldError, match="params"):
+    with pytest.raises(errors.FieldError, match="params: the discrete estimator does not take"):
         te.te_block(np.zeros((2, 50), int), method="discrete", K=4)
+    with pytest.raises(errors.FieldError, match=r"params: the gaussian estimator does not take \['K'\]"):
+        sg.lead_lag_graph(sg.planted_lead_lag(4, 2, 100)[0], window=100, n_surr=50, K=4)
     with pytest.raises(errors.FieldError, match="K"):
         te.ksg_te(np.arange(50.0), np.arange(50.0) ** 2, K=0)
 
@@ -293,6 +297,7 @@ def _score(found: set, true: set) -> tuple[float, float]:
     return tp / max(1, len(found)), tp / len(true)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n_nodes,n_edges,seed", [(30, 12, 0), (30, 12, 1), (50, 20, 2)])
 def test_planted_network_is_recovered(n_nodes, n_edges, seed):
     R, truth = sg.planted_lead_lag(n_nodes, n_edges, 1000, seed=seed)
@@ -303,6 +308,7 @@ def test_planted_network_is_recovered(n_nodes, n_edges, seed):
     assert precision >= 0.9 and recall >= 0.9, (precision, recall)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method,kw", [("ksg", dict(n_surr=60)), ("discrete", dict(bins=2))])
 @pytest.mark.parametrize("seed", [3, 4])
 def test_planted_network_other_estimators(method, kw, seed):

@@ -641,9 +641,13 @@ def te_block(
     te = np.empty((tg.size, n, lags.size))
     ge = np.empty((tg.size, n, lags.size), dtype=np.int64)
     top = np.empty((tg.size, shifts.size))
+    extra = (
+        set(params)
+        - {"discrete": set(), "gaussian": {"chunk"}, "ksg": {"K", "theiler", "noise", "seed"}}[method]
+    )
+    if extra:
+        raise FieldError("params", f"the {method} estimator does not take {sorted(extra)}")
     if method == "discrete":
-        if params:
-            raise FieldError("params", f"the discrete estimator takes none, got {sorted(params)}")
         _buffers(b, k)
         _te_block(S, tg, k, lags, shifts, b, te, ge, top)
         return te, ge, top
