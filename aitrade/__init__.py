@@ -19,6 +19,7 @@ Modules:
 - `aitrade.execution.broker`: The seam for a venue (`BrokerAdapter`), the paper broker that fills at the quote with slippage, partial fills and commissions, and the recording of fills, published to the bus once they commit.
 - `aitrade.execution.model`: The trading tables (strategies, orders, their history, fills), the order states and their legal moves, the errors of the order flow, what a client sends (`OrderRequest`) and the quotes the flow prices against.
 - `aitrade.execution.orders`: Orders move through a state machine with full history; a retried submission never creates a second order; large or manual orders wait for a second person.
+- `aitrade.features`: Point-in-time features per underlying and day: declared, versioned definitions in a content-hashed `FeatureSet`, built strictly causally from the store, checked for look-ahead, and stored per set and day.
 - `aitrade.jobs.driver`: The notebook task that runs on a Dask worker, the driver that moves a run through its DAG with retries, timeouts, cancellation and alerts, and the Dask cluster it runs on.
 - `aitrade.jobs.runs`: The tables of runs, their notebooks and logs; creating a run; the lease a driver holds on it; a run's status and log; cancel and retry.
 - `aitrade.jobs.spec`: What a production pipeline is: a DAG of notebooks with typed parameters, a schedule, retries, timeouts, concurrency and alert targets, read and validated from `jobs/pipelines.yaml`.
@@ -27,6 +28,7 @@ Modules:
 - `aitrade.marketdata`: Underlyings, prices and option chains: a synthetic market anchored to real history (the embedded default), file loaders with validation, a live feed onto the bus, and the tables the trading loop reads.
 - `aitrade.migrations.versions.v0002_marketdata`: `underlyings`, `underlying_prices`, `option_quotes` and `vol_surfaces` (see `aitrade.marketdata` and `aitrade.surfaces`).
 - `aitrade.migrations.versions.v0003_trading`: Risk limits, the kill switch, strategies, orders with their history, and fills (see `aitrade.limits` and `aitrade.execution`).
+- `aitrade.migrations.versions.v0006_features`: `feature_sets`: one row per feature set, keyed by its content hash, with the canonical definitions it was hashed from; `feature_values`: the features of a set per day and underlying, long format (see `aitrade.features`).
 - `aitrade.performance`: Summary statistics of a daily P&L series (Sharpe ratio, maximum drawdown, turnover, hit rate) and the figures of a backtest (P&L with drawdown, the book's Greeks over time).
 - `aitrade.pricing.heston`: European options under Heston (1993) stochastic volatility: a branch-safe characteristic function, the COS method for whole surfaces, the Lewis single integral as cross-check, and Levenberg-Marquardt calibration with the analytic gradient.
 - `aitrade.pricing.montecarlo`: European options under Heston by simulation: the Quadratic-Exponential variance step with martingale correction, antithetic pairs, counter-based random numbers, numba on the CPU and the same estimator on CuPy.
