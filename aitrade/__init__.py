@@ -20,6 +20,7 @@ Modules:
 - `aitrade.execution.model`: The trading tables (strategies, orders, their history, fills), the order states and their legal moves, the errors of the order flow, what a client sends (`OrderRequest`) and the quotes the flow prices against.
 - `aitrade.execution.orders`: Orders move through a state machine with full history; a retried submission never creates a second order; large or manual orders wait for a second person.
 - `aitrade.features`: Point-in-time features per underlying and day: declared, versioned definitions in a content-hashed `FeatureSet`, built strictly causally from the store, checked for look-ahead, and stored per set and day.
+- `aitrade.features_drift`: Drift of each feature against its training window: the population stability index on the reference window's quantile bins and the two-sample Kolmogorov–Smirnov test, an audited alert through the jobs' webhooks when the PSI passes its threshold, and a figure for the dashboard.
 - `aitrade.jobs.driver`: The notebook task that runs on a Dask worker, the driver that moves a run through its DAG with retries, timeouts, cancellation and alerts, and the Dask cluster it runs on.
 - `aitrade.jobs.runs`: The tables of runs, their notebooks and logs; creating a run; the lease a driver holds on it; a run's status and log; cancel and retry.
 - `aitrade.jobs.spec`: What a production pipeline is: a DAG of notebooks with typed parameters, a schedule, retries, timeouts, concurrency and alert targets, read and validated from `jobs/pipelines.yaml`.
