@@ -45,7 +45,7 @@ def _panel(name: str, p) -> pd.DataFrame:
         raise FieldError("panels", f"{name}: the index must hold dates") from None
     if idx.tz is not None:
         idx = idx.tz_localize(None)
-    idx = idx.normalize()
+    idx = idx.normalize().as_unit("ns")
     if idx.has_duplicates:
         raise FieldError("panels", f"{name}: day {idx[idx.duplicated()][0].date()} appears twice")
     try:
@@ -631,7 +631,7 @@ def load_features(
     if underlyings is not None:
         stmt = stmt.where(FeatureValue.underlying.in_(list(underlyings)))
     df = pd.DataFrame(session.execute(stmt).all(), columns=["date", "underlying", "feature", "value"])
-    df["date"] = pd.to_datetime(df["date"])
+    df["date"] = pd.to_datetime(df["date"]).astype("datetime64[ns]")
     df["value"] = df["value"].astype(float)
     out = df.pivot(index=["date", "underlying"], columns="feature", values="value")
     out = out.reindex(columns=names).sort_index()
