@@ -472,10 +472,18 @@ def check_causal(
     seed: int = 0,
     rtol: float = 1e-9,
     atol: float = 1e-12,
+    window: bool = True,  # also check each feature's declared window
 ) -> pd.DataFrame:
-    "Per feature: does its row t computed on data <= t equal its row t computed on all the data?"
+    "Per feature: does its row t computed on data <= t (and on its last `window` rows) equal the full-data one?"
     data = _as_data(data)
     full = feature_set.compute(data)
+
+    def differ(a, b):
+        na, nb = np.isnan(a), np.isnan(b)
+        both = ~na & ~nb
+        diff = np.where(both, np.abs(a - b), np.where(na == nb, 0.0, np.inf))
+        return diff, diff > atol + rtol * np.where(both, np.abs(a), 0.0)
+
     if dates is None:
         cand = data.dates[:-1]
         if not len(cand):
@@ -487,25 +495,31 @@ def check_causal(
         missing = days[~days.isin(data.dates)]
         if len(missing):
             raise FieldError("dates", f"{missing[0].date()} is not a day of the data")
-    stats = {f: dict(checked=0, violations=0, first=pd.NaT, max_diff=0.0) for f in feature_set.names}
+    stats = {
+        f: dict(checked=0, violations=0, first=pd.NaT, max_diff=0.0, window_violations=0)
+        for f in feature_set.names
+    }
     for t in days:
         part = feature_set.compute(data.until(t))
-        for f in feature_set.names:
-            a, b = full[f].loc[t].to_numpy(), part[f].loc[t].to_numpy()
-            na, nb = np.isnan(a), np.isnan(b)
-            both = ~na & ~nb
-            diff = np.where(both, np.abs(a - b), np.where(na == nb, 0.0, np.inf))
-            bad = diff > atol + rtol * np.where(both, np.abs(a), 0.0)
-            st = stats[f]
+        for ft in feature_set:
+            a = full[ft.name].loc[t].to_numpy()
+            diff, bad = differ(a, part[ft.name].loc[t].to_numpy())
+            st = stats[ft.name]
             st["checked"] += a.size
             st["violations"] += int(bad.sum())
             if bad.any():
                 st["first"] = t if pd.isna(st["first"]) else st["first"]
                 st["max_diff"] = max(st["max_diff"], float(diff[bad].max()))
+            if window:
+                short = FeatureData({i: data[i].loc[:t].iloc[-ft.window :] for i in ft.inputs})
+                st["window_violations"] += int(differ(a, ft.compute(short).loc[t].to_numpy())[1].sum())
     out = pd.DataFrame.from_dict(stats, orient="index")
     out.index.name = "feature"
     out["causal"] = out["violations"] == 0
-    out.attrs.update(causal=bool(out["causal"].all()), dates=list(days))
+    out["window_ok"] = out["window_violations"] == 0
+    out.attrs.update(
+        causal=bool(out["causal"].all()), window_ok=bool(out["window_ok"].all()), dates=list(days)
+    )
     return out
 
 # %% ../nbs/23_features.ipynb #a92fb72d

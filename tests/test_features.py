@@ -169,6 +169,18 @@ def test_check_causal_catches_planted_look_aheads_and_passes_the_standard_set():
     assert ft.check_causal(std, p, dates=p["close"].index[:-1:7]).attrs["causal"] is True
 
 
+def test_check_causal_catches_an_understated_window():
+    p = random_panels(n=120)
+    sets = ft.FeatureSet([
+        ft.Feature("rv_21d", ft.standard_features()["rv_21d"].fn, window=21, params=dict(window=21)),  # needs 22
+        ft.Feature("ok_21d", ft.standard_features()["rv_21d"].fn, window=22, params=dict(window=21)),
+    ])  # fmt: skip
+    rep = ft.check_causal(sets, p)
+    assert rep["causal"].all() and rep.attrs["causal"]
+    assert rep["window_ok"].tolist() == [False, True] and not rep.attrs["window_ok"]
+    assert ft.check_causal(ft.standard_features(), p).attrs["window_ok"]
+
+
 def test_build_features_never_reads_past_end():
     p = random_panels(n=40)
     leaky = ft.FeatureSet([ft.standard_features()["ret_1d"], ft.Feature("peek", _tomorrow, window=2)])
