@@ -292,6 +292,10 @@ def test_inputs_from_the_store(db):
     )
     assert a["heston_kappa"].iloc[-1] == 2.0 and a["rv_63d"].notna().all()
     assert f[["ll_in_degree", "ll_te_out"]].isna().all().all()  # no lead/lag graph stored: NaN
+    # point in time from the store: a build ending on day t equals a longer build's rows up to t
+    with store.session_scope() as s:
+        short = ft.build_features(s, std, days[-5], days[-2])
+    pd.testing.assert_frame_equal(short, f.loc[: days[-2]], check_freq=False)
     # the same as building from the loaded inputs
     pd.testing.assert_frame_equal(f, ft.build_features(data, std, days[-5], days[-1]), check_freq=False)
     # a recalibration stored later replaces the day's surface, unless the build is as known before it
