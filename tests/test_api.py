@@ -36,7 +36,10 @@ PIPELINES = """pipelines:
 
 # One request per scope-guarded endpoint, keyed by (method, path under the prefix); the tests check this covers
 # every endpoint the OpenAPI document lists, so a new endpoint cannot escape the RBAC matrix.
-PATH_VALUES = {"symbol": "SPX", "scope": "SPX", "metric": "vega", "order_id": "987654", "run_id": "tiny-nope"}
+PATH_VALUES = {"symbol": "SPX", "scope": "SPX", "metric": "vega", "order_id": "987654", "run_id": "tiny-nope",
+               "name": "rbac-model", "alias": "candidate", "request_id": "987654"}  # fmt: skip
+MODEL_LINEAGE = {"feature_set_hash": "a" * 64, "data_start": "2012-01-03", "data_end": "2019-12-31",
+                 "data_sha256": "b" * 64}  # fmt: skip
 SAMPLES = {
     ("GET", "/v1/marketdata/{symbol}/chain"): {"params": {"date": "2024-01-02"}},
     ("GET", "/v1/marketdata/{symbol}/surface"): {},
@@ -71,6 +74,16 @@ SAMPLES = {
     ("POST", "/v1/archive/export"): {"json": {}},
     ("GET", "/v1/audit"): {"params": {"limit": 5}},
     ("GET", "/v1/audit/verify"): {},
+    ("GET", "/v1/models"): {},
+    ("GET", "/v1/models/{name}/versions"): {},
+    ("POST", "/v1/models/{name}/versions"): {"json": {"artifact": "cmJhYw==", "lineage": MODEL_LINEAGE}},
+    ("PUT", "/v1/models/{name}/aliases/{alias}"): {"json": {"version": 1}},
+    ("GET", "/v1/models/promotions"): {},
+    ("POST", "/v1/models/{name}/promotions"): {"json": {"version": 1, "reason": "rbac"}},
+    ("POST", "/v1/models/promotions/{request_id}/approve"): {"json": {"reason": "rbac"}},
+    ("POST", "/v1/models/promotions/{request_id}/reject"): {"json": {"reason": "rbac"}},
+    ("POST", "/v1/models/promotions/{request_id}/withdraw"): {"json": {"reason": "rbac"}},
+    ("POST", "/v1/models/{name}/rollback"): {"json": {"reason": "rbac"}},
 }
 
 
@@ -144,7 +157,7 @@ def H(tok: str, **extra) -> dict:
 
 def test_rbac_matrix_in_process(client):
     eps = endpoints(client.app)
-    assert {r for _, _, r in eps} == set(RIGHTS) - {"reports:read", "dashboards:view", "models:promote"}
+    assert {r for _, _, r in eps} == set(RIGHTS) - {"dashboards:view"}
 
     def call(method, url, tok, **kw):
         return client.request(method, P + url, headers=H(tok), **kw)

@@ -21,7 +21,19 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import aitrade
 from .. import errors
-from . import archive, audit, auth, identity, jobs, marketdata, metrics, orders, risk, stream
+from aitrade.api import (
+    archive,
+    audit,
+    auth,
+    identity,
+    jobs,
+    marketdata,
+    metrics,
+    orders,
+    registry,
+    risk,
+    stream,
+)
 from .identity import CorrelationMiddleware, HubResolver, Resolver
 from .metrics import ApiMetrics
 from .models import error_response
@@ -94,6 +106,7 @@ V1_ROUTERS = (
     jobs.router,
     archive.router,
     audit.router,
+    registry.router,
     stream.router,
 )
 
