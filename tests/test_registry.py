@@ -281,6 +281,7 @@ def test_bad_input_is_named_and_leaves_nothing(db, tmp_path):
         (dict(params={"f": object()}), "params"),
         (dict(format="Pickle!"), "format"),
         (dict(colour="red"), "colour"),
+        (dict(params={"grid": list(range(300_000))}), "lineage"),
     ]
     for kw, field in bad:
         with store.session_scope() as s, pytest.raises(FieldError) as e:
