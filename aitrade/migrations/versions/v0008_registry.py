@@ -155,7 +155,11 @@ def upgrade() -> None:
         sa.Column("previous_version", sa.Integer),
         sa.Column("kind", sa.String(16), nullable=False),
         sa.Column("actor", sa.String(200), nullable=False),
-        sa.Column("request_id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), sa.ForeignKey("model_promotions.id")),
+        sa.Column(
+            "request_id",
+            sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+            sa.ForeignKey("model_promotions.id"),
+        ),
         sa.Column("reason", sa.Text, nullable=False),
         _ts("ts"),
         sa.CheckConstraint("kind IN ('set', 'promotion', 'rollback')", name="ck_model_alias_events_kind"),
