@@ -2,6 +2,7 @@
 
 Modules:
 
+- `aitrade.api.registry`: List models and their versions with lineage, register a version, move a plain alias, request, approve and reject a promotion to production, roll back.
 - `aitrade.archive.manifest`: What the archive records about each executed notebook: its manifest (environment, inputs, git state, kernel), the names and the clock it checks against, and the errors it raises.
 - `aitrade.archive.retention`: A run under legal hold cannot be deleted; a run is deleted only after its retention, leaving its manifest and chain entry.
 - `aitrade.archive.store`: Content-addressed objects written once, a chain of manifests, `archive_run` and reading back with `show` and `list`.
@@ -10,6 +11,7 @@ Modules:
 - `aitrade.bus`: `publish(stream, message)` / `subscribe(stream, last_id)`: Redis Streams in production, a SQLite-WAL stream file on the embedded default; one API, works across the platform's processes.
 - `aitrade.chains`: The chain schema every part of the platform reads, its row-by-row validation with a reason per rejected row, and the CBOE end-of-day file layout: parse, load, write.
 - `aitrade.cli.jobs`: List pipelines and runs, run a pipeline in the foreground, watch its status and log, cancel and retry; start the scheduler daemon.
+- `aitrade.cli.models`: `aitrade models`: list models and versions, register a version from files, move a plain alias, request, approve, reject and withdraw promotions, roll back, verify and export.
 - `aitrade.cli.trading`: `aitrade market load|show`, `aitrade risk report`, `aitrade orders list|submit|approve|reject|cancel`, `aitrade killswitch on|off|status` and `aitrade backtest`: thin typer commands over the same functions the jobs and the API call.
 - `aitrade.clock`: The exchange calendar and the one time to expiry of the platform: ACT/365 years to the exchange's session close on the expiry day, counted on the exchange's own clock.
 - `aitrade.desk`: One service consumes the ticks, marks the open positions to market and publishes what the desk watches (P&L and its attribution, Greeks, limits, the kill switch, order and job events) on named bus streams; every viewer subscribes, nobody polls the database per viewer.
@@ -30,12 +32,14 @@ Modules:
 - `aitrade.migrations.versions.v0002_marketdata`: `underlyings`, `underlying_prices`, `option_quotes` and `vol_surfaces` (see `aitrade.marketdata` and `aitrade.surfaces`).
 - `aitrade.migrations.versions.v0003_trading`: Risk limits, the kill switch, strategies, orders with their history, and fills (see `aitrade.limits` and `aitrade.execution`).
 - `aitrade.migrations.versions.v0006_features`: `feature_sets`: one row per feature set, keyed by its content hash, with the canonical definitions it was hashed from; `feature_values`: the features of a set per day and underlying, long format (see `aitrade.features`).
+- `aitrade.migrations.versions.v0008_registry`: `models`, `model_versions`, `model_aliases`, `model_alias_events` and `model_promotions`: named models, their immutable versions with lineage, the aliases that point at them, the history of every alias move, and the promotion requests a second person decides (see `aitrade.registry`).
 - `aitrade.performance`: Summary statistics of a daily P&L series (Sharpe ratio, maximum drawdown, turnover, hit rate) and the figures of a backtest (P&L with drawdown, the book's Greeks over time).
 - `aitrade.pricing.heston`: European options under Heston (1993) stochastic volatility: a branch-safe characteristic function, the COS method for whole surfaces, the Lewis single integral as cross-check, and Levenberg-Marquardt calibration with the analytic gradient.
 - `aitrade.pricing.montecarlo`: European options under Heston by simulation: the Quadratic-Exponential variance step with martingale correction, antithetic pairs, counter-based random numbers, numba on the CPU and the same estimator on CuPy.
 - `aitrade.pricing.normal`: The standard normal density, CDF and Mills ratio as numba kernels that vectorise, shared by every pricing and risk kernel of the platform; with the `exp` and `log` they are built from.
 - `aitrade.pricing.sabr`: Hagan et al. (2002) lognormal and normal SABR vols (with Obłój's 2008 correction and shifts for negative rates), numba on the CPU, the same algorithm in array code for CuPy, and a batched Levenberg–Marquardt calibration of (alpha, rho, nu) per expiry.
 - `aitrade.rates`: Dated zero curves: continuously compounded zero rates by tenor, read between tenors log-linearly in the discount factor; stored per day, loaded from files, and a documented default for the embedded market.
+- `aitrade.registry`: Immutable model versions with their lineage, aliases that point at them, promotion to production only after a second person approves, rollback, every step audited.
 - `aitrade.risk.book`: Positions and market as structs of arrays, their sort into (underlying, expiry bucket) blocks, and the fused kernel that values a book under any set of spot and vol shocks: the core of `aitrade.risk`.
 - `aitrade.risk.greeks`: Greeks per underlying and expiry bucket from one pass of the fused kernel, and per position with the quant core: the table behind a drill-down and the reasons a row is NaN.
 - `aitrade.risk.scenarios`: A full-revaluation grid of spot and vol shocks per underlying, the Greeks and the grid from one pass (`risk_report`), and the metrics the pre-trade limit check reads.
