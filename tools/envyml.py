@@ -21,6 +21,8 @@ CONDA_NAMES = {
     "QuantLib": "quantlib",
     "cupy-cuda12x": "cupy",
     "dask[distributed]": "dask",
+    "torch": "pytorch",
+    "torch_geometric": "pytorch_geometric",
 }
 PIP_ONLY = {
     "nbdev",
