@@ -18,7 +18,8 @@ from .identity import guarded
 from .models import ERRORS_404, ResponseModel, aware, clean, day, num
 
 # %% auto #0
-__all__ = ['router', 'QuoteOut', 'ChainOut', 'chain', 'SliceOut', 'SurfaceOut', 'surface', 'SmilePointOut', 'SmilesOut', 'smiles']
+__all__ = ['router', 'QuoteOut', 'ChainOut', 'chain', 'SliceOut', 'FitOut', 'SurfaceOut', 'surface', 'SmilePointOut', 'SmilesOut',
+           'smiles']
 
 # %% ../../nbs/87_api_routes_marketdata.ipynb #fe4666af
 class QuoteOut(ResponseModel):
@@ -94,12 +95,28 @@ class SliceOut(ResponseModel):
     status: str | None
 
 
-class SurfaceOut(ResponseModel):
+class FitOut(ResponseModel):
+    "What every answer about one stored fit starts with: whose, which day, when fitted, how it went."
+
     underlying: str
     quote_date: dt.date
     as_of: dt.datetime | None
     status: str
     error: str | None
+
+
+def _fit(symbol: str, date: dt.date | None, what: str) -> tuple[surfaces.SurfaceFit, dict[str, Any]]:
+    "The newest stored fit of `symbol` (on `date`) and its `FitOut` fields; a 404 naming `what` if none."
+    with store.session_scope() as s:
+        fit = surfaces.latest_surface(s, symbol, date)
+    if fit is None:
+        raise errors.NotFound(f"{what}: no fit stored for {symbol}" + (f" on {date}" if date else ""))
+    head = dict(underlying=fit.underlying, quote_date=day(fit.quote_date), as_of=fit.as_of, status=fit.status,
+                error=fit.error)  # fmt: skip
+    return fit, head
+
+
+class SurfaceOut(FitOut):
     spot: float | None
     n_quotes: int
     rmse: float | None
@@ -133,16 +150,9 @@ def surface(
     symbol: str = _SYMBOL,
     date: dt.date | None = Query(None, description="quote date (default: the newest)"),
 ) -> SurfaceOut:
-    with store.session_scope() as s:
-        fit = surfaces.latest_surface(s, symbol, date)
-    if fit is None:
-        raise errors.NotFound(f"surface: none stored for {symbol}" + (f" on {date}" if date else ""))
+    fit, head = _fit(symbol, date, "surface")
     return SurfaceOut(
-        underlying=fit.underlying,
-        quote_date=day(fit.quote_date),
-        as_of=fit.as_of,
-        status=fit.status,
-        error=fit.error,
+        **head,
         spot=num(fit.spot),
         n_quotes=int(fit.n_quotes or 0),
         rmse=num(fit.rmse),
@@ -164,12 +174,7 @@ class SmilePointOut(ResponseModel):
     heston_resid: float | None
 
 
-class SmilesOut(ResponseModel):
-    underlying: str
-    quote_date: dt.date
-    as_of: dt.datetime | None
-    status: str
-    error: str | None
+class SmilesOut(FitOut):
     points: list[SmilePointOut]
 
 
@@ -183,10 +188,7 @@ def smiles(
     symbol: str = _SYMBOL,
     date: dt.date | None = Query(None, description="quote date (default: the newest)"),
 ) -> SmilesOut:
-    with store.session_scope() as s:
-        fit = surfaces.latest_surface(s, symbol, date)
-    if fit is None:
-        raise errors.NotFound(f"smiles: no surface stored for {symbol}" + (f" on {date}" if date else ""))
+    fit, head = _fit(symbol, date, "smiles")
     rows = surfaces.smiles(fit).to_dict("records")
     points = [
         SmilePointOut(
@@ -196,11 +198,4 @@ def smiles(
         )
         for x in rows
     ]  # fmt: skip
-    return SmilesOut(
-        underlying=fit.underlying,
-        quote_date=day(fit.quote_date),
-        as_of=fit.as_of,
-        status=fit.status,
-        error=fit.error,
-        points=points,
-    )
+    return SmilesOut(**head, points=points)
