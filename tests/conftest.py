@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 import sqlalchemy as sa
-from hubutil import IN_CI, unavailable
+from hubutil import CHROMIUM, CHROMIUM_ARGS, IN_CI, unavailable
 from hypothesis import settings as hypothesis_settings
 
 from aitrade import config, store
@@ -124,3 +124,28 @@ def pytest_collection_modifyitems(config, items):
                 gpu = cupy_module() is not None
             if not gpu:
                 item.add_marker(pytest.mark.skip(reason="no CUDA GPU (cupy.cuda.is_available() is false)"))
+
+
+@pytest.fixture(scope="module")
+def playwright_api():
+    "Playwright, with Debian's chromium checked present (CI installs both; elsewhere a clear skip)."
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        unavailable(
+            "the browser test", "the Python package playwright is not installed (pip install playwright)"
+        )
+    if not CHROMIUM.exists():
+        unavailable(
+            "the browser test", f"{CHROMIUM} is missing (apt-get update && apt-get install -y chromium)"
+        )
+    with sync_playwright() as p:
+        yield p
+
+
+@pytest.fixture(scope="module")
+def browser(playwright_api):
+    "One headless chromium for a test module's pages."
+    b = playwright_api.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+    yield b
+    b.close()

@@ -15,28 +15,12 @@ import time
 from urllib.parse import urlsplit
 
 import pytest
-from hubutil import CHROMIUM, CHROMIUM_ARGS, LOOPBACK, Hub, unavailable
+from hubutil import CHROMIUM, CHROMIUM_ARGS, LOOPBACK, Hub
 
 from aitrade.pricing.black import bsm_price
 
 USER, PASSWORD = "quinn", "correct-horse-battery-staple-9"
 CELL = "from aitrade.pricing.black import bsm_price; print(bsm_price(100,100,1,0.01,0,0.2,True))"
-
-
-@pytest.fixture(scope="module")
-def playwright_api():
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        unavailable(
-            "the browser test", "the Python package playwright is not installed (pip install playwright)"
-        )
-    if not CHROMIUM.exists():
-        unavailable(
-            "the browser test", f"{CHROMIUM} is missing (apt-get update && apt-get install -y chromium)"
-        )
-    with sync_playwright() as p:
-        yield p
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
-from hubutil import CHROMIUM, CHROMIUM_ARGS, LOOPBACK, Hub, free_port, unavailable
+from hubutil import LOOPBACK, Hub, free_port, unavailable
 
 PASSWORD = "correct-horse-battery-staple-9"
 USERS = {
@@ -129,20 +129,6 @@ def start_hub(root: Path, env: dict | None = None) -> Hub:
         h.tokens[name] = h.make_user(name, group, note="dashboards test")
     h.expiry = run_py(h, SEED).splitlines()[-1]
     return h
-
-
-@pytest.fixture(scope="module")
-def browser():
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        unavailable("the browser test", "the Python package playwright is not installed")
-    if not CHROMIUM.exists():
-        unavailable("the browser test", f"{CHROMIUM} is missing (apt-get install -y chromium)")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")

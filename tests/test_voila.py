@@ -24,7 +24,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from hubutil import CHROMIUM, CHROMIUM_ARGS, LOOPBACK, Hub, free_port, unavailable
+from hubutil import LOOPBACK, Hub, free_port
 
 PASSWORD = "correct-horse-battery-staple-9"
 USERS = {"meg": "manager", "tara": "trader", "audrey": "auditor"}
@@ -48,20 +48,6 @@ out = get_settings().path("var/reports")
 out.mkdir(parents=True, exist_ok=True)
 (out / "daily-2018-06-29.html").write_text("<html><body><h1>Daily report 2018-06-29</h1></body></html>")
 """
-
-
-@pytest.fixture(scope="module")
-def browser():
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        unavailable("the browser test", "the Python package playwright is not installed")
-    if not CHROMIUM.exists():
-        unavailable("the browser test", f"{CHROMIUM} is missing (apt-get install -y chromium)")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")
