@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from ..errors import FieldError, NotFound
+from ..marketdata import as_day
 from aitrade.signals.te import (
     METHODS,
     circular_shifts,
@@ -95,13 +96,7 @@ def _window(returns, as_of, window) -> pd.DataFrame:
         )
     df = returns.set_axis(idx)
     if as_of is not None:
-        try:
-            day = pd.Timestamp(as_of)
-        except (TypeError, ValueError):
-            day = pd.NaT
-        if pd.isna(day):
-            raise FieldError("as_of", f"not a date (got {as_of!r})")
-        df = df.loc[df.index <= day]
+        df = df.loc[df.index <= as_day(as_of, "as_of")]
     if len(df) < window:
         raise FieldError("window", f"{window} days asked, {len(df)} on or before {as_of or 'the last row'}")
     return df.iloc[-window:]
@@ -268,12 +263,7 @@ def store_graph(
     window: int | None = None,  # default: edges.attrs["window"]
 ) -> int:
     "Store `edges` as the graph of `as_of` for its method, replacing one stored before; the number of edges."
-    try:
-        day = pd.Timestamp(as_of)
-    except (TypeError, ValueError):
-        day = pd.NaT
-    if pd.isna(day):
-        raise FieldError("as_of", f"not a date (got {as_of!r})")
+    day = as_day(as_of, "as_of")
     e = _checked_edges(edges)
     method = edges.attrs.get("method") if method is None else method
     window = edges.attrs.get("window") if window is None else window
@@ -313,12 +303,7 @@ def graph(
     method: str = "gaussian",
 ) -> pd.DataFrame:
     "The stored graph of the newest day on or before `as_of` for `method` (its `attrs['as_of']` is that day)."
-    try:
-        day = pd.Timestamp(as_of)
-    except (TypeError, ValueError):
-        day = pd.NaT
-    if pd.isna(day):
-        raise FieldError("as_of", f"not a date (got {as_of!r})")
+    day = as_day(as_of, "as_of")
     h = session.scalars(
         sa.select(LeadLagGraph)
         .where(LeadLagGraph.as_of <= day.date(), LeadLagGraph.method == method)
