@@ -2,6 +2,7 @@
 
 Modules:
 
+- `aitrade.api.edges`: What the API refuses before any route runs: a body larger than it will read (413), a token that asks too often (429 with `Retry-After`), and the headers every answer carries so a browser never sniffs, frames or leaks it.
 - `aitrade.api.registry`: List models and their versions with lineage, register a version, move a plain alias, request, approve and reject a promotion to production, roll back.
 - `aitrade.archive.manifest`: What the archive records about each executed notebook: its manifest (environment, inputs, git state, kernel), the names and the clock it checks against, and the errors it raises.
 - `aitrade.archive.retention`: A run under legal hold cannot be deleted; a run is deleted only after its retention, leaving its manifest and chain entry.

@@ -21,9 +21,9 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 # %% auto #0
 __all__ = ['SECTIONS', 'ENV_PREFIX', 'ENV_ALIASES', 'DatabaseSettings', 'RedisSettings', 'DaskSettings', 'JobsSettings',
-           'ArchiveSettings', 'HubSettings', 'RiskSettings', 'LoggingSettings', 'ComputeSettings', 'ReplaySettings',
-           'ConfigError', 'find_settings_file', 'Settings', 'load_settings', 'get_settings', 'reload_settings',
-           'mask_url', 'effective_settings']
+           'ArchiveSettings', 'HubSettings', 'ApiSettings', 'RiskSettings', 'LoggingSettings', 'ComputeSettings',
+           'ReplaySettings', 'ConfigError', 'find_settings_file', 'Settings', 'load_settings', 'get_settings',
+           'reload_settings', 'mask_url', 'effective_settings']
 
 # %% ../nbs/00_config.ipynb #06ec5c69
 class _Section(BaseModel):
@@ -120,6 +120,36 @@ class HubSettings(_Section):
     oidc_groups_claim: str = Field("groups", description="claim whose values become Hub groups")
 
 
+class ApiSettings(_Section):
+    max_body_bytes: int = Field(
+        1 << 20,
+        ge=1024,
+        le=1 << 30,
+        description="largest request body the API reads, in bytes; a larger one is refused with 413 unread "
+        "(a model upload has its own, larger limit)",
+    )
+    rate_limit: str = Field(
+        "100/second;3000/minute",
+        description="requests per token (per browser session or client address without one), in the limits "
+        "library's notation (e.g. 100/second;3000/minute); empty = no limit. With [redis] url every API "
+        "process shares the count; a refused request gets 429 with Retry-After",
+    )
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _parses(cls, v: str) -> str:
+        if v.strip():
+            from limits import parse_many
+
+            try:
+                parse_many(v)
+            except ValueError as e:
+                raise ValueError(
+                    f"not a rate in the limits notation, e.g. 100/second;3000/minute ({e})"
+                ) from None
+        return v.strip()
+
+
 class RiskSettings(_Section):
     max_data_age_seconds: int = Field(900, ge=1, description="market data older than this blocks new orders")
     var_confidence: float = Field(0.99, gt=0.5, lt=1.0, description="VaR / ES confidence level")
@@ -175,6 +205,7 @@ SECTIONS: dict[str, type[_Section]] = {
     "dask": DaskSettings,
     "archive": ArchiveSettings,
     "hub": HubSettings,
+    "api": ApiSettings,
     "risk": RiskSettings,
     "logging": LoggingSettings,
     "compute": ComputeSettings,
@@ -309,6 +340,7 @@ class Settings(BaseSettings):
     dask: DaskSettings = DaskSettings()
     archive: ArchiveSettings = ArchiveSettings()
     hub: HubSettings = HubSettings()
+    api: ApiSettings = ApiSettings()
     risk: RiskSettings = RiskSettings()
     logging: LoggingSettings = LoggingSettings()
     compute: ComputeSettings = ComputeSettings()

@@ -133,7 +133,13 @@ def _start_hub(tmp: Path):
 
     (tmp / "jobs").mkdir()
     api_port = free_port()
-    hub = Hub(tmp, env={"AITRADE_API_PORT": str(api_port), "AITRADE_API_LOG_LEVEL": "warning"})
+    # the load is the point here: the per-token rate limit ([api] rate_limit, tested in test_api_edges) is off
+    env = {
+        "AITRADE_API_PORT": str(api_port),
+        "AITRADE_API_LOG_LEVEL": "warning",
+        "AITRADE_API__RATE_LIMIT": "",
+    }
+    hub = Hub(tmp, env=env)
     hub.api_port = api_port
     hub.hub_port = int(hub.env["AITRADE_HUB_INTERNAL_PORT"])
     pw = hub.prepare()

@@ -48,6 +48,8 @@ def test_repo_settings_ini_documents_every_key():
         ("dask", "n_workers", "two", "valid integer"),
         ("hub", "port", "70000", "less than or equal to 65535"),
         ("database", "url", "mysql://x", "sqlite:/// or postgresql"),
+        ("api", "rate_limit", "lots", "not a rate in the limits notation"),
+        ("api", "max_body_bytes", "10", "greater than or equal to 1024"),
         ("logging", "level", "LOUD", "DEBUG"),
         ("compute", "backend", "tpu", "auto"),
     ],

@@ -34,11 +34,13 @@ from aitrade.api import (
     risk,
     stream,
 )
+from .edges import EdgeMiddleware, RateLimiter
 from .identity import CorrelationMiddleware, HubResolver, Resolver
 from .metrics import ApiMetrics
 from .models import error_response
 from .stream import StreamFanout
 from ..auth import right_of
+from ..config import get_settings
 from ..hub import API_SERVICE, service_address
 
 log = logging.getLogger("aitrade.api")
@@ -149,6 +151,12 @@ def create_app(
     for at, router in mounts:
         app.include_router(router, prefix=at)
     templates = {id(route): at + route.path for at, router in mounts for route in router.routes}
+    api = get_settings().api
+    limiter = RateLimiter(api.rate_limit, get_settings().redis.url) if api.rate_limit else None
+    upload = 4 * (registry.MAX_UPLOAD_BYTES // 3 + 1) + api.max_body_bytes  # base64 artifact + its lineage
+    app.add_middleware(EdgeMiddleware, max_body_bytes=api.max_body_bytes, limiter=limiter,
+                       large={prefix + "/v1/models/[^/]+/versions": upload}, exempt=("/health", "/metrics"),
+                       on_refuse=lambda reason: app.state.metrics.refused.labels(reason).inc())  # fmt: skip
     app.add_middleware(CorrelationMiddleware, metrics=app.state.metrics, templates=templates)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)

@@ -318,7 +318,7 @@ _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,64}$")
 
 
 class CorrelationMiddleware:
-    "ASGI middleware: the audit correlation id, security headers and the request metrics."
+    "ASGI middleware: the audit correlation id and the request metrics."
 
     def __init__(
         self,
@@ -345,9 +345,6 @@ class CorrelationMiddleware:
                 status[0] = message["status"]
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", cid.encode()))
-                if not any(k.lower() == b"cache-control" for k, _ in headers):
-                    headers.append((b"cache-control", b"no-store"))
-                headers.append((b"x-content-type-options", b"nosniff"))
                 message = {**message, "headers": headers}
             await send(message)
 

@@ -46,6 +46,9 @@ class ApiMetrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=r,
         )
+        self.refused = Counter(
+            "aitrade_api_refused", "requests refused at the edge (api.edges)", ["reason"], registry=r
+        )
         self.auth_failures = Counter(
             "aitrade_api_auth_failures", "refused credentials", ["reason"], registry=r
         )

@@ -55,7 +55,7 @@ def error_response(
     return JSONResponse(ErrorOut.of(p).model_dump(), status_code=p.status, headers=headers)
 
 # %% ../../nbs/85_api_models.ipynb #aebff7d6
-ERRORS = {s: {"model": ErrorOut} for s in (401, 403, 422, 503)}
+ERRORS = {s: {"model": ErrorOut} for s in (401, 403, 413, 422, 429, 503)}
 ERRORS_404 = {**ERRORS, 404: {"model": ErrorOut}}
 ERRORS_409 = {**ERRORS_404, 409: {"model": ErrorOut}}
 JSON_ERRORS = {
@@ -63,7 +63,7 @@ JSON_ERRORS = {
         "description": "error",
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}},
     }
-    for s in (401, 403, 404, 409, 422, 503)
+    for s in (401, 403, 404, 409, 413, 422, 429, 503)
 }
 #: a run id in a path (jobs and archive)
 RUN_ID = PathParam(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
