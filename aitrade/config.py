@@ -135,6 +135,13 @@ class ApiSettings(_Section):
         "process shares the count; a refused request gets 429 with Retry-After",
     )
 
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="API worker processes; with more than one, set [redis] url so the rate limits are shared",
+    )
+
     @field_validator("rate_limit")
     @classmethod
     def _parses(cls, v: str) -> str:

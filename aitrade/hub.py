@@ -25,10 +25,10 @@ log = logging.getLogger("aitrade.hub")
 
 # %% auto #0
 __all__ = ['log', 'API_SERVICE', 'VOILA_SERVICE', 'DASHBOARDS_SERVICE', 'DASHBOARDS_RIGHTS', 'VOILA_RIGHTS', 'SERVER_ROLES',
-           'BASE_USER_SCOPES', 'SERVER_SCOPES', 'DOORS', 'custom_scopes', 'role_scopes', 'hub_roles', 'opens',
-           'landing', 'landing_vars', 'landing_url', 'audit_hub_event', 'classify_request', 'audit_request',
-           'native_authenticator_class', 'oidc_authenticator_class', 'oidc_endpoints', 'hub_dir', 'hub_db_url',
-           'ensure_admin', 'service_address']
+           'BASE_USER_SCOPES', 'SERVER_SCOPES', 'DOORS', 'LOGIN_ATTEMPTS', 'custom_scopes', 'role_scopes', 'hub_roles',
+           'opens', 'landing', 'landing_vars', 'landing_url', 'audit_hub_event', 'classify_request', 'audit_request',
+           'read_login_attempts', 'write_login_attempts', 'native_authenticator_class', 'oidc_authenticator_class',
+           'oidc_endpoints', 'hub_dir', 'hub_db_url', 'ensure_admin', 'service_address']
 
 # %% ../nbs/80_hub.ipynb #d59d61c6
 API_SERVICE = "aitrade-api"
@@ -337,12 +337,62 @@ def _audited_logout(base):
     return AuditedLogoutHandler
 
 
+LOGIN_ATTEMPTS = (
+    "login-attempts.json"  #: in the Hub's state folder: failed logins, so a lockout outlives a restart
+)
+
+
+def read_login_attempts(
+    path: Path,  # the attempts file (absent: none)
+) -> dict[str, dict]:
+    "NativeAuthenticator's `login_attempts` ({user: {count, time}}) as last written to `path`."
+    import datetime as dt
+
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as e:  # unreadable: start empty, loudly (a lock may have been lost)
+        log.error("login attempts file %s unreadable (%s); starting with none", path, e)
+        return {}
+    return {
+        u: {"count": int(a["count"]), "time": dt.datetime.fromisoformat(a["time"])} for u, a in raw.items()
+    }
+
+
+def write_login_attempts(
+    attempts: dict[str, dict],  # NativeAuthenticator's `login_attempts`
+    path: Path,
+) -> None:
+    "Write `attempts` to `path` atomically, readable by the Hub's account only (0600)."
+    body = json.dumps({u: {"count": a["count"], "time": a["time"].isoformat()} for u, a in attempts.items()})
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(body)
+    os.replace(tmp, path)
+
+
 def native_authenticator_class():
-    "NativeAuthenticator with auditing."
+    "NativeAuthenticator with auditing, and its failed-login counts kept on disk (a lockout survives a restart)."
     from jupyterhub.handlers.login import LoginHandler, LogoutHandler
     from nativeauthenticator import NativeAuthenticator
 
     class AuditedNativeAuthenticator(_audited_authenticator(NativeAuthenticator)):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.attempts_file = hub_dir() / LOGIN_ATTEMPTS
+            self.login_attempts = read_login_attempts(self.attempts_file)
+
+        def add_login_attempt(self, username):
+            super().add_login_attempt(username)
+            write_login_attempts(self.login_attempts, self.attempts_file)
+
+        def successful_login(self, username):
+            if username in self.login_attempts:
+                super().successful_login(username)
+                write_login_attempts(self.login_attempts, self.attempts_file)
+
         def get_handlers(self, app):
             # NativeAuthenticator 1.3's own login page calls `handler.statsd`, which JupyterHub 6 removed; the Hub's
             # login page serves the same form and calls `authenticate` (2FA is not offered). Sign-up, approval and

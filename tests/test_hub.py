@@ -1,6 +1,7 @@
 """The JupyterHub front door, for real: a Hub process with its proxy, local accounts (NativeAuthenticator),
 roles granted to groups, narrowed tokens, lockout, and every event in the audit log."""
 
+import json
 import time
 
 import pytest
@@ -85,6 +86,27 @@ def test_lockout_locks_refuses_right_password_and_expires(hub):
     acts = [a["action"] for a in hub.audit() if a["target"] == "user:lockme"]
     assert acts.count("hub.login.failed") == 3
     assert "hub.lockout" in acts and "hub.login.refused_locked" in acts and acts[-1] == "hub.login"
+
+
+def test_a_lockout_survives_a_hub_restart(tmp_path):
+    "NativeAuthenticator alone counts failures in the Hub's memory: a restart would unlock every account."
+    h = Hub(tmp_path, extra_ini="lockout_attempts = 2\nlockout_seconds = 600\n")
+    try:
+        h.start_as_admin()
+        signup(h, "keeplocked", STRONG)
+        approve(h, "keeplocked")
+        for _ in range(2):
+            assert h.login("keeplocked", "wrong-password-123")[1].status_code == 403
+        f = h.root / "var" / "hub" / "login-attempts.json"
+        assert json.loads(f.read_text())["keeplocked"]["count"] == 2 and f.stat().st_mode & 0o777 == 0o600
+        h.stop()
+        h.start()
+        assert h.login("keeplocked", STRONG)[1].status_code == 403, "still locked after the restart"
+        acts = [a["action"] for a in h.audit() if a["target"] == "user:keeplocked"]
+        assert acts[-1] == "hub.login.refused_locked", acts
+        assert h.login("admin", h.admin_password)[1].status_code == 302  # others are not affected
+    finally:
+        h.stop()
 
 
 @pytest.mark.parametrize("role", sorted(ROLES))

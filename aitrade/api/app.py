@@ -179,13 +179,14 @@ def api_rights(
 
 
 def main() -> None:
-    "Run the API where the Hub says (`JUPYTERHUB_SERVICE_URL`), on 127.0.0.1 unless the URL names another host."
+    "Run the API where the Hub says (`JUPYTERHUB_SERVICE_URL`), on 127.0.0.1 unless the URL names another host,\n    with `[api] workers` processes."
     import uvicorn
 
     u, _ = service_address(API_SERVICE, "the API")
     uvicorn.run(
         "aitrade.api:create_app",
         factory=True,
+        workers=get_settings().api.workers,  # the login state is sealed (`sealed_state_oauth`): any worker opens it
         host=u.hostname or "127.0.0.1",
         port=u.port or 80,
         proxy_headers=True,

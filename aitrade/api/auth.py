@@ -83,7 +83,7 @@ def login(request: Request, next: str | None = Query(None, max_length=2000)):
 
 # %% ../../nbs/88_api_auth.ipynb #4b38bb3d
 @router.get("/oauth_callback", include_in_schema=False)
-async def callback(request: Request, code: str = Query(max_length=2000), state: str = Query(max_length=200)):
+async def callback(request: Request, code: str = Query(max_length=2000), state: str = Query(max_length=1000)):
     auth, prefix = _oauth(request), request.app.state.prefix
     cookie = request.cookies.get(auth.state_cookie_name, "")
     verifier = auth.get_code_verifier(state)  # None: a state this service did not issue, or spent

@@ -7,6 +7,9 @@ Docs: https://github.com/aitrade/aitrade/api_identity.html.md"""
 # %% ../../nbs/86_api_identity.ipynb #2166f3c4
 from __future__ import annotations
 
+import base64
+import functools
+import json
 import logging
 import os
 import re
@@ -30,9 +33,10 @@ from ..hub import API_SERVICE
 log = logging.getLogger("aitrade.api")
 
 # %% auto #0
-__all__ = ['log', 'Resolver', 'api_key', 'router', 'HubUnavailable', 'HubResolver', 'StaticResolver', 'hub_model', 'Identity',
-           'ApiError', 'Unauthenticated', 'MissingScope', 'XsrfRefused', 'cookie_name', 'identify', 'requires',
-           'guarded', 'principal', 'add_post', 'metrics_reader', 'WhoAmIOut', 'whoami', 'CorrelationMiddleware']
+__all__ = ['log', 'Resolver', 'api_key', 'router', 'HubUnavailable', 'HubResolver', 'StaticResolver', 'hub_model',
+           'oauth_state_key', 'sealed_state_oauth', 'Identity', 'ApiError', 'Unauthenticated', 'MissingScope',
+           'XsrfRefused', 'cookie_name', 'identify', 'requires', 'guarded', 'principal', 'add_post', 'metrics_reader',
+           'WhoAmIOut', 'whoami', 'CorrelationMiddleware']
 
 # %% ../../nbs/86_api_identity.ipynb #99f4c613
 Resolver = Callable[[str], Awaitable[dict | None]]
@@ -64,9 +68,7 @@ class HubResolver:
                 raise HubUnavailable(
                     f"hub auth: {', '.join(missing)} not set; run the API as a JupyterHub service"
                 )
-            from jupyterhub.services.auth import HubOAuth
-
-            self._auth = HubOAuth(cache_max_age=self.cache_s)
+            self._auth = sealed_state_oauth()(cache_max_age=self.cache_s)
         return self._auth
 
     async def __call__(self, token: str) -> dict | None:
@@ -99,6 +101,44 @@ def hub_model(
 ) -> dict:
     "A Hub user model holding `rights` as custom scopes (what `/hub/api/user` returns, reduced)."
     return {"kind": kind, "name": name, "scopes": [scope_of(r) for r in rights] + list(extra_scopes)}
+
+# %% ../../nbs/86_api_identity.ipynb #95259754
+def oauth_state_key(
+    api_token: str,  # the service's Hub token (JUPYTERHUB_API_TOKEN), the same in every worker
+) -> bytes:
+    "The Fernet key that seals the API's OAuth states: HKDF-SHA256 of the service's Hub token."
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    kdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"aitrade api oauth state")
+    return base64.urlsafe_b64encode(kdf.derive(api_token.encode()))
+
+
+@functools.cache
+def sealed_state_oauth() -> type:
+    "`HubOAuth` with its login state sealed into the state string (made on first use: jupyterhub loads lazily)."
+    from cryptography.fernet import Fernet, InvalidToken
+    from jupyterhub.services.auth import HubOAuth
+
+    class SealedStateHubOAuth(HubOAuth):
+        def _fernet(self) -> Fernet:
+            return Fernet(oauth_state_key(self.api_token))
+
+        def generate_state(self, next_url=None, **extra_state):
+            body = json.dumps({"next_url": next_url, **extra_state}, separators=(",", ":")).encode()
+            return self._fernet().encrypt(body).decode()
+
+        def _decode_state(self, state_id, /):
+            try:
+                body = self._fernet().decrypt(str(state_id).encode(), ttl=int(self.oauth_state_max_age))
+                return json.loads(body)
+            except (InvalidToken, ValueError, TypeError):
+                return {}
+
+        def clear_oauth_state(self, state_id):
+            "Nothing is held: a sealed state ends by its age."
+
+    return SealedStateHubOAuth
 
 # %% ../../nbs/86_api_identity.ipynb #dde54068
 @dataclass(frozen=True)
