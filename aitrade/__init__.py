@@ -14,6 +14,7 @@ Modules:
 - `aitrade.cli.jobs`: List pipelines and runs, run a pipeline in the foreground, watch its status and log, cancel and retry; start the scheduler daemon.
 - `aitrade.cli.models`: `aitrade models`: list models and versions, register a version from files, move a plain alias, request, approve, reject and withdraw promotions, roll back, verify and export.
 - `aitrade.cli.trading`: `aitrade market load|show`, `aitrade risk report`, `aitrade orders list|submit|approve|reject|cancel`, `aitrade killswitch on|off|status` and `aitrade backtest`: thin typer commands over the same functions the jobs and the API call.
+- `aitrade.client`: `aitrade.client.Client`: the platform's data for a person, through the API with their own token: market data, surfaces and their calibrations, risk, orders, runs and models as pandas frames.
 - `aitrade.clock`: The exchange calendar and the one time to expiry of the platform: ACT/365 years to the exchange's session close on the expiry day, counted on the exchange's own clock.
 - `aitrade.desk`: One service consumes the ticks, marks the open positions to market and publishes what the desk watches (P&L and its attribution, Greeks, limits, the kill switch, order and job events) on named bus streams; every viewer subscribes, nobody polls the database per viewer.
 - `aitrade.engine`: A papermill engine that executes notebooks on pre-started kernels from a small pool per process, each kernel replaced by a fresh one after every run so that no state leaks from one notebook to the next.

@@ -26,9 +26,10 @@ log = logging.getLogger("aitrade.hub")
 # %% auto #0
 __all__ = ['log', 'API_SERVICE', 'VOILA_SERVICE', 'DASHBOARDS_SERVICE', 'DASHBOARDS_RIGHTS', 'VOILA_RIGHTS', 'SERVER_ROLES',
            'BASE_USER_SCOPES', 'SERVER_SCOPES', 'DOORS', 'LOGIN_ATTEMPTS', 'custom_scopes', 'role_scopes', 'hub_roles',
-           'opens', 'landing', 'landing_vars', 'landing_url', 'audit_hub_event', 'classify_request', 'audit_request',
-           'read_login_attempts', 'write_login_attempts', 'native_authenticator_class', 'oidc_authenticator_class',
-           'oidc_endpoints', 'hub_dir', 'hub_db_url', 'ensure_admin', 'service_address']
+           'server_token_scopes', 'opens', 'landing', 'landing_vars', 'landing_url', 'audit_hub_event',
+           'classify_request', 'audit_request', 'read_login_attempts', 'write_login_attempts',
+           'native_authenticator_class', 'oidc_authenticator_class', 'oidc_endpoints', 'hub_dir', 'hub_db_url',
+           'ensure_admin', 'service_address']
 
 # %% ../nbs/80_hub.ipynb #d59d61c6
 API_SERVICE = "aitrade-api"
@@ -94,6 +95,12 @@ def hub_roles() -> list[dict]:
             }
         )
     return roles
+
+# %% ../nbs/80_hub.ipynb #8dc1aa64
+def server_token_scopes() -> list[str]:
+    "`c.Spawner.server_token_scopes`: the server's own, the API, and every aitrade scope (the Hub keeps the owner's)."
+    return ["users:activity!user", "access:servers!server", f"access:services!service={API_SERVICE}",
+            *sorted(custom_scopes())]  # fmt: skip
 
 # %% ../nbs/80_hub.ipynb #752a6d0c
 #: the landing page's doors: (title, path under the proxy's root, the scope that opens it, what is behind it)

@@ -113,6 +113,11 @@ c.Spawner.http_timeout = 60
 # JUPYTERHUB_SERVICE_URL, its token and OAuth client, and the platform's AITRADE_* settings. Browser logins get
 # OAuth tokens that may carry the aitrade scopes (never more than the user holds) and read:metrics.
 api_port = int(os.environ.get("AITRADE_API_PORT", cfg.port + 2))
+api_url = f"http://127.0.0.1:{api_port}/services/{hub.API_SERVICE}"  # inside the machine: no proxy hop
+# people's servers reach the API as their owner (aitrade.client.Client): the address, and a server token that
+# carries the owner's aitrade scopes (the Hub grants only those the owner holds)
+c.Spawner.environment["AITRADE_API_URL"] = api_url
+c.Spawner.server_token_scopes = hub.server_token_scopes()
 # the platform's settings for the services, but not the identity provider's secret: they have no use for it
 service_env = {
     k: v for k, v in os.environ.items() if k.startswith("AITRADE_") and "OIDC_CLIENT_SECRET" not in k
@@ -157,8 +162,7 @@ c.JupyterHub.services.append(
         "url": f"http://127.0.0.1:{dashboards_port}",
         "command": [sys.executable, "-c", "from aitrade.cli import main; main()", "dashboards", "serve"],
         "cwd": str(settings.root),
-        "environment": service_env
-        | {"AITRADE_DASHBOARDS_API_URL": f"http://127.0.0.1:{api_port}/services/{hub.API_SERVICE}"},
+        "environment": service_env | {"AITRADE_API_URL": api_url},
         "oauth_no_confirm": True,
         "oauth_client_allowed_scopes": sorted(hub.custom_scopes()),
         "display": True,

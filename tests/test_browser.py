@@ -17,10 +17,15 @@ from urllib.parse import urlsplit
 import pytest
 from hubutil import CHROMIUM, CHROMIUM_ARGS, LOOPBACK, Hub
 
+from aitrade.auth import ROLES
 from aitrade.pricing.black import bsm_price
 
 USER, PASSWORD = "quinn", "correct-horse-battery-staple-9"
-CELL = "from aitrade.pricing.black import bsm_price; print(bsm_price(100,100,1,0.01,0,0.2,True))"
+CELL = (
+    "from aitrade.pricing.black import bsm_price; print(bsm_price(100,100,1,0.01,0,0.2,True)); "
+    # the research client, as the quant, with the server's own token: no password, no database URL
+    "from aitrade.client import Client; me = Client().whoami(); print(me['name'], ','.join(sorted(me['rights'])))"
+)
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +115,12 @@ def test_quant_logs_in_reaches_jupyterlab_and_prices_an_option(hub, playwright_a
                     break
         assert stdout.count() == 1, f"no printed output; the cell shows: {cell.inner_text()}"
         text = stdout.first.inner_text()
+        # both prints are in; an error after the first would show here
+        page.wait_for_function(
+            "(c) => !/\\[\\*\\]/.test(c.innerText)", arg=prompt.element_handle(), timeout=60_000
+        )
+        text = stdout.first.inner_text()
+        outputs = cell.locator(".jp-OutputArea").inner_text()
         code = cell.locator(".cm-content").inner_text()
         page.screenshot(path=str(tmp_path / "jupyterlab.png"), full_page=True)
     finally:
@@ -120,8 +131,9 @@ def test_quant_logs_in_reaches_jupyterlab_and_prices_an_option(hub, playwright_a
 
     assert code.strip() == CELL, code
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    assert len(lines) == 1, text
+    assert len(lines) == 2, outputs
     printed = float(lines[0])
+    assert lines[1] == f"{USER} {','.join(sorted(ROLES['quant']))}", lines[1]
     assert math.isclose(printed, expected, rel_tol=1e-12), (printed, expected)
     assert (tmp_path / "jupyterlab.png").stat().st_size > 10_000
     # it really was JupyterLab on the Hub's proxy, and nothing left loopback

@@ -14,6 +14,7 @@ import threading
 import panel as pn
 from jupyterhub.services.auth import HubOAuthCallbackHandler
 
+from ..client import Client
 from ..hub import DASHBOARDS_SERVICE, service_address
 
 from .core import *
@@ -32,7 +33,7 @@ def pages_of(viewer: Viewer, live: Live) -> tuple[pn.viewable.Viewable, list[Pag
     names = viewer.pages()
     if not names:
         return pn.pane.Markdown(f"{viewer.name}: your rights open no dashboard page."), []
-    api = Api(viewer.token)
+    api = Client(viewer.token)
     pages = [PAGE_CLASSES[n](viewer, live, api) for n in names]
     return pn.Tabs(*((n, p.view) for n, p in zip(names, pages, strict=True)), dynamic=True), pages
 

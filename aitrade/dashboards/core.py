@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import html
-import json
 import logging
-import os
 import threading
 from collections import deque
 from dataclasses import dataclass, field
@@ -26,6 +24,7 @@ from tornado.web import HTTPError, RequestHandler, authenticated
 
 from .. import store
 from ..auth import RIGHTS, Principal
+from ..client import Client, Refused
 from ..config import get_settings
 from ..bus import get_bus
 from aitrade.desk import (
@@ -39,15 +38,14 @@ from aitrade.desk import (
 )
 from ..errors import FieldError
 from ..execution.model import Order
-from ..hub import API_SERVICE
 from ..marketdata import TICKS_STREAM
 
 log = logging.getLogger("aitrade.dashboards")
 
 # %% auto #0
-__all__ = ['log', 'CACHE_S', 'PAGES', 'STREAMS', 'BLOTTER_COLUMNS', 'Viewer', 'read_blotter', 'Live', 'Refused', 'api_url', 'Api',
-           'hub_auth', 'HubLogin', 'HubAuthProvider', 'viewer_of', 'recheck', 'money', 'figure', 'outcome', 'Page',
-           'KillSwitch', 'later', 'age']
+__all__ = ['log', 'CACHE_S', 'PAGES', 'STREAMS', 'BLOTTER_COLUMNS', 'Viewer', 'read_blotter', 'Live', 'hub_auth', 'HubLogin',
+           'HubAuthProvider', 'viewer_of', 'recheck', 'money', 'figure', 'outcome', 'Page', 'KillSwitch', 'later',
+           'age']
 
 # %% ../../nbs/82_dashboards_core.ipynb #e74b4eca
 #: seconds the Hub's answer about a token is reused (`[hub] auth_cache_s`); a page asks again every
@@ -244,69 +242,6 @@ class Live:
         if self.thread:
             self.thread.join(5)
 
-# %% ../../nbs/82_dashboards_core.ipynb #465aa510
-class Refused(Exception):
-    "The API refused an action: its status, error code, detail and `(field, reason)` pairs."
-
-    def __init__(self, status: int, error: str, detail: str, fields: list[tuple[str, str]] = ()):
-        self.status, self.error, self.detail, self.fields = status, error, detail, list(fields)
-        super().__init__(detail)
-
-    @classmethod
-    def of(cls, r: httpx.Response) -> Refused:
-        "The refusal an API answer carries (`ErrorOut`)."
-        try:
-            body = r.json()
-        except ValueError:
-            body = {}
-        fields = [(f["field"], f["reason"]) for f in body.get("fields") or ()]
-        return cls(r.status_code, body.get("error", "http_error"), body.get("detail", r.text[:500]), fields)
-
-    def text(self) -> str:
-        "One line for the page: the detail, or each field with its reason."
-        if self.fields:
-            return "; ".join(f"{f}: {why}" for f, why in self.fields)
-        return self.detail
-
-
-def api_url() -> str:
-    "The API's address inside the machine (`AITRADE_DASHBOARDS_API_URL`, set by `hub/jupyterhub_config.py`)."
-    if url := os.environ.get("AITRADE_DASHBOARDS_API_URL"):
-        return url.rstrip("/")
-    return f"http://127.0.0.1:{get_settings().hub.port + 2}/services/{API_SERVICE}"
-
-
-class Api:
-    "The trading API (`/v1`) as one viewer."
-
-    def __init__(
-        self,
-        token: str,  # the viewer's token
-        base: str | None = None,  # the API's address (default: `api_url()`)
-        transport: httpx.BaseTransport | None = None,  # for tests
-    ):
-        self.client = httpx.Client(
-            base_url=(base or api_url()) + "/v1",
-            headers={"Authorization": f"token {token}"},
-            timeout=30,
-            transport=transport,
-        )
-
-    def raw(self, method: str, path: str, **kw) -> bytes:
-        "The body of the answer to `method path`; `Refused` when the API says no."
-        r = self.client.request(method, path, **kw)
-        if r.status_code >= 400:
-            raise Refused.of(r)
-        return r.content
-
-    def text(self, method: str, path: str, **kw) -> str:
-        "The answer as text (a rendered notebook)."
-        return self.raw(method, path, **kw).decode("utf-8")
-
-    def call(self, method: str, path: str, **kw):
-        "The JSON answer of `method path`; `Refused` when the API says no."
-        return json.loads(self.raw(method, path, **kw))
-
 # %% ../../nbs/82_dashboards_core.ipynb #6525494d
 def hub_auth() -> HubOAuth:
     "The process's `HubOAuth` (from the Hub's service environment), caching the Hub's answers `CACHE_S` seconds."
@@ -402,7 +337,7 @@ class Page:
 
     draws: dict[str, str] = {}
 
-    def __init__(self, viewer: Viewer, live: Live, api: Api):
+    def __init__(self, viewer: Viewer, live: Live, api: Client):
         self.viewer, self.live, self.api = viewer, live, api
         self.seen: dict[str, int] = {}
 

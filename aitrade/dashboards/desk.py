@@ -15,7 +15,8 @@ import hvplot.pandas  # noqa: F401  (`DataFrame.hvplot`)
 import pandas as pd
 import panel as pn
 
-from .core import KillSwitch, Page, Refused, figure, money, outcome
+from ..client import Refused
+from .core import KillSwitch, Page, figure, money, outcome
 from ..desk import GREEKS_STREAM, LIMITS_STREAM, ORDERS_STREAM, PNL_STREAM
 from ..limits import METRICS
 from ..marketdata import TICKS_STREAM

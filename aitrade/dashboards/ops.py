@@ -19,7 +19,8 @@ import pandas as pd
 import panel as pn
 
 from ..config import get_settings
-from .core import Page, Refused, later, outcome, age
+from ..client import Refused
+from .core import Page, later, outcome, age
 from ..desk import JOBS_STREAM
 from ..pricing.sabr import sabr_vol
 
