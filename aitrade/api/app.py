@@ -32,6 +32,7 @@ from aitrade.api import (
     orders,
     registry,
     risk,
+    signals,
     stream,
 )
 from .edges import EdgeMiddleware, RateLimiter
@@ -109,6 +110,7 @@ V1_ROUTERS = (
     archive.router,
     audit.router,
     registry.router,
+    signals.router,
     stream.router,
 )
 
