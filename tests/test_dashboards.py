@@ -69,6 +69,19 @@ with store.session_scope() as s:
     ensure_underlyings(s, ["SPX"])
     s.add(OptionQuote(underlying="SPX", quote_date=now.date(), ts=now, expiry=(now + dt.timedelta(days=180)).date(),
                       strike=100.0, option_type="C", bid=4.9, ask=5.1, bid_size=10, ask_size=7, underlying_price=100.0))
+import pandas as pd
+from aitrade import registry
+from aitrade.auth import Principal
+from aitrade.signals import leadlag
+
+with store.session_scope() as s:  # the Signals page: a day's lead/lag graph, a model with a promotion to decide
+    edges = pd.DataFrame({"source": ["SPX", "SPX", "IXIC"], "target": ["AAPL", "MSFT", "IBM"], "lag": [1, 1, 1],
+                          "te": [0.031, 0.018, 0.012], "p_value": [0.001, 0.002, 0.004], "q_value": [0.004, 0.005, 0.01]})
+    leadlag.store_graph(s, now.date(), edges, method="gaussian", window=250)
+    trainer = Principal("system:trainer", frozenset({"models:promote"}))
+    lineage = dict(feature_set_hash="f" * 64, data_start="2012-01-03", data_end="2019-12-31", data_sha256="d" * 64)
+    v = registry.register(s, trainer, "signals", b"model-bytes", lineage)
+    registry.request_promotion(s, Principal.with_roles("qiana", ["quant"]), "signals", v.version, "weekly retrain")
 print((now + dt.timedelta(days=180)).date().isoformat())
 """
 NOW = dt.datetime.now(dt.UTC).isoformat()
@@ -190,7 +203,8 @@ class Visit:
         self.page.fill("#username_input", user)
         self.page.fill("#password_input", PASSWORD)
         self.page.click("#login_submit")
-        self.page.wait_for_url(re.compile(r"/hub/"))
+        # the Hub's home, or the JupyterLab of a server that is already running
+        self.page.wait_for_url(re.compile(r"/(hub|user)/"))
 
     def _loopback_only(self, route):
         if urlsplit(route.request.url).hostname in LOOPBACK:
@@ -255,7 +269,7 @@ def test_trader_approves_anothers_order_but_not_their_own(hub, visit, tmp_path):
     theirs, mine = order(hub, "tom"), order(hub, "tara")
     v = visit(hub, "tara")
     v.open_app()
-    assert v.page.locator(".bk-tab").all_inner_texts() == ["Desk", "Vol", "Risk"]
+    assert v.page.locator(".bk-tab").all_inner_texts() == ["Desk", "Vol", "Signals", "Risk"]
     # the desk service publishes an order event when an order changes; here the test does
     publish(
         hub,
@@ -321,7 +335,7 @@ def test_an_auditor_gets_no_desk_page_but_the_archive_and_audit_log(hub, visit, 
 def test_ops_run_and_cancel_a_pipeline_from_the_jobs_page(hub, visit, tmp_path):
     v = visit(hub, "olga")
     v.open_app()
-    assert v.page.locator(".bk-tab").all_inner_texts() == ["Vol", "Risk", "Jobs", "Archive"]
+    assert v.page.locator(".bk-tab").all_inner_texts() == ["Vol", "Signals", "Risk", "Jobs", "Archive"]
     v.page.locator(".bk-tab", has_text="Jobs").click()
     v.wait_text(".pipelines", "tiny")
     v.page.get_by_role("button", name="Run now").click()
@@ -338,13 +352,34 @@ def test_ops_run_and_cancel_a_pipeline_from_the_jobs_page(hub, visit, tmp_path):
 def test_a_quant_sees_the_vol_surface_smiles_and_fits(hub, visit, tmp_path):
     v = visit(hub, "quinn")
     v.open_app()
-    assert v.page.locator(".bk-tab").all_inner_texts() == ["Vol", "Risk", "Jobs", "Archive"]
+    assert v.page.locator(".bk-tab").all_inner_texts() == ["Vol", "Signals", "Risk", "Jobs", "Archive"]
     status = v.wait_text(".vol-status", "calibration ok")
     assert "2016-02-10" in status and "ago" in status, status
     assert "kappa" in v.wait_text(".heston-params", "kappa")
     v.page.wait_for_timeout(1500)  # the plots draw last
     assert v.page.locator("canvas").count() >= 4  # surface, term structure, smile, residuals
     v.shot("vol.png", tmp_path)
+
+
+def test_a_quant_sees_the_lead_lag_graph_and_approves_anothers_promotion(hub, visit, tmp_path):
+    v = visit(hub, "quinn")
+    v.open_app()
+    v.page.locator(".bk-tab", has_text="Signals").click()
+    head = v.wait_text(".signals-status", "significant edge")
+    assert "3 significant edge(s)" in head and "gaussian TE over 250 days" in head, head
+    assert "IXIC" in v.wait_text(".signals-edges", "IXIC")
+    assert "weekly retrain" in v.wait_text(".signals-promotions", "qiana")
+    v.page.locator(".promotion-approve button").first.click()  # without a reason: refused, by field
+    assert "reason" in v.wait_text(".signals-result", "refused")
+    box = v.page.get_by_placeholder("why (recorded in the audit log)").first
+    box.fill("second pair of eyes: OOS R2 and drift checked")
+    box.press("Enter")
+    v.page.locator(".promotion-approve button").first.click()
+    assert "approved" in v.wait_text(".signals-result", "promotion \\d+ approved"), v.text(".signals-result")
+    done = [r["action"] for r in hub.audit("model.") if r["actor"] == "quinn"]
+    assert "model.promotion.approve" in done, done  # through the API, as quinn: four eyes held, audited
+    v.page.wait_for_timeout(1000)  # the graph draws last
+    v.shot("signals.png", tmp_path)
 
 
 def test_a_removed_right_leaves_the_page_within_the_bound(hub, visit):

@@ -1,4 +1,4 @@
-"""The desk's live pages (Desk, Vol, Risk, Jobs, Archive) as a Panel app behind JupyterHub: the Hub's OAuth says who is looking and what they may do, one bus reader per process feeds every page, and every action goes through the API with the viewer's own token.
+"""The desk's live pages (Desk, Vol, Signals, Risk, Jobs, Archive) as a Panel app behind JupyterHub: the Hub's OAuth says who is looking and what they may do, one bus reader per process feeds every page, and every action goes through the API with the viewer's own token.
 
 Docs: https://github.com/aitrade/aitrade/dashboards.html.md"""
 
@@ -20,12 +20,14 @@ from ..hub import DASHBOARDS_SERVICE, service_address
 from .core import *
 from .desk import *
 from .ops import *
+from .signals import *
 
 # %% auto #0
 __all__ = ['PAGE_CLASSES', 'pages_of', 'app_for', 'serve', 'main']
 
 # %% ../../nbs/83_dashboards.ipynb #f052842f
-PAGE_CLASSES = {"Desk": DeskPage, "Vol": VolPage, "Risk": RiskPage, "Jobs": JobsPage, "Archive": ArchivePage}
+PAGE_CLASSES = {"Desk": DeskPage, "Vol": VolPage, "Signals": SignalsPage, "Risk": RiskPage, "Jobs": JobsPage,
+                "Archive": ArchivePage}  # fmt: skip
 
 
 def pages_of(viewer: Viewer, live: Live) -> tuple[pn.viewable.Viewable, list[Page]]:

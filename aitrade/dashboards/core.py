@@ -56,6 +56,9 @@ CACHE_S = get_settings().hub.auth_cache_s
 PAGES: dict[str, frozenset[str]] = {
     "Desk": frozenset({"dashboards:view", "orders:read", "orders:approve"}),  # traders, risk managers
     "Vol": frozenset({"dashboards:view", "marketdata:read"}),  # quants, traders, risk, ops
+    "Signals": frozenset(
+        {"dashboards:view", "marketdata:read"}
+    ),  # the lead/lag graph, forecasts, drift, models
     "Risk": frozenset({"dashboards:view", "risk:read"}),
     "Jobs": frozenset({"dashboards:view", "jobs:read"}),  # ops, quants (auditors: read only)
     "Archive": frozenset({"dashboards:view", "archive:read"}),  # auditors (the audit log with `audit:read`)
