@@ -8,10 +8,15 @@ Docs: https://github.com/aitrade/aitrade/bus.html.md"""
 # %% ../nbs/20_bus.ipynb #5b80fbc9
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import re
+import select
+import socket
 import sqlite3
+import tempfile
 import threading
 import time
 from collections import deque
@@ -24,8 +29,8 @@ from .config import get_settings
 from .errors import FieldError
 
 # %% auto #0
-__all__ = ['check_stream', 'encode_message', 'Subscription', 'Bus', 'SqliteBus', 'RedisBus', 'bus_path', 'get_bus', 'publish',
-           'subscribe']
+__all__ = ['check_stream', 'encode_message', 'Subscription', 'Bus', 'Doorbell', 'SqliteBus', 'RedisBus', 'bus_path', 'get_bus',
+           'publish', 'subscribe']
 
 # %% ../nbs/20_bus.ipynb #b6174038
 _STREAM_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,200}$")
@@ -105,6 +110,76 @@ class Bus(Protocol):
     def delete(self, stream: str) -> None: ...
     def missed(self, stream: str, last_id: str) -> bool: ...
 
+# %% ../nbs/20_bus.ipynb #d366b983
+class Doorbell:
+    "Wake the local readers of one bus file on publish: a Unix datagram socket per waiting thread, in one folder."
+
+    def __init__(self, path: Path):
+        key = hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()[:16]
+        self.dir = Path(tempfile.gettempdir()) / f"aitrade-bus-{os.getuid()}" / key
+        self._local = threading.local()
+        self._sender: tuple[int, socket.socket] | None = None
+
+    def _bell(self) -> socket.socket:
+        "The calling thread's socket (bound on first use, again in a forked child)."
+        b = getattr(self._local, "bell", None)
+        if b is not None and b[0] == os.getpid():
+            return b[1]
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        name = self.dir / f"{os.getpid()}-{threading.get_ident()}"
+        with contextlib.suppress(FileNotFoundError):
+            name.unlink()
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        s.bind(str(name))
+        s.setblocking(False)
+        self._local.bell = (os.getpid(), s, name)
+        return s
+
+    def arm(self) -> None:
+        "Make sure this thread's socket exists before it looks for news (so no ring is lost in between)."
+        self._bell()
+
+    def wait(self, timeout: float) -> bool:
+        "Sleep until a ring or `timeout` seconds; True if rung (pending rings are consumed)."
+        s = self._bell()
+        rung = bool(select.select([s], [], [], max(0.0, timeout))[0])
+        while rung:
+            try:
+                s.recv(64)
+            except BlockingIOError:
+                break
+        return rung
+
+    def ring(self) -> int:
+        "Wake every reader waiting on this bus file; how many were reached."
+        try:
+            names = os.listdir(self.dir)
+        except FileNotFoundError:
+            return 0
+        if self._sender is None or self._sender[0] != os.getpid():
+            self._sender = (os.getpid(), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM))
+            self._sender[1].setblocking(False)
+        sent = 0
+        for n in names:
+            try:
+                self._sender[1].sendto(b"!", str(self.dir / n))
+                sent += 1
+            except (ConnectionRefusedError, FileNotFoundError):  # its reader is gone
+                with contextlib.suppress(FileNotFoundError):
+                    (self.dir / n).unlink()
+            except OSError:  # a full buffer: that reader has rings pending already
+                pass
+        return sent
+
+    def close(self) -> None:
+        "Remove this thread's socket."
+        b = getattr(self._local, "bell", None)
+        if b is not None and b[0] == os.getpid():
+            b[1].close()
+            with contextlib.suppress(FileNotFoundError):
+                b[2].unlink()
+            self._local.bell = None
+
 # %% ../nbs/20_bus.ipynb #6a693fe7
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS bus_entries (id INTEGER PRIMARY KEY AUTOINCREMENT, stream TEXT NOT NULL, "
@@ -121,13 +196,14 @@ def _rowid(entry_id: str) -> int:
 class SqliteBus:
     "The embedded bus: streams in a SQLite file in WAL mode, shared by every local process that opens it."
 
-    poll_s = 0.02
+    poll_s = 0.25  # the backstop; a publish rings the readers at once (`Doorbell`)
 
     def __init__(self, path: str | Path, maxlen: int = 100_000, trim_every: int = 1000):
         self.path = Path(path)
         self.maxlen, self.trim_every = int(maxlen), int(trim_every)
         self._local = threading.local()
         self._n = 0
+        self.bell = Doorbell(self.path)
 
     def __repr__(self) -> str:
         return f"SqliteBus({str(self.path)!r})"
@@ -154,6 +230,7 @@ class SqliteBus:
         self._n += 1
         if self._n % self.trim_every == 0:
             self.trim(stream, self.maxlen)
+        self.bell.ring()
         return f"{ms}-{cur.lastrowid}"
 
     def trim(self, stream: str, maxlen: int) -> int:
@@ -181,6 +258,8 @@ class SqliteBus:
     def _fetch(self, stream: str, after: str, count: int, wait_ms: int) -> list[tuple[str, dict]]:
         deadline = time.monotonic() + wait_ms / 1000
         rid = _rowid(after)
+        if wait_ms > 0:
+            self.bell.arm()
         while True:
             rows = (
                 self._conn()
@@ -192,7 +271,7 @@ class SqliteBus:
             )
             if rows or time.monotonic() >= deadline:
                 return [(f"{ms}-{i}", json.loads(p)) for i, ms, p in rows]
-            time.sleep(self.poll_s)
+            self.bell.wait(min(self.poll_s, deadline - time.monotonic()))
 
     def subscribe(
         self, stream: str, last_id: str = "$", block_ms: int | None = None, count: int = 100

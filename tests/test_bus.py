@@ -147,3 +147,34 @@ def test_embedded_stream_is_trimmed_and_ids_never_go_back(tmp_path):
     kept = [m["k"] for _, m in b.subscribe("t", "0", block_ms=0)]
     assert kept == list(range(23 - len(kept), 23)) and len(kept) >= 10
     assert [int(i.split("-")[1]) for i in ids] == sorted(int(i.split("-")[1]) for i in ids)
+
+
+WAITER = """
+import json, sys, time
+from aitrade import bus
+b = bus.SqliteBus(sys.argv[1])
+b.poll_s = float(sys.argv[2])  # the backstop poll: so long here that only a ring can deliver in time
+sub = b.subscribe("bell", "$", block_ms=60000)
+print("ready", flush=True)
+i, m = next(sub)
+print(json.dumps({"lag_s": time.time() - m["t"], "k": m["k"]}), flush=True)
+"""
+
+
+def test_a_publish_wakes_a_reader_in_another_process_without_polling(tmp_path):
+    "The embedded bus rings its readers (Doorbell): with a 60 s backstop poll the message still arrives at once."
+    path = tmp_path / "bus.db"
+    sub = subprocess.Popen([sys.executable, "-c", WAITER, str(path), "60"], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert sub.stdout.readline().strip() == "ready", sub.stderr.read()
+        time.sleep(0.5)  # the reader is inside its wait now
+        bus.SqliteBus(path).publish("bell", {"k": 7, "t": time.time()})
+        out, err = sub.communicate(timeout=30)
+    finally:
+        if sub.poll() is None:
+            sub.kill()
+    got = json.loads(out)
+    assert got["k"] == 7 and got["lag_s"] < 10, got  # a poll would have taken up to 60 s
+    bus.SqliteBus(path).publish("bell", {"k": 8, "t": time.time()})  # the reader has exited: its socket goes
+    assert os.listdir(bus.Doorbell(path).dir) == []

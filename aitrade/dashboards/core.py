@@ -215,10 +215,15 @@ class Live:
                 log.debug("dashboards: waking a session failed: %s", e)
 
     def _run(self, subs: dict) -> None:
+        bell = getattr(self.bus, "bell", None)  # the embedded bus rings readers on publish (bus.Doorbell)
+        if bell is not None:
+            bell.arm()
         while not self.stop.is_set():
             try:
                 if self.poll(subs):
                     self.notify()
+                elif bell is not None:
+                    bell.wait(0.25)  # woken by any publish; the timeout only bounds how late a stop is seen
                 else:
                     self.stop.wait(self.poll_s)
             except Exception as e:  # a bus or database outage: say so and carry on
@@ -227,7 +232,7 @@ class Live:
 
     def start(self) -> Live:
         "Read what the streams keep (ticks: only new ones), then follow them in a daemon thread."
-        bus = self.bus or get_bus()
+        self.bus = bus = self.bus or get_bus()
         subs = {}
         for stream in STREAMS:
             start = "$" if stream == TICKS_STREAM else "0"
