@@ -5,7 +5,6 @@ correlation id."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import time
 import uuid
@@ -16,11 +15,11 @@ import pytest
 import requests
 from fastapi.testclient import TestClient
 from hubutil import Hub, free_port
+from seed import fresh_quote
 from starlette.testclient import WebSocketDenialResponse
 
 from aitrade import api, archive, audit, bus, store
 from aitrade.auth import RIGHTS, ROLES
-from aitrade.marketdata import OptionQuote, ensure_underlyings
 
 P = "/services/aitrade-api"
 PIPELINES = """pipelines:
@@ -121,16 +120,6 @@ def check_matrix(call, role_tokens: dict[str, str], eps) -> list[str]:
             elif r.status_code != 403 or r.json()["error"] != "missing_scope":
                 problems.append(f"UNEXPECTED ALLOW {role} {method} {path}: {r.status_code} {r.text[:200]}")
     return problems
-
-
-def fresh_quote(symbol="SPX", days=180):
-    now = store.utcnow()
-    exp = (now + dt.timedelta(days=days)).date()
-    with store.session_scope() as s:
-        ensure_underlyings(s, [symbol])
-        s.add(OptionQuote(underlying=symbol, quote_date=now.date(), ts=now, expiry=exp, strike=100.0,
-                          option_type="C", bid=4.9, ask=5.1, bid_size=10, ask_size=7, underlying_price=100.0))  # fmt: skip
-    return exp
 
 
 # ------------------------------------------------------------------------------------------------------------

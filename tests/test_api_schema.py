@@ -6,8 +6,6 @@ the generated requests reach real data as well as the 404 paths."""
 
 from __future__ import annotations
 
-import datetime as dt
-
 import nbformat
 import pytest
 import schemathesis
@@ -61,15 +59,9 @@ def api_db(seeded, monkeypatch):
     if not (root / "seeded").exists():
         store.upgrade(url=url)
         from fastapi.testclient import TestClient
+        from seed import fresh_quote
 
-        from aitrade.marketdata import OptionQuote, ensure_underlyings
-
-        now = store.utcnow()
-        exp = (now + dt.timedelta(days=90)).date()
-        with store.session_scope() as s:
-            ensure_underlyings(s, ["SPX"])
-            s.add(OptionQuote(underlying="SPX", quote_date=now.date(), ts=now, expiry=exp, strike=100.0,
-                              option_type="C", bid=4.9, ask=5.1, bid_size=10, ask_size=7, underlying_price=100.0))  # fmt: skip
+        exp = fresh_quote(days=90)
         c = TestClient(APP)
         h = {"Authorization": "token tok-admin"}
         assert c.post(P + "/v1/orders", headers=h, json={"client_order_id": "seed-1", "symbol": "SPX", "side": "buy",

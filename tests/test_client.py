@@ -4,15 +4,13 @@ scopes. In a quant's JupyterLab behind the Hub it is tested in tests/test_browse
 
 from __future__ import annotations
 
-import datetime as dt
-
 import pytest
 from fastapi.testclient import TestClient
+from seed import fresh_quote
 
 from aitrade import api, store
 from aitrade.auth import ROLES
 from aitrade.client import Client, Refused
-from aitrade.marketdata import OptionQuote, ensure_underlyings
 
 P = "/services/aitrade-api"
 TOKENS = {f"tok-{r}": api.hub_model(f"u-{r}", ROLES[r]) for r in ROLES}
@@ -35,12 +33,8 @@ def client(app, role: str) -> Client:
 
 
 def test_read_functions_parse_the_real_answers(app_transport):
+    fresh_quote()
     now = store.utcnow()
-    exp = (now + dt.timedelta(days=90)).date()
-    with store.session_scope() as s:
-        ensure_underlyings(s, ["SPX"])
-        s.add(OptionQuote(underlying="SPX", quote_date=now.date(), ts=now, expiry=exp, strike=100.0,
-                          option_type="C", bid=4.9, ask=5.1, bid_size=10, ask_size=7, underlying_price=100.0))  # fmt: skip
     quant, risk = client(app_transport, "quant"), client(app_transport, "risk")
     me = quant.whoami()
     assert (me["name"], set(me["rights"])) == ("u-quant", set(ROLES["quant"]))
