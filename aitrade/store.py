@@ -7,8 +7,9 @@ Docs: https://github.com/aitrade/aitrade/store.html.md"""
 # %% ../nbs/01_store.ipynb #f43714f3
 from __future__ import annotations
 
+import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from importlib import resources
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -22,10 +23,12 @@ from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import JSON, TypeDecorator
 
 from .config import get_settings
+from .errors import FieldError
 
 # %% auto #0
 __all__ = ['BigId', 'UTCDateTime', 'utcnow', 'Base', 'unique', 'make_engine', 'get_engine', 'session_factory', 'session_scope',
-           'dispose_engines', 'alembic_config', 'upgrade', 'downgrade', 'current', 'head', 'run_migrations']
+           'dispose_engines', 'alembic_config', 'upgrade', 'downgrade', 'current', 'head', 'run_migrations',
+           'grant_read_only']
 
 # %% ../nbs/01_store.ipynb #b16a38ea
 class UTCDateTime(TypeDecorator):
@@ -221,3 +224,32 @@ def run_migrations(context) -> None:
         with context.begin_transaction():
             context.run_migrations()
     eng.dispose()
+
+# %% ../nbs/01_store.ipynb #d9de2f79
+_ROLE_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def grant_read_only(
+    role: str,  # the PostgreSQL role (created if missing, with LOGIN)
+    tables: Sequence[str],  # the tables it may read
+    url: str | None = None,  # the platform database (default: the configured one)
+) -> list[str]:
+    "Make `role` read exactly `tables` of the platform's schema (PostgreSQL); the tables granted."
+    if not _ROLE_RE.match(role or ""):
+        raise FieldError("role", f"lower-case letters, digits and _ (at most 63), got {role!r}")
+    eng = get_engine(url)
+    if eng.dialect.name != "postgresql":
+        raise FieldError("database", "roles are PostgreSQL's; on SQLite research reads go through the API")
+    have = set(sa.inspect(eng).get_table_names())
+    if missing := sorted(set(tables) - have):
+        raise FieldError("tables", f"not in the database: {', '.join(missing)}")
+    with eng.begin() as c:
+        schema = c.exec_driver_sql("SELECT current_schema()").scalar()
+        if not c.exec_driver_sql("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).scalar():
+            c.exec_driver_sql(f'CREATE ROLE "{role}" LOGIN')
+        c.exec_driver_sql(f'REVOKE ALL ON ALL TABLES IN SCHEMA "{schema}" FROM "{role}"')
+        c.exec_driver_sql(f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"')
+        for t in sorted(tables):
+            c.exec_driver_sql(f'GRANT SELECT ON "{schema}"."{t}" TO "{role}"')
+        c.exec_driver_sql(f'ALTER ROLE "{role}" SET default_transaction_read_only = on')
+    return sorted(tables)

@@ -78,3 +78,47 @@ def test_audit_list_shows_records(tmp_path):
         del os.environ["AITRADE_SETTINGS"]
     r = run_cli("audit", "list", cwd=tmp_path)
     assert r.returncode == 0 and "job.run" in r.stdout and "pipeline:daily" in r.stdout
+
+
+def test_research_role_reads_market_data_and_nothing_else(pg_url, monkeypatch):
+    "PostgreSQL: `aitrade db research-role` makes a role that reads the market data, writes nothing, sees no orders."
+    import uuid
+
+    import sqlalchemy as sa
+    from seed import fresh_quote
+
+    from aitrade import config, store
+
+    monkeypatch.setenv("AITRADE_DATABASE__URL", pg_url)
+    config.reload_settings()
+    store.upgrade(url=pg_url)
+    fresh_quote()
+    role = f"research_{uuid.uuid4().hex[:8]}"
+    r = CliRunner().invoke(app, ["db", "research-role", "--role", role])
+    assert r.exit_code == 0, r.output
+    assert "SELECT on" in r.output and "option_quotes" in r.output
+    eng = sa.create_engine(sa.make_url(pg_url).set(username=role), poolclass=sa.pool.NullPool)
+    try:
+        with eng.connect() as c:
+            assert c.exec_driver_sql("SELECT count(*) FROM option_quotes").scalar() == 1
+        for sql, why in [
+            ("SELECT count(*) FROM orders", "permission denied"),
+            ("SELECT count(*) FROM audit_log", "permission denied"),
+            ("SELECT count(*) FROM risk_limits", "permission denied"),
+            ("DELETE FROM option_quotes", "read-only transaction"),
+        ]:
+            with eng.connect() as c, pytest.raises(sa.exc.DBAPIError, match=why):
+                c.exec_driver_sql(sql)
+    finally:
+        eng.dispose()
+        store.dispose_engines()
+        admin = sa.create_engine(pg_url, poolclass=sa.pool.NullPool)
+        with admin.begin() as c:
+            c.exec_driver_sql(f'DROP OWNED BY "{role}"')
+            c.exec_driver_sql(f'DROP ROLE "{role}"')
+        admin.dispose()
+
+
+def test_research_role_on_sqlite_says_to_use_the_api(sqlite_db):
+    r = CliRunner().invoke(app, ["db", "research-role"])
+    assert r.exit_code == 2 and "research reads go through the API" in r.output, r.output

@@ -17,8 +17,9 @@ from .common import fail, principal
 from ..errors import AitradeError
 
 # %% auto #0
-__all__ = ['config_app', 'db_app', 'audit_app', 'desk_app', 'demo_app', 'config_show', 'db_upgrade', 'db_downgrade', 'db_current',
-           'audit_verify', 'audit_list', 'desk_run', 'demo_seed', 'demo_remove']
+__all__ = ['config_app', 'db_app', 'RESEARCH_TABLES', 'audit_app', 'desk_app', 'demo_app', 'config_show', 'db_upgrade',
+           'db_downgrade', 'db_current', 'db_research_role', 'audit_verify', 'audit_list', 'desk_run', 'demo_seed',
+           'demo_remove']
 
 # %% ../../nbs/94_cli_admin.ipynb #2ed3fb94
 config_app = typer.Typer(help="Settings: what is in effect and where it came from.", no_args_is_help=True)
@@ -71,6 +72,23 @@ def db_current() -> None:
         f"current: {cur or 'base (empty)'}  head: {head}"
         + ("" if cur == head else "  (run `aitrade db upgrade`)")
     )
+
+
+#: what a read-only research account may read: market data, fitted surfaces, rates, features, the lead/lag graph
+RESEARCH_TABLES = ("underlyings", "underlying_prices", "option_quotes", "vol_surfaces", "rate_curves",
+                   "feature_sets", "feature_values", "lead_lag_graphs", "lead_lag_edges")  # fmt: skip
+
+
+@db_app.command("research-role")
+def db_research_role(
+    role: Annotated[str, typer.Option(help="the PostgreSQL role to create or refresh")] = "aitrade_research",
+) -> None:
+    "PostgreSQL: a read-only role for research that may read the market-data tables and nothing else."
+    try:
+        granted = store.grant_read_only(role, RESEARCH_TABLES)
+    except ValueError as e:
+        fail(e)
+    typer.echo(f"{role}: SELECT on {', '.join(granted)}; sessions read-only; no other table")
 
 # %% ../../nbs/94_cli_admin.ipynb #4a19af5d
 audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
