@@ -49,6 +49,7 @@ Modules:
 - `aitrade.risk.var`: Historical and Monte Carlo VaR / ES of a book, full revaluation or delta-gamma-vega, from the kernel of `aitrade.risk.book`.
 - `aitrade.scheduler`: `aitrade scheduler`: fires due pipeline runs from their cron schedules and exchange calendars, drives them on Dask under leases with heartbeats, takes over the runs of a crashed scheduler, and alerts on missed deadlines.
 - `aitrade.signals.ensemble`: Purged walk-forward folds, simple baseline forecasters, and three ways to combine them: non-negative stacking, rank averaging and sign voting, each fitted only on out-of-fold predictions.
+- `aitrade.signals.evaluation`: Out-of-sample metrics with block-bootstrap intervals, a Diebold–Mariano test against the benchmark, and a dev/holdout split fixed in advance.
 - `aitrade.signals.leadlag`: A dated graph of which underlyings' returns lead which, and by how many days: significant transfer entropy after false-discovery-rate control, pruned of indirect edges, computed in-process or on a Dask cluster, and stored one graph per day and method.
 - `aitrade.signals.te`: Who leads whom: transfer entropy between return series by a discrete plug-in estimator (bit for bit PyInform's), a Gaussian closed form and the Kraskov–Stögbauer–Grassberger nearest-neighbour estimator; significance by circularly shifted surrogates and false-discovery-rate control.
 - `aitrade.surfaces`: Implied vol per quote, SABR per expiry, Heston per underlying; stored with status ok/failed, so that risk can refuse to trade an underlying whose surface did not fit."""

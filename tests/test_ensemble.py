@@ -94,3 +94,21 @@ def test_lgbm_deterministic_and_har():
     assert a.equals(b)
     h = Har(["r1", "noise"]).fit(X, y)
     assert h.name == "har" and h.predict(X).corr(y) > 0.2
+
+
+def test_evaluate_planted_signal_and_no_leak():
+    from aitrade.signals.evaluation import evaluate, report_markdown
+
+    X, y = _frame(400, beta=0.3, seed=5)
+    dev_end, ho = pd.Timestamp("2022-12-30"), pd.Timestamp("2023-01-05")
+    models = [Zero(), Signal("r1"), Linear()]
+    t = evaluate(X, y, models, dev_end, ho, n_boot=200)
+    r = t.loc["holdout"]
+    assert r.loc["momentum", "dm_p"] < 0.05 and r.loc["momentum", "r2_diff_lo"] > 0
+    assert r.loc["ridge", "r2"] > 0.03
+    assert "momentum" in report_markdown(t)
+    y2 = y.copy()  # a leak planted into the holdout period changes nothing fitted on dev
+    y2[X.index.get_level_values(0) >= ho] = 100 * X["r1"][X.index.get_level_values(0) >= ho]
+    m2 = [Zero(), Signal("r1"), Linear()]
+    evaluate(X, y2, m2, dev_end, ho, n_boot=50)
+    assert m2[1].slope == models[1].slope
