@@ -53,12 +53,12 @@ def planted_lead_lag(
     pairs = [(i, j) for i in range(n_nodes) for j in range(n_nodes) if i != j]
     edges, parents = [], np.zeros(n_nodes, dtype=int)
     for e in rng.permutation(len(pairs)):
+        if len(edges) == n_edges:  # checked first: n_edges = 0 is a market with no network
+            break
         i, j = pairs[e]
         if parents[j] < 2 and not any(s == j and t == i for s, t, _, _ in edges):  # no 2-cycles
             edges.append((i, j, int(rng.choice(lags)), coef * rng.choice([-1.0, 1.0])))
             parents[j] += 1
-        if len(edges) == n_edges:
-            break
     burn = 200
     x = np.zeros((T + burn, n_nodes))
     e = rng.standard_normal((T + burn, n_nodes))
