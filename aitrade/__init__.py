@@ -4,6 +4,7 @@ Modules:
 
 - `aitrade.api.edges`: What the API refuses before any route runs: a body larger than it will read (413), a token that asks too often (429 with `Retry-After`), and the headers every answer carries so a browser never sniffs, frames or leaks it.
 - `aitrade.api.registry`: List models and their versions with lineage, register a version, move a plain alias, request, approve and reject a promotion to production, roll back.
+- `aitrade.api.signals`: `GET /v1/signals/graph`: the day's lead/lag graph (transfer entropy between underlyings, `aitrade.signals`); `GET /v1/signals/drift`: the newest feature-drift report (`aitrade.features_drift`).
 - `aitrade.archive.manifest`: What the archive records about each executed notebook: its manifest (environment, inputs, git state, kernel), the names and the clock it checks against, and the errors it raises.
 - `aitrade.archive.retention`: A run under legal hold cannot be deleted; a run is deleted only after its retention, leaving its manifest and chain entry.
 - `aitrade.archive.store`: Content-addressed objects written once, a chain of manifests, `archive_run` and reading back with `show` and `list`.
@@ -16,7 +17,7 @@ Modules:
 - `aitrade.cli.trading`: `aitrade market load|show`, `aitrade risk report`, `aitrade orders list|submit|approve|reject|cancel`, `aitrade killswitch on|off|status` and `aitrade backtest`: thin typer commands over the same functions the jobs and the API call.
 - `aitrade.client`: `aitrade.client.Client`: the platform's data for a person, through the API with their own token: market data, surfaces and their calibrations, risk, orders, runs and models as pandas frames.
 - `aitrade.clock`: The exchange calendar and the one time to expiry of the platform: ACT/365 years to the exchange's session close on the expiry day, counted on the exchange's own clock.
-- `aitrade.dashboards.signals`: What the signal layer did today, for quants, traders and risk: the lead/lag graph between the underlyings, the models in the registry with their production and candidate versions, and the promotions waiting for a second person.
+- `aitrade.dashboards.signals`: What the signal layer did today, for quants, traders and risk: the lead/lag graph between the underlyings, the drift of the features against the training window, the models in the registry with their production and candidate versions, and the promotions waiting for a second person.
 - `aitrade.desk`: One service consumes the ticks, marks the open positions to market and publishes what the desk watches (P&L and its attribution, Greeks, limits, the kill switch, order and job events) on named bus streams; every viewer subscribes, nobody polls the database per viewer.
 - `aitrade.engine`: A papermill engine that executes notebooks on pre-started kernels from a small pool per process, each kernel replaced by a fresh one after every run so that no state leaks from one notebook to the next.
 - `aitrade.errors`: One family of exceptions for the whole platform: each knows its HTTP status, its stable code and, for bad input, the field it is about. The API and the CLI render the same object.
@@ -36,6 +37,7 @@ Modules:
 - `aitrade.migrations.versions.v0003_trading`: Risk limits, the kill switch, strategies, orders with their history, and fills (see `aitrade.limits` and `aitrade.execution`).
 - `aitrade.migrations.versions.v0006_features`: `feature_sets`: one row per feature set, keyed by its content hash, with the canonical definitions it was hashed from; `feature_values`: the features of a set per day and underlying, long format (see `aitrade.features`).
 - `aitrade.migrations.versions.v0008_registry`: `models`, `model_versions`, `model_aliases`, `model_alias_events` and `model_promotions`: named models, their immutable versions with lineage, the aliases that point at them, the history of every alias move, and the promotion requests a second person decides (see `aitrade.registry`).
+- `aitrade.migrations.versions.v0009_drift`: `feature_drift`: the daily drift report of a feature set against its training window, one row per feature and day (see `aitrade.features_drift`).
 - `aitrade.performance`: Summary statistics of a daily P&L series (Sharpe ratio, maximum drawdown, turnover, hit rate) and the figures of a backtest (P&L with drawdown, the book's Greeks over time).
 - `aitrade.pricing.heston`: European options under Heston (1993) stochastic volatility: a branch-safe characteristic function, the COS method for whole surfaces, the Lewis single integral as cross-check, and Levenberg-Marquardt calibration with the analytic gradient.
 - `aitrade.pricing.montecarlo`: European options under Heston by simulation: the Quadratic-Exponential variance step with martingale correction, antithetic pairs, counter-based random numbers, numba on the CPU and the same estimator on CuPy.

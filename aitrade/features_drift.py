@@ -9,21 +9,25 @@ Docs: https://github.com/aitrade/aitrade/features_drift.html.md"""
 # %% ../nbs/77_features_drift.ipynb #8a916c76
 from __future__ import annotations
 
+import datetime as dt
 import math
 from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
 from scipy.stats import ks_2samp
-from sqlalchemy.orm import Session
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from . import audit
 from .errors import FieldError
+from .marketdata import as_day
 from .logs import get_logger
+from .store import Base, BigId, unique, utcnow
 
 # %% auto #0
 __all__ = ['PSI_MODERATE', 'PSI_SIGNIFICANT', 'REPORT_COLUMNS', 'log', 'LEVEL_COLOURS', 'psi', 'drift_report', 'drift_payload',
-           'drift_alert', 'drift_figure']
+           'drift_alert', 'FeatureDrift', 'store_drift', 'latest_drift', 'drift_figure']
 
 # %% ../nbs/77_features_drift.ipynb #6639efab
 PSI_MODERATE = 0.1  # Siddiqi (2006): below, no significant change
@@ -161,6 +165,88 @@ def drift_alert(
     log.warning("feature drift", feature_set=feature_set, features=sorted(payload["aitrade"]["features"]))
     payload["delivered"] = sent
     return payload
+
+# %% ../nbs/77_features_drift.ipynb #228a5370
+class FeatureDrift(Base):
+    "One feature's drift on one day against a reference window, for one feature set (`drift_report`'s row)."
+
+    __tablename__ = "feature_drift"
+    __table_args__ = unique("feature_drift", "as_of", "set_hash", "feature")
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    as_of: Mapped[dt.date] = mapped_column(sa.Date)
+    set_hash: Mapped[str] = mapped_column(sa.String(64))
+    feature: Mapped[str] = mapped_column(sa.String(64))
+    psi: Mapped[float | None] = mapped_column(sa.Float)
+    ks_stat: Mapped[float | None] = mapped_column(sa.Float)
+    ks_p: Mapped[float | None] = mapped_column(sa.Float)
+    n_ref: Mapped[int]
+    n_cur: Mapped[int]
+    level: Mapped[str] = mapped_column(sa.String(16))
+    drifted: Mapped[bool]
+    threshold: Mapped[float] = mapped_column(sa.Float)
+    window: Mapped[dict | None]  # the reference and current days
+    created_at: Mapped[dt.datetime]
+
+
+def _num(v) -> float | None:
+    return None if v is None or not math.isfinite(float(v)) else float(v)
+
+
+def store_drift(
+    session: Session,  # the caller's transaction
+    as_of,  # the day the report is for
+    report: pd.DataFrame,  # `drift_report`'s frame
+    feature_set: str,  # the set's hash
+    window: dict | None = None,  # the reference and current days
+) -> int:
+    "Keep `report` as the drift of `feature_set` on `as_of` (replacing that day's); the number of rows."
+    day = as_day(as_of, "as_of").date()
+    if not isinstance(report, pd.DataFrame) or not set(REPORT_COLUMNS) <= set(report.columns):
+        raise FieldError("report", "drift_report's frame")
+    if not (isinstance(feature_set, str) and len(feature_set) == 64):
+        raise FieldError("feature_set", f"a feature set's 64-character hash, got {feature_set!r}")
+    session.execute(
+        sa.delete(FeatureDrift).where(FeatureDrift.as_of == day, FeatureDrift.set_hash == feature_set)
+    )
+    th, now = float(report.attrs.get("threshold", PSI_SIGNIFICANT)), utcnow()
+    session.add_all(
+        FeatureDrift(as_of=day, set_hash=feature_set, feature=str(r.feature), psi=_num(r.psi), ks_stat=_num(r.ks_stat),
+                     ks_p=_num(r.ks_p), n_ref=int(r.n_ref), n_cur=int(r.n_cur), level=str(r.level),
+                     drifted=bool(r.drifted), threshold=th, window=window, created_at=now)
+        for r in report.itertuples()
+    )  # fmt: skip
+    session.flush()
+    return len(report)
+
+
+def latest_drift(
+    session: Session,
+    as_of=None,  # the newest report on or before this day (default: the newest)
+    feature_set: str | None = None,  # only this set's
+) -> pd.DataFrame:
+    "The newest stored drift report (`drift_report`'s columns; `attrs`: as_of, feature_set, threshold, window)."
+    q = sa.select(FeatureDrift.as_of, FeatureDrift.set_hash)
+    if as_of is not None:
+        q = q.where(FeatureDrift.as_of <= as_day(as_of, "as_of").date())
+    if feature_set is not None:
+        q = q.where(FeatureDrift.set_hash == feature_set)
+    head = session.execute(q.order_by(FeatureDrift.as_of.desc(), FeatureDrift.id.desc()).limit(1)).first()
+    if head is None:
+        out = pd.DataFrame(columns=list(REPORT_COLUMNS))
+        out.attrs.update(as_of=None, feature_set=feature_set, threshold=PSI_SIGNIFICANT, window=None)
+        return out
+    rows = session.scalars(
+        sa.select(FeatureDrift).where(FeatureDrift.as_of == head.as_of, FeatureDrift.set_hash == head.set_hash)
+        .order_by(FeatureDrift.id)
+    ).all()  # fmt: skip
+    out = pd.DataFrame(
+        [{c: getattr(r, c) for c in REPORT_COLUMNS} for r in rows], columns=list(REPORT_COLUMNS)
+    )
+    out[["psi", "ks_stat", "ks_p"]] = out[["psi", "ks_stat", "ks_p"]].astype(float)
+    out.attrs.update(
+        as_of=head.as_of, feature_set=head.set_hash, threshold=rows[0].threshold, window=rows[0].window
+    )
+    return out
 
 # %% ../nbs/77_features_drift.ipynb #49adda59
 LEVEL_COLOURS = {

@@ -82,6 +82,14 @@ with store.session_scope() as s:  # the Signals page: a day's lead/lag graph, a 
     lineage = dict(feature_set_hash="f" * 64, data_start="2012-01-03", data_end="2019-12-31", data_sha256="d" * 64)
     v = registry.register(s, trainer, "signals", b"model-bytes", lineage)
     registry.request_promotion(s, Principal.with_roles("qiana", ["quant"]), "signals", v.version, "weekly retrain")
+    from aitrade import features_drift
+    rep = pd.DataFrame({"feature": ["ret_1d", "ret_21d", "rv_21d", "iv_atm_30d", "skew_30d"],
+                        "psi": [0.03, 0.08, 0.61, 0.19, 0.31], "ks_stat": [0.04, 0.07, 0.41, 0.15, 0.22],
+                        "ks_p": [0.6, 0.2, 1e-9, 0.01, 1e-4], "n_ref": [1250] * 5, "n_cur": [105] * 5,
+                        "level": ["none", "none", "significant", "moderate", "significant"],
+                        "drifted": [False, False, True, False, True]})
+    rep.attrs["threshold"] = 0.25
+    features_drift.store_drift(s, now.date(), rep, "f" * 64, {"reference": ["2023-01-03", "2023-12-29"]})
 print((now + dt.timedelta(days=180)).date().isoformat())
 """
 NOW = dt.datetime.now(dt.UTC).isoformat()
@@ -368,6 +376,8 @@ def test_a_quant_sees_the_lead_lag_graph_and_approves_anothers_promotion(hub, vi
     head = v.wait_text(".signals-status", "significant edge")
     assert "3 significant edge(s)" in head and "gaussian TE over 250 days" in head, head
     assert "IXIC" in v.wait_text(".signals-edges", "IXIC")
+    drift = v.wait_text(".signals-drift", "past PSI")
+    assert "2 of 5 features past PSI 0.25" in drift and "rv_21d" in drift and "skew_30d" in drift, drift
     assert "weekly retrain" in v.wait_text(".signals-promotions", "qiana")
     v.page.locator(".promotion-approve button").first.click()  # without a reason: refused, by field
     assert "reason" in v.wait_text(".signals-result", "refused")

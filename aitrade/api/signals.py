@@ -1,4 +1,5 @@
-"""`GET /v1/signals/graph`: the day's lead/lag graph (transfer entropy between underlyings, `aitrade.signals`).
+"""`GET /v1/signals/graph`: the day's lead/lag graph (transfer entropy between underlyings, `aitrade.signals`);
+`GET /v1/signals/drift`: the newest feature-drift report (`aitrade.features_drift`).
 
 Docs: https://github.com/aitrade/aitrade/api_routes_signals.html.md"""
 
@@ -11,13 +12,13 @@ import datetime as dt
 
 from fastapi import APIRouter, Query
 
-from .. import store
+from .. import errors, features_drift, store
 from .identity import guarded
 from .models import ERRORS_404, ResponseModel
 from ..signals import leadlag
 
 # %% auto #0
-__all__ = ['router', 'EdgeOut', 'GraphOut', 'graph']
+__all__ = ['router', 'EdgeOut', 'GraphOut', 'graph', 'DriftRowOut', 'DriftOut', 'drift']
 
 # %% ../../nbs/87_api_routes_signals.ipynb #b7b9e455
 class EdgeOut(ResponseModel):
@@ -57,3 +58,42 @@ def graph(
     a = e.attrs
     return GraphOut(as_of=a["as_of"].date(), method=a["method"], window=a["window"], n_series=a["n_series"],
                     edges=e[list(EdgeOut.model_fields)].to_dict("records"))  # fmt: skip
+
+# %% ../../nbs/87_api_routes_signals.ipynb #a3afe355
+class DriftRowOut(ResponseModel):
+    feature: str
+    psi: float | None
+    ks_stat: float | None
+    ks_p: float | None
+    n_ref: int
+    n_cur: int
+    level: str
+    drifted: bool
+
+
+class DriftOut(ResponseModel):
+    as_of: dt.date
+    feature_set: str
+    threshold: float
+    window: dict | None
+    features: list[DriftRowOut]
+
+
+@router.get(
+    "/signals/drift",
+    response_model=DriftOut,
+    summary="The newest feature-drift report on or before `as_of`",
+    **guarded("marketdata:read", ERRORS_404),
+)
+def drift(
+    as_of: dt.date | None = Query(
+        None, description="the newest report on or before this day (default: the newest)"
+    ),
+) -> DriftOut:
+    with store.session_scope() as s:
+        r = features_drift.latest_drift(s, as_of)
+    if r.attrs["as_of"] is None:
+        raise errors.NotFound("no feature-drift report stored" + (f" on or before {as_of}" if as_of else ""))
+    rows = r.astype(object).where(r.notna(), None).to_dict("records")
+    return DriftOut(as_of=r.attrs["as_of"], feature_set=r.attrs["feature_set"], threshold=r.attrs["threshold"],
+                    window=r.attrs["window"], features=rows)  # fmt: skip

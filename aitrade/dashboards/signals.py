@@ -1,5 +1,5 @@
 """What the signal layer did today, for quants, traders and risk: the lead/lag graph between the underlyings, the
-models in the registry with their production and candidate versions, and the promotions waiting for a second
+drift of the features against the training window, the models in the registry with their production and candidate versions, and the promotions waiting for a second
 person.
 
 Docs: https://github.com/aitrade/aitrade/dashboards_signals.html.md"""
@@ -17,6 +17,7 @@ import pandas as pd
 import panel as pn
 
 from .core import Page, later, outcome
+from ..features_drift import REPORT_COLUMNS, drift_figure
 
 # %% auto #0
 __all__ = ['EDGE_COLUMNS', 'PROMOTION_COLUMNS', 'circle_layout', 'graph_figure', 'SignalsPage']
@@ -60,7 +61,10 @@ class SignalsPage(Page):
         self.head = pn.pane.HTML("", css_classes=["signals-status"])
         self.graph = pn.pane.HoloViews(None)
         self.edges = pn.pane.DataFrame(None, index=False, css_classes=["signals-edges"])
-        parts = [pn.Row(self.head), pn.Row(self.graph, pn.Column("### Edges", self.edges)), self.said]
+        self.drift_head = pn.pane.HTML("", css_classes=["signals-drift"])
+        self.drift = pn.pane.HoloViews(None)
+        parts = [pn.Row(self.head), pn.Row(self.graph, pn.Column("### Edges", self.edges)), self.said,
+                 "### Feature drift", self.drift_head, self.drift]  # fmt: skip
         self.models = pn.pane.DataFrame(None, index=False, css_classes=["signals-models"])
         self.pending = pn.pane.DataFrame(None, index=False, css_classes=["signals-promotions"])
         self.decide = pn.Column()
@@ -81,10 +85,24 @@ class SignalsPage(Page):
                                     f"{g['n_series']} underlyings · {g['method']} TE over {g['window']} days")  # fmt: skip
                 self.graph.object = graph_figure(e)
                 self.edges.object = e.round(4)
+            self.load_drift()
             if self.viewer.can("reports:read"):
                 self.load_registry()
         finally:
             self.view.loading = False
+
+    def load_drift(self) -> None:
+        "The newest drift report: which features moved away from the training window, as the PSI figure."
+        d = outcome(self.drift_head, lambda: self.api.call("GET", "/signals/drift"), None)
+        if not d:
+            return
+        rep = pd.DataFrame(d["features"], columns=list(REPORT_COLUMNS))
+        moved = rep.loc[rep["drifted"], "feature"].tolist()
+        self.drift_head.object = (
+            f"report of <b>{d['as_of']}</b> · {len(moved)} of {len(rep)} features past PSI {d['threshold']:g}"
+            + (f": <b style='color:#c0392b'>{html.escape(', '.join(moved))}</b>" if moved else "")
+        )
+        self.drift.object = drift_figure(rep)
 
     def load_registry(self) -> None:
         models = outcome(self.said, lambda: self.api.call("GET", "/models"), None)
