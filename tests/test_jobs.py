@@ -124,7 +124,7 @@ def nb_row(run_id, name):
 
 def test_shipped_daily_pipeline_validates_before_its_notebooks_exist():
     spec = jobs.get_pipeline("daily", ROOT / "jobs" / "pipelines.yaml")
-    assert spec.order() == ["ingest", "calibrate", "risk_orders", "report"]
+    assert spec.order() == ["ingest", "calibrate", "signals", "risk_orders", "report"]
     assert spec.schedule.cron == "30 17 * * 1-5" and spec.schedule.calendar == "XNYS"
     assert spec.concurrency == 1 and spec.retention == "SOX"
     assert spec.alerts[0].url_env == "AITRADE_ALERT_WEBHOOK"
