@@ -37,7 +37,16 @@ def pages_of(viewer: Viewer, live: Live) -> tuple[pn.viewable.Viewable, list[Pag
         return pn.pane.Markdown(f"{viewer.name}: your rights open no dashboard page."), []
     api = Client(viewer.token)
     pages = [PAGE_CLASSES[n](viewer, live, api) for n in names]
-    return pn.Tabs(*((n, p.view) for n, p in zip(names, pages, strict=True)), dynamic=True), pages
+    tabs = pn.Tabs(*((n, p.view) for n, p in zip(names, pages, strict=True)), dynamic=True)
+
+    def shown(event) -> None:  # a page that reads only when opened (`on_show`) is read when its tab is
+        if hasattr(page := pages[event.new], "on_show"):
+            page.on_show()
+
+    tabs.param.watch(shown, "active")
+    if hasattr(pages[0], "on_show"):
+        later(pages[0].on_show)
+    return tabs, pages
 
 
 def app_for(

@@ -16,7 +16,7 @@ import holoviews as hv
 import pandas as pd
 import panel as pn
 
-from .core import Page, later, outcome
+from .core import Page, outcome
 from ..features_drift import REPORT_COLUMNS, drift_figure
 
 # %% auto #0
@@ -72,7 +72,13 @@ class SignalsPage(Page):
             parts += ["### Models", self.models, "### Promotions waiting for a second person", self.pending,
                       self.decide]  # fmt: skip
         self.view = pn.Column(*parts)
-        later(self.load)
+        self.loaded = False
+
+    def on_show(self) -> None:
+        "Read when the tab is first opened: fifty open desks do not each draw a graph nobody looks at."
+        if not self.loaded:
+            self.loaded = True
+            self.load()
 
     def load(self) -> None:
         "Read the graph, the models and the pending promotions (what the viewer may read)."
