@@ -39,13 +39,11 @@ def pages_of(viewer: Viewer, live: Live) -> tuple[pn.viewable.Viewable, list[Pag
     pages = [PAGE_CLASSES[n](viewer, live, api) for n in names]
     tabs = pn.Tabs(*((n, p.view) for n, p in zip(names, pages, strict=True)), dynamic=True)
 
-    def shown(event) -> None:  # a page that reads only when opened (`on_show`) is read when its tab is
-        if hasattr(page := pages[event.new], "on_show"):
-            page.on_show()
+    def shown(event) -> None:  # a page that reads only when opened reads when its tab is
+        pages[event.new].on_show()
 
     tabs.param.watch(shown, "active")
-    if hasattr(pages[0], "on_show"):
-        later(pages[0].on_show)
+    later(pages[0].on_show)
     return tabs, pages
 
 

@@ -357,6 +357,9 @@ class Page:
                 getattr(self, method)()
         self.seen = now
 
+    def on_show(self) -> None:
+        "Called when the page's tab is opened (the first page: once its session is ready); by default nothing."
+
 
 class KillSwitch(Page):
     "The kill switch as the desk last published it (else as the API says), with engage/release for who may."
