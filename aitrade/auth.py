@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from .errors import Forbidden
 
 # %% auto #0
-__all__ = ['RIGHTS', 'ROLES', 'BACKTEST_POLICY', 'ORDER_ROUTER', 'SCHEDULER', 'scope_of', 'right_of', 'PermissionDenied',
-           'Principal', 'require']
+__all__ = ['RIGHTS', 'ROLES', 'BACKTEST_POLICY', 'ORDER_ROUTER', 'SCHEDULER', 'TRAINER', 'scope_of', 'right_of',
+           'PermissionDenied', 'Principal', 'require']
 
 # %% ../nbs/05_auth.ipynb #2f15b734
 RIGHTS: dict[str, str] = {
@@ -158,3 +158,5 @@ SCHEDULER = Principal(
         }
     ),
 )
+#: the `train` pipeline's identity: registers model candidates, never approves them (not a person)
+TRAINER = Principal("system:trainer", frozenset({"models:promote", "marketdata:read"}))
