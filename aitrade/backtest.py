@@ -71,6 +71,7 @@ class DayContext:
     spot: dict[str, float]
     div_yield: dict[str, float]
     positions: pd.DataFrame
+    forecasts: pd.Series | None = None  # underlying -> forecast realised vol (`aitrade.forecasts`), if any
     _greeks: pd.DataFrame | None = field(default=None, repr=False)
 
     @property
@@ -80,6 +81,11 @@ class DayContext:
     def r(self, T):
         "The day's zero rate at `T` years (a number or an array), from `rate`."
         return rates.as_curve(self.rate, self.date).zero(T)
+
+    def forecast(self, symbol: str) -> float:
+        "The day's forecast realised vol of `symbol` (NaN when there is none)."
+        f = self.forecasts
+        return float(f.get(symbol, math.nan)) if f is not None else math.nan
 
     def held(self, symbol: str, options_only: bool = True) -> pd.DataFrame:
         "Open positions of `symbol` (options only by default)."
@@ -215,6 +221,7 @@ class ShortVol(DeltaHedged):
     target_days: int = 30
     roll_days: int = 5
     hedge_band: float = 1.0
+    min_premium: float = 0.02  # with a forecast: sell only if ATM implied vol - forecast realised vol >= this
     name: str = "short_vol"
 
     def propose(self, ctx: DayContext) -> list[Proposal]:
@@ -241,6 +248,10 @@ class ShortVol(DeltaHedged):
             if both.empty or not {"C", "P"} <= set(both.columns):
                 continue
             K = float(both.index[np.argmin(np.abs(both.index - ctx.spot[s]))])
+            if math.isfinite(f := ctx.forecast(s)):  # the premium the straddle collects, against the forecast
+                iv = float(ce.loc[np.abs(ce["strike"] - K) < 1e-6, "iv"].mean())
+                if not (iv - f >= self.min_premium):
+                    continue
             for ot in ("C", "P"):
                 out.append(Proposal(s, -float(self.contracts), ot, e.date(), K, "open"))
         return out
@@ -506,6 +517,7 @@ def run_backtest(
     run_id: str | None = None,
     keep_db: bool = False,
     out_dir: str | Path | None = None,
+    forecasts: pd.DataFrame | None = None,
     **strategy_params,
 ) -> BacktestResult:
     """Run `strategy` ('short_vol', 'rich_cheap' or a `Strategy`) over the common trading days of `symbols`
@@ -515,6 +527,8 @@ def run_backtest(
     end)` and `curve(day)` (or a flat `rate`) (default `SyntheticMarket(seed)`). `session`: run inside the caller's transaction instead
     of a throwaway SQLite database. `limits`: {(scope, metric): max_abs} set before the first day.
     `model`: 'sabr' (fast, default) or 'heston'. `out_dir`: also save CSVs, summary and PNGs there.
+    `forecasts`: days x symbols, the forecast realised vol each day's close knew (e.g. `aitrade.forecasts`'s stored
+    rows), given to the strategy in its `DayContext`; the backtest takes them as data and never computes them.
 
     The result's frames: `daily` (day, total, realized, unrealized, mtm, cash, cum_pnl, drawdown and the
     book's delta_ccy, gamma_ccy, vega, theta), `greeks` (day x symbol), `fills` (with average-cost P&L),
@@ -531,6 +545,10 @@ def run_backtest(
         raise FieldError("model", f"must be 'sabr' or 'heston' (got {model!r})")
     if not isinstance(seed, int | np.integer) or seed < 0:
         raise FieldError("seed", f"must be an int >= 0 (got {seed!r})")
+    if forecasts is not None and (
+        not isinstance(forecasts, pd.DataFrame) or not isinstance(forecasts.index, pd.DatetimeIndex)
+    ):
+        raise FieldError("forecasts", "a DataFrame of days (DatetimeIndex) x symbols")
     market = market or marketdata.SyntheticMarket(seed=int(seed))
     days = _trading_days(market, symbols, start, end)
     broker = broker or execution.PaperBroker()
@@ -544,12 +562,12 @@ def run_backtest(
     try:
         if session is not None:
             run = _Run(session, strat, run_id, broker, model)
-            res = _loop(run, market, symbols, days, limits, commit=None)
+            res = _loop(run, market, symbols, days, limits, forecasts, commit=None)
         else:
             # backtest fills stay off the live bus
             with Session(engine, expire_on_commit=False) as s, execution.unpublished(s):
                 run = _Run(s, strat, run_id, broker, model)
-                res = _loop(run, market, symbols, days, limits, commit=s.commit)
+                res = _loop(run, market, symbols, days, limits, forecasts, commit=s.commit)
             engine.dispose()
     finally:
         if tmp is not None and not keep_db:
@@ -588,7 +606,7 @@ def _close_time(d: pd.Timestamp) -> dt.datetime:
     return (marketdata.session_close(d) + pd.Timedelta(minutes=1)).to_pydatetime()
 
 
-def _loop(run: _Run, market, symbols, days, limits, commit) -> dict[str, Any]:
+def _loop(run: _Run, market, symbols, days, limits, forecasts, commit) -> dict[str, Any]:
     s = run.s
     if limits:
         for (scope, metric), v in limits.items():
@@ -597,13 +615,14 @@ def _loop(run: _Run, market, symbols, days, limits, commit) -> dict[str, Any]:
     for d in days:
         now = _close_time(d)
         chains, fits, spot, q, rate = run.ingest(market, symbols, d)
+        fc = forecasts.loc[d] if forecasts is not None and d in forecasts.index else None
         execution.process_fills(s, run.broker, now)  # anything still working from before
-        ctx = DayContext(d, now, rate, chains, fits, spot, q, execution.positions(s))
+        ctx = DayContext(d, now, rate, chains, fits, spot, q, execution.positions(s), fc)
         run.execute(run.strategy.propose(ctx), d, now)
-        ctx = DayContext(d, now, rate, chains, fits, spot, q, execution.positions(s))
+        ctx = DayContext(d, now, rate, chains, fits, spot, q, execution.positions(s), fc)
         run.execute(run.strategy.hedge(ctx), d, now)
         run.end_of_day(now)
-        ctx = DayContext(d, now, rate, chains, fits, spot, q, execution.positions(s))
+        ctx = DayContext(d, now, rate, chains, fits, spot, q, execution.positions(s), fc)
         marks_rows += _marks(run, ctx)
         greek_rows += _greeks(ctx)
         if commit is not None:
@@ -727,7 +746,13 @@ def _collect(run: _Run, days, marks_rows, greek_rows) -> dict[str, Any]:
     )
 
 # %% ../nbs/50_backtest.ipynb #d165bdc4
-def context_from_store(session, day, symbols: list[str], now: dt.datetime | None = None) -> DayContext:
+def context_from_store(
+    session,
+    day,
+    symbols: list[str],
+    now: dt.datetime | None = None,
+    forecasts: pd.Series | None = None,  # underlying -> forecast realised vol (`forecasts.stored_forecasts`)
+) -> DayContext:
     "The `DayContext` of `day` from the stored chains, the latest surfaces and the positions (production runs)."
     d = pd.Timestamp(day).normalize()
     now = now or _close_time(d)
@@ -743,7 +768,7 @@ def context_from_store(session, day, symbols: list[str], now: dt.datetime | None
         spot[sym] = float(ch["underlying_price"].iloc[0])
         closes = marketdata.prices(session, sym, end=d)
         q[sym] = float(closes["div_yield"].iloc[-1]) if len(closes) else 0.0
-    return DayContext(d, now, rate, chains, fits, spot, q, execution.positions(session, now))
+    return DayContext(d, now, rate, chains, fits, spot, q, execution.positions(session, now), forecasts)
 
 
 def order_request(p: Proposal, client_order_id: str, strategy: str) -> execution.OrderRequest:
