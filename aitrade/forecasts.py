@@ -32,7 +32,8 @@ from .store import Base, BigId, unique, utcnow
 
 # %% auto #0
 __all__ = ['MODEL', 'HORIZON', 'YEAR', 'HAR_COLS', 'forward_realised_vol', 'forecast_features', 'training_frame', 'default_model',
-           'holdout_metrics', 'Forecast', 'closes', 'train_candidate', 'predict_day', 'stored_forecasts']
+           'holdout_metrics', 'Forecast', 'closes', 'train_candidate', 'predict_day', 'stored_forecasts',
+           'latest_forecasts']
 
 # %% ../nbs/67_forecasts.ipynb #e3a67ef2
 MODEL = "vol_forecast"  #: the registry name of the production forecaster
@@ -283,3 +284,20 @@ def stored_forecasts(
         as_of=d, versions=sorted({r.version for r in rows}), target=rows[0].target if rows else None
     )
     return s
+
+
+def latest_forecasts(
+    session: Session,
+    as_of=None,  # the newest forecast day on or before this (default: the newest)
+    model: str = MODEL,
+) -> pd.Series:
+    "The stored forecasts of the newest day on or before `as_of` (`stored_forecasts`; empty, as_of None if none)."
+    q = sa.select(sa.func.max(Forecast.as_of)).where(Forecast.model == model)
+    if as_of is not None:
+        q = q.where(Forecast.as_of <= as_day(as_of, "as_of").date())
+    d = session.scalar(q)
+    if d is None:
+        s = pd.Series(dtype=float, name=model)
+        s.attrs.update(as_of=None, versions=[], target=None)
+        return s
+    return stored_forecasts(session, d, model)

@@ -46,6 +46,7 @@ SAMPLES = {
     ("GET", "/v1/marketdata/{symbol}/smiles"): {},
     ("GET", "/v1/signals/graph"): {},
     ("GET", "/v1/signals/drift"): {},
+    ("GET", "/v1/signals/forecasts"): {},
     ("GET", "/v1/risk/report"): {"params": {"by": "symbol"}},
     ("GET", "/v1/risk/limits"): {},
     ("PUT", "/v1/risk/limits/{scope}/{metric}"): {"json": {"value": 1e12, "reason": "rbac"}},

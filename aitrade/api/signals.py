@@ -1,5 +1,6 @@
 """`GET /v1/signals/graph`: the day's lead/lag graph (transfer entropy between underlyings, `aitrade.signals`);
-`GET /v1/signals/drift`: the newest feature-drift report (`aitrade.features_drift`).
+`GET /v1/signals/drift`: the newest feature-drift report (`aitrade.features_drift`);
+`GET /v1/signals/forecasts`: the newest day's volatility forecasts of the production model (`aitrade.forecasts`).
 
 Docs: https://github.com/aitrade/aitrade/api_routes_signals.html.md"""
 
@@ -12,13 +13,14 @@ import datetime as dt
 
 from fastapi import APIRouter, Query
 
-from .. import errors, features_drift, store
+from .. import errors, features_drift, forecasts, store
 from .identity import guarded
 from .models import ERRORS_404, ResponseModel
 from ..signals import leadlag
 
 # %% auto #0
-__all__ = ['router', 'EdgeOut', 'GraphOut', 'graph', 'DriftRowOut', 'DriftOut', 'drift']
+__all__ = ['router', 'EdgeOut', 'GraphOut', 'graph', 'DriftRowOut', 'DriftOut', 'drift', 'ForecastOut', 'ForecastsOut',
+           'forecasts_of']
 
 # %% ../../nbs/87_api_routes_signals.ipynb #b7b9e455
 class EdgeOut(ResponseModel):
@@ -97,3 +99,35 @@ def drift(
     rows = r.astype(object).where(r.notna(), None).to_dict("records")
     return DriftOut(as_of=r.attrs["as_of"], feature_set=r.attrs["feature_set"], threshold=r.attrs["threshold"],
                     window=r.attrs["window"], features=rows)  # fmt: skip
+
+# %% ../../nbs/87_api_routes_signals.ipynb #38f0c62b
+class ForecastOut(ResponseModel):
+    underlying: str
+    value: float
+
+
+class ForecastsOut(ResponseModel):
+    as_of: dt.date
+    model: str
+    versions: list[int]
+    target: str
+    forecasts: list[ForecastOut]
+
+
+@router.get(
+    "/signals/forecasts",
+    response_model=ForecastsOut,
+    summary="The production model's volatility forecasts of the newest day on or before `as_of`",
+    **guarded("marketdata:read", ERRORS_404),
+)
+def forecasts_of(
+    as_of: dt.date | None = Query(
+        None, description="the newest forecasts on or before this day (default: the newest)"
+    ),
+) -> ForecastsOut:
+    with store.session_scope() as s:
+        f = forecasts.latest_forecasts(s, as_of)
+    if f.attrs["as_of"] is None:
+        raise errors.NotFound("no forecasts stored" + (f" on or before {as_of}" if as_of else ""))
+    return ForecastsOut(as_of=f.attrs["as_of"], model=f.name, versions=f.attrs["versions"], target=f.attrs["target"],
+                        forecasts=[{"underlying": u, "value": v} for u, v in f.sort_index().items()])  # fmt: skip
