@@ -90,6 +90,9 @@ with store.session_scope() as s:  # the Signals page: a day's lead/lag graph, a 
                         "drifted": [False, False, True, False, True]})
     rep.attrs["threshold"] = 0.25
     features_drift.store_drift(s, now.date(), rep, "f" * 64, {"reference": ["2023-01-03", "2023-12-29"]})
+    from aitrade.forecasts import Forecast
+    s.add_all(Forecast(as_of=now.date(), underlying=u, model="vol_forecast", version=1, target="rv_fwd_21d", value=x,
+                       feature_set_hash="f" * 64, created_at=now) for u, x in (("SPX", 0.142), ("IXIC", 0.187)))
 print((now + dt.timedelta(days=180)).date().isoformat())
 """
 NOW = dt.datetime.now(dt.UTC).isoformat()
@@ -378,6 +381,10 @@ def test_a_quant_sees_the_lead_lag_graph_and_approves_anothers_promotion(hub, vi
     assert "IXIC" in v.wait_text(".signals-edges", "IXIC")
     drift = v.wait_text(".signals-drift", "past PSI")
     assert "2 of 5 features past PSI 0.25" in drift and "rv_21d" in drift and "skew_30d" in drift, drift
+    fc = v.wait_text(".signals-forecasts-status", "forecasts of")
+    assert "vol_forecast v1" in fc and "rv_fwd_21d" in fc, fc
+    table = v.wait_text(".signals-forecasts", "IXIC")
+    assert "14.2%" in table and "18.7%" in table, table
     assert "weekly retrain" in v.wait_text(".signals-promotions", "qiana")
     v.page.locator(".promotion-approve button").first.click()  # without a reason: refused, by field
     assert "reason" in v.wait_text(".signals-result", "refused")

@@ -63,7 +63,10 @@ class SignalsPage(Page):
         self.edges = pn.pane.DataFrame(None, index=False, css_classes=["signals-edges"])
         self.drift_head = pn.pane.HTML("", css_classes=["signals-drift"])
         self.drift = pn.pane.HoloViews(None)
+        self.forecasts_head = pn.pane.HTML("", css_classes=["signals-forecasts-status"])
+        self.forecasts = pn.pane.DataFrame(None, index=False, css_classes=["signals-forecasts"])
         parts = [pn.Row(self.head), pn.Row(self.graph, pn.Column("### Edges", self.edges)), self.said,
+                 "### Volatility forecasts", self.forecasts_head, self.forecasts,
                  "### Feature drift", self.drift_head, self.drift]  # fmt: skip
         self.models = pn.pane.DataFrame(None, index=False, css_classes=["signals-models"])
         self.pending = pn.pane.DataFrame(None, index=False, css_classes=["signals-promotions"])
@@ -91,11 +94,24 @@ class SignalsPage(Page):
                                     f"{g['n_series']} underlyings · {g['method']} TE over {g['window']} days")  # fmt: skip
                 self.graph.object = graph_figure(e)
                 self.edges.object = e.round(4)
+            self.load_forecasts()
             self.load_drift()
             if self.viewer.can("reports:read"):
                 self.load_registry()
         finally:
             self.view.loading = False
+
+    def load_forecasts(self) -> None:
+        "The newest forecasts of the production model: realised vol expected over the next month, per underlying."
+        f = outcome(self.forecasts_head, lambda: self.api.call("GET", "/signals/forecasts"), None)
+        if not f:
+            return
+        versions = ", ".join(f"v{v}" for v in f["versions"])
+        self.forecasts_head.object = (f"forecasts of <b>{f['as_of']}</b> by {html.escape(f['model'])} {versions} · "
+                                      f"{html.escape(f['target'])} (annualised)")  # fmt: skip
+        self.forecasts.object = pd.DataFrame(
+            [{"underlying": x["underlying"], "forecast vol": f"{x['value']:.1%}"} for x in f["forecasts"]]
+        )
 
     def load_drift(self) -> None:
         "The newest drift report: which features moved away from the training window, as the PSI figure."
