@@ -223,7 +223,7 @@ class Live:
                 if self.poll(subs):
                     self.notify()
                 elif bell is not None:
-                    bell.wait(0.25)  # woken by any publish; the timeout only bounds how late a stop is seen
+                    bell.wait(self.bus.poll_s)  # a publish rings at once; poll_s bounds a missed ring
                 else:
                     self.stop.wait(self.poll_s)
             except Exception as e:  # a bus or database outage: say so and carry on
