@@ -31,19 +31,34 @@ PAGE_CLASSES = {"Desk": DeskPage, "Vol": VolPage, "Signals": SignalsPage, "Risk"
 
 
 def pages_of(viewer: Viewer, live: Live) -> tuple[pn.viewable.Viewable, list[Page]]:
-    "The tabs of the pages `viewer` may open, and the pages (to update)."
+    """The tabs of the pages `viewer` may open, and the pages built so far (to update).
+
+    Only the first page is built with the session: another is built when its tab is first opened, and joins the
+    list then. A desk's first paint does not wait for the pages it may never open (their panes, their reads)."""
     names = viewer.pages()
     if not names:
         return pn.pane.Markdown(f"{viewer.name}: your rights open no dashboard page."), []
     api = Client(viewer.token)
-    pages = [PAGE_CLASSES[n](viewer, live, api) for n in names]
-    tabs = pn.Tabs(*((n, p.view) for n, p in zip(names, pages, strict=True)), dynamic=True)
+    holders = [pn.Column(sizing_mode="stretch_width") for _ in names]
+    built: dict[int, Page] = {}
+    pages: list[Page] = []
 
-    def shown(event) -> None:  # a page that reads only when opened reads when its tab is
-        pages[event.new].on_show()
+    def build(i: int) -> Page:
+        if i not in built:
+            built[i] = page = PAGE_CLASSES[names[i]](viewer, live, api)
+            holders[i].objects = [page.view]
+            pages.append(page)
+            page.update()  # drawn from the shared state before it is seen
+        return built[i]
+
+    build(0)
+    tabs = pn.Tabs(*zip(names, holders, strict=True), dynamic=True)
+
+    def shown(event) -> None:  # a page is built, and reads what it reads only when opened, when its tab is
+        build(event.new).on_show()
 
     tabs.param.watch(shown, "active")
-    later(pages[0].on_show)
+    later(built[0].on_show)
     return tabs, pages
 
 
