@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
+from functools import lru_cache
 
 import httpx
 import pandas as pd
@@ -61,6 +63,12 @@ def _with_frames(d: dict, *keys: str) -> dict:
     return {**d, **{k: _rows(d.get(k)) for k in keys}}
 
 
+@lru_cache(maxsize=1)
+def _tls() -> ssl.SSLContext:
+    "One verifying TLS context (httpx's default) for every client of the process: each costs ~10 ms to build."
+    return httpx.create_ssl_context()
+
+
 class Client:
     "The trading API (`/v1`) as one person: their token, their scopes."
 
@@ -70,6 +78,8 @@ class Client:
         base: str | None = None,  # the API's address (default: `api_url()`)
         transport: httpx.BaseTransport | None = None,  # for tests
         timeout: float = 30,  # seconds per call
+        session: httpx.Client
+        | None = None,  # send through this session instead (tests: Starlette's TestClient)
     ):
         token = token or os.environ.get("JUPYTERHUB_API_TOKEN")
         if not token:
@@ -77,8 +87,13 @@ class Client:
                 "token", "no token given and JUPYTERHUB_API_TOKEN is not set (run inside JupyterLab)"
             )
         self.base = (base or api_url()).rstrip("/")
-        self.client = httpx.Client(base_url=self.base + "/v1", headers={"Authorization": f"token {token}"},
-                                   timeout=timeout, transport=transport)  # fmt: skip
+        auth = {"Authorization": f"token {token}"}
+        if session is not None:
+            session.base_url, self.client = self.base + "/v1", session
+            session.headers.update(auth)
+        else:
+            self.client = httpx.Client(base_url=self.base + "/v1", headers=auth, timeout=timeout,
+                                       transport=transport, verify=_tls())  # fmt: skip
 
     def __repr__(self) -> str:
         return f"Client({self.base})"

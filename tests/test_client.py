@@ -27,9 +27,7 @@ def app_transport(db, isolated_settings):
 
 def client(app, role: str) -> Client:
     "A Client whose HTTP session is Starlette's TestClient (an httpx.Client) on the real app, in process."
-    c = Client(f"tok-{role}", base="http://testserver" + P)
-    c.client = TestClient(app, base_url=c.base + "/v1", headers=dict(c.client.headers))
-    return c
+    return Client(f"tok-{role}", base="http://testserver" + P, session=TestClient(app))
 
 
 def test_read_functions_parse_the_real_answers(app_transport):
