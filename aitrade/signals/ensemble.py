@@ -15,7 +15,8 @@ from scipy.optimize import nnls
 from ..errors import FieldError
 
 # %% auto #0
-__all__ = ['purged_walk_forward', 'Zero', 'Signal', 'Linear', 'Har', 'Lgbm', 'out_of_fold', 'Ensemble']
+__all__ = ['purged_walk_forward', 'Zero', 'Signal', 'Linear', 'Har', 'Lgbm', 'Column', 'Garch', 'GraphGnn', 'LeadLagRidge',
+           'out_of_fold', 'Ensemble']
 
 # %% ../../nbs/23_signals_ensemble.ipynb #72eea5119410473aa328ad9291626812
 def purged_walk_forward(
@@ -175,6 +176,186 @@ class Lgbm:
     def predict(self, X):
         X = _xy(X)
         return pd.Series(self.model.predict(X.to_numpy(float)), index=X.index, name=self.name)
+
+# %% ../../nbs/23_signals_ensemble.ipynb #8c645ef02d2841979ce6032e80068cdc
+class Column:
+    "A feature taken as the forecast: the random walk of a volatility (next period's vol is today's)."
+
+    def __init__(self, col: str, name: str = "random_walk"):  # the feature, e.g. a trailing realised vol
+        self.col, self.name = col, name
+
+    def fit(self, X, y):
+        X, _ = _xy(X, y)
+        if self.col not in X:
+            raise FieldError("X", f"has no column {self.col!r}")
+        return self
+
+    def predict(self, X):
+        X = _xy(X)
+        return pd.Series(X[self.col].to_numpy(float), index=X.index, name=self.name)
+
+
+class Garch:
+    "GARCH(1,1) (Bollerslev 1986) per underlying on a daily-return column: the annualised vol of the next `horizon` days."
+
+    def __init__(
+        self,
+        col: str = "ret_1d",  # daily returns (decimal) of day t
+        horizon: int = 5,  # days the forecast vol averages over
+        year: int = 252,  # days a year
+        name: str = "garch",
+    ):
+        if int(horizon) < 1:
+            raise FieldError("horizon", f"whole days >= 1, got {horizon}")
+        self.col, self.horizon, self.year, self.name = col, int(horizon), year, name
+        self.params: dict = {}
+
+    def fit(self, X, y):
+        "Fit (mu, omega, alpha, beta) per underlying on the returns of X's rows (maximum likelihood, `arch`)."
+        from arch.univariate import arch_model
+
+        _xy(X, y)
+        if self.col not in X:
+            raise FieldError("X", f"has no column {self.col!r}")
+        self.params = {}
+        for u, r in X[self.col].groupby(level=1, sort=True):
+            r = 100 * r.droplevel(1).sort_index().dropna()  # percent: the scale the optimiser likes
+            if len(r) < 100:
+                raise FieldError("X", f"{u}: {len(r)} returns; GARCH needs at least 100")
+            res = arch_model(r.to_numpy(), mean="Constant", vol="GARCH", p=1, q=1, rescale=False).fit(
+                disp="off", show_warning=False
+            )
+            mu, om, a, b = (float(res.params[k]) for k in ("mu", "omega", "alpha[1]", "beta[1]"))
+            s2, e = float(res.conditional_volatility[-1]) ** 2, float(r.iloc[-1] - mu)
+            self.params[u] = dict(mu=mu, omega=om, alpha=a, beta=b, var=float(r.var()), end=r.index[-1],
+                                  next_var=om + a * e * e + b * s2)  # fmt: skip
+        return self
+
+    def _forecast(self, h1: np.ndarray, p: dict) -> np.ndarray:
+        "The mean variance of the next `horizon` days from the one-step variances h1 (percent²)."
+        ab = p["alpha"] + p["beta"]
+        if ab >= 1:
+            return h1
+        lr = p["omega"] / (1 - ab)
+        return lr + (h1 - lr) * np.mean(ab ** np.arange(self.horizon))
+
+    def predict(self, X):
+        "Row (t, u): the variance recursion run over u's rows of X up to t; annualised vol (decimal)."
+        X = _xy(X)
+        if not self.params:
+            raise FieldError("model", "not fitted: call fit first")
+        parts = []
+        for u, r in X[self.col].groupby(level=1, sort=False):
+            if u not in self.params:
+                raise FieldError("X", f"underlying {u!r} was not in the training rows")
+            p = self.params[u]
+            r = r.droplevel(1).sort_index()
+            e2 = ((100 * r.to_numpy(float)) - p["mu"]) ** 2
+            s2 = p["next_var"] if r.index[0] > p["end"] else p["var"]  # the state the rows start from
+            h1 = np.empty(len(r))
+            for i, v in enumerate(e2):  # s2: day i's variance, known on day i - 1
+                s2 = p["omega"] + p["alpha"] * (v if np.isfinite(v) else s2) + p["beta"] * s2
+                h1[i] = s2  # day i + 1's variance, known on day i
+            vol = np.sqrt(self.year * self._forecast(h1, p)) / 100
+            parts.append(pd.Series(vol, index=pd.MultiIndex.from_arrays([r.index, [u] * len(r)])))
+        return pd.concat(parts).reindex(X.index).rename(self.name)
+
+
+class GraphGnn:
+    "A GNNForecaster whose lead/lag graph is estimated on its own training rows (`lead_lag_graph` of a return column)."
+
+    def __init__(
+        self,
+        col: str = "ret_1d",  # daily returns of day t
+        lags=(1,),  # lags tested
+        n_surr: int = 200,  # surrogates per test
+        alpha: float = 0.05,  # false-discovery rate
+        name: str = "gnn_te",
+        **gnn,  # GNNForecaster's parameters (hidden, epochs, seed, ...)
+    ):
+        self.col, self.lags, self.n_surr, self.alpha, self.name, self.gnn = (
+            col,
+            lags,
+            n_surr,
+            alpha,
+            name,
+            gnn,
+        )
+
+    def fit(self, X, y):
+        from aitrade.signals.gnn import GNNForecaster
+        from aitrade.signals.leadlag import lead_lag_graph
+
+        _xy(X, y)
+        if self.col not in X:
+            raise FieldError("X", f"has no column {self.col!r}")
+        R = X[self.col].unstack(level=1).sort_index()
+        self.edges_ = lead_lag_graph(R, window=len(R), lags=self.lags, n_surr=self.n_surr, alpha=self.alpha)
+        self.model = GNNForecaster("te", self.edges_, name=self.name, **self.gnn).fit(X, y)
+        return self
+
+    def predict(self, X):
+        return self.model.predict(X)
+
+
+class LeadLagRidge:
+    "A sparse VAR on the lead/lag graph: per underlying, ridge on its own features and its parents' lagged returns."
+
+    def __init__(
+        self,
+        col: str = "ret_1d",  # daily returns of day t (the graph is estimated on them)
+        cols: list | None = None,  # own features (default: all of X's)
+        lags=(1,),  # lags tested
+        n_surr: int = 200,  # surrogates per test
+        fdr: float = 0.05,  # false-discovery rate of the graph
+        alpha: float = 1.0,  # ridge penalty (standardised features)
+        name: str = "leadlag_ridge",
+    ):
+        self.col, self.cols, self.lags, self.n_surr, self.fdr, self.alpha, self.name = (
+            col, cols, lags, n_surr, fdr, alpha, name
+        )  # fmt: skip
+
+    def _design(self, X, u) -> pd.DataFrame:
+        "Row t of u: its own features and each parent's return of day t + 1 - lag (the target is day t + 1's)."
+        R = X[self.col].unstack(level=1).sort_index()
+        D = X.xs(u, level=1)[self.cols or list(X.columns)].copy()
+        for s, lag in self.parents_.get(u, []):
+            D[f"{s}@{lag}"] = R[s].shift(lag - 1).reindex(D.index) if s in R else np.nan
+        return D.fillna(0.0)
+
+    def fit(self, X, y):
+        from sklearn.linear_model import Ridge
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        from aitrade.signals.leadlag import lead_lag_graph
+
+        _xy(X, y)
+        if self.col not in X:
+            raise FieldError("X", f"has no column {self.col!r}")
+        R = X[self.col].unstack(level=1).sort_index()
+        self.edges_ = lead_lag_graph(R, window=len(R), lags=self.lags, n_surr=self.n_surr, alpha=self.fdr)
+        self.parents_ = {
+            t: list(zip(g["source"], g["lag"], strict=True)) for t, g in self.edges_.groupby("target")
+        }
+        self.models = {}
+        for u in R.columns:
+            D, t = self._design(X, u), y.xs(u, level=1)
+            ok = t.notna().to_numpy()
+            self.models[u] = make_pipeline(StandardScaler(), Ridge(alpha=self.alpha)).fit(D[ok], t[ok])
+        return self
+
+    def predict(self, X):
+        X = _xy(X)
+        parts = []
+        for u in X.index.get_level_values(1).unique():
+            if u not in self.models:
+                raise FieldError("X", f"underlying {u!r} was not in the training rows")
+            D = self._design(X, u)
+            parts.append(
+                pd.Series(self.models[u].predict(D), index=pd.MultiIndex.from_arrays([D.index, [u] * len(D)]))
+            )
+        return pd.concat(parts).reindex(X.index).rename(self.name)
 
 # %% ../../nbs/23_signals_ensemble.ipynb #b118ea5561624da68c537baed56e602f
 def out_of_fold(
