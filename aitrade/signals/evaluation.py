@@ -13,9 +13,11 @@ import pandas as pd
 from scipy import stats
 
 from ..errors import FieldError
+from .ensemble import out_of_fold, purged_walk_forward
 
 # %% auto #0
-__all__ = ['oos_r2', 'hit_rate', 'qlike', 'block_ci', 'diebold_mariano', 'evaluate', 'report_markdown']
+__all__ = ['KINDS', 'oos_r2', 'hit_rate', 'qlike', 'block_ci', 'diebold_mariano', 'rank_ic', 'returns_panel', 'planted_market',
+           'evaluate', 'compare', 'report_markdown']
 
 # %% ../../nbs/23_signals_evaluation.ipynb #8dd0d8092fe74a7c96281538738b07e2
 def _daily(y, p, loss):
@@ -67,55 +69,285 @@ def diebold_mariano(
     v = xc @ xc / n + 2 * sum((1 - k / (lags + 1)) * (xc[k:] @ xc[:-k]) / n for k in range(1, lags + 1))
     return float(1 - stats.norm.cdf(x.mean() / np.sqrt(max(v, 1e-300) / n)))
 
+# %% ../../nbs/23_signals_evaluation.ipynb #cd49c4e088564b8487b652ddeddd10c6
+def rank_ic(y: pd.Series, p: pd.Series, min_names: int = 3) -> float:  # target; forecast; fewest names a day
+    "Mean over days of the Spearman correlation of forecast and target across underlyings (NaN if no day counts)."
+    ic = _daily_ic(pd.DataFrame({"y": y, "p": p}).dropna(), "p", min_names)
+    return float(np.nanmean(ic)) if np.isfinite(ic).any() else float("nan")
+
+
+def _daily_ic(D: pd.DataFrame, col: str, min_names: int = 3) -> np.ndarray:
+    "Per day of D (sorted by date): Spearman of D[col] with D.y across the day's rows; NaN on days that do not count."
+    r = D[["y", col]].groupby(level=0, sort=True).rank()
+    g = r.groupby(level=0, sort=True)
+    n = g.size().to_numpy()
+    c = (r["y"] - g["y"].transform("mean")) * (r[col] - g[col].transform("mean"))
+    num = c.groupby(level=0, sort=True).sum().to_numpy()
+    sy = ((r["y"] - g["y"].transform("mean")) ** 2).groupby(level=0, sort=True).sum().to_numpy()
+    sp = ((r[col] - g[col].transform("mean")) ** 2).groupby(level=0, sort=True).sum().to_numpy()
+    ok = (n >= min_names) & (sy > 0) & (sp > 0)
+    return np.where(ok, num / np.sqrt(np.where(ok, sy * sp, 1.0)), np.nan)
+
+# %% ../../nbs/23_signals_evaluation.ipynb #20df087eb62e473eb48f689c65546f73
+def returns_panel(
+    R: pd.DataFrame,  # date × underlying: daily (log) returns
+    horizon: int = 5,  # days of the realised-vol target
+    year: int = 252,  # days a year (annualising)
+    extra: dict | None = None,  # more date × underlying features known on day t, by name
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    "Causal features of each (date, underlying) from returns up to t, and the targets `ret` (t+1) and `vol` (t+1..t+h)."
+    if not isinstance(R, pd.DataFrame) or R.shape[1] < 1 or not isinstance(R.index, pd.DatetimeIndex):
+        raise FieldError("R", "a date × underlying DataFrame of returns with a DatetimeIndex")
+    if int(horizon) < 1:
+        raise FieldError("horizon", f"whole days >= 1, got {horizon}")
+    r2 = R**2
+    wide = {
+        "ret_1d": R, "ret_5d": R.rolling(5).sum(), "ret_22d": R.rolling(22).sum(),
+        "rv_1d": np.sqrt(year * r2), "rv_5d": np.sqrt(year * r2.rolling(5).mean()),
+        "rv_22d": np.sqrt(year * r2.rolling(22).mean()), **(extra or {}),
+    }  # fmt: skip
+    fwd = np.sqrt(year * r2.rolling(horizon).mean().shift(-horizon))
+    long = lambda w: w.reindex(index=R.index, columns=R.columns).stack(future_stack=True)  # noqa: E731
+    X = pd.DataFrame({k: long(v) for k, v in wide.items()})
+    X.index = X.index.set_names(["date", "underlying"])
+    T = pd.DataFrame({"ret": long(R.shift(-1)), "vol": long(fwd)}).set_axis(X.index)
+    keep = X.notna().all(axis=1).to_numpy()
+    return X[keep], T[keep]
+
+
+def planted_market(
+    n_nodes: int = 30,
+    n_edges: int = 12,  # planted lead/lag edges (0: no network)
+    T: int = 1500,  # business days
+    coef: float = 0.4,  # |coefficient| of each edge
+    phi: float = 0.2,  # each node's own AR(1) coefficient
+    vol_sd: float = 0.35,  # sd of the planted log-vol (0: constant vol)
+    vol_rho: float = 0.98,  # its daily persistence
+    signal_noise: float = 0.1,  # sd of the log-noise on the vol signal
+    seed: int = 0,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    "Returns with a planted lead/lag network and planted vol; the true edges; the vol signal known on day t (annual)."
+    from aitrade.signals.leadlag import planted_lead_lag
+
+    R, truth = planted_lead_lag(n_nodes, n_edges, T, lags=(1,), coef=coef, phi=phi, seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    h = np.zeros(R.shape)
+    e = rng.normal(scale=vol_sd * np.sqrt(1 - vol_rho**2), size=R.shape)
+    h[0] = rng.normal(scale=vol_sd, size=R.shape[1])
+    for t in range(1, len(h)):
+        h[t] = vol_rho * h[t - 1] + e[t]
+    sigma = np.exp(h - vol_sd**2)  # day t's vol relative to the base, known on day t - 1
+    scale = float(R.to_numpy().std())
+    out = R * sigma
+    signal = pd.DataFrame(np.sqrt(252) * scale * sigma, index=R.index, columns=R.columns).shift(-1)
+    signal *= np.exp(rng.normal(scale=signal_noise, size=R.shape))
+    return out, truth, signal.rename_axis(index=None)
+
 # %% ../../nbs/23_signals_evaluation.ipynb #8edb47106e1a46a883d545849b8ab81b
+KINDS = ("return", "vol")  #: the metric sets of `evaluate`
+
+
+class _Days:
+    "Per-day sums of one period's common rows (target and every model's forecast known), for the metrics."
+
+    def __init__(self, D: pd.DataFrame, kind: str, min_names: int):
+        self.D, self.kind = D, kind
+        self.codes, self.days = pd.factorize(D.index.get_level_values(0), sort=True)
+        self.y = D["y"].to_numpy(float)
+        self.n = self.sum(np.ones_like(self.y))
+        self.min_names = min_names
+
+    def sum(self, v) -> np.ndarray:
+        return np.bincount(self.codes, weights=v, minlength=len(self.days))
+
+    def loss(self, m: str) -> np.ndarray:
+        "The per-row loss of model m: squared error (returns) or QLIKE on variances (vol)."
+        p = self.D[m].to_numpy(float)
+        if self.kind == "return":
+            return (self.y - p) ** 2
+        r = np.clip(self.y, 1e-12, None) ** 2 / np.clip(p, 1e-6, None) ** 2
+        return r - np.log(r) - 1
+
+    def ic(self, m: str) -> np.ndarray:
+        return _daily_ic(self.D, m, self.min_names)
+
+
+def _ratio(num, den, idx):
+    "The ratio of sums, and the same over the bootstrap's resampled days (rows of idx)."
+    return float(num.sum() / den.sum()), num[idx].sum(axis=1) / den[idx].sum(axis=1)
+
+
+def _nanmean(v, idx):
+    ok = np.isfinite(v)
+    if not ok.any():
+        return float("nan"), np.full(len(idx), np.nan)
+    w, x = ok.astype(float), np.where(ok, v, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return float(x.sum() / w.sum()), x[idx].sum(axis=1) / w[idx].sum(axis=1)
+
+
+def _boot_idx(n_days: int, n_boot: int, block: float, seed: int) -> np.ndarray:
+    "Day indices drawn by the stationary bootstrap (Politis & Romano 1994), one row per draw."
+    from arch.bootstrap import StationaryBootstrap
+
+    bs = StationaryBootstrap(block, np.arange(n_days), seed=seed)
+    return np.array([d[0][0] for d in bs.bootstrap(n_boot)])
+
+
+def _period(D, kind, names, n_boot, block, level, seed, lags, min_names) -> tuple[list[dict], float]:
+    "The rows of one period's table and its SPA p-value (benchmark names[0] against the others)."
+    from arch.bootstrap import SPA
+
+    S = _Days(D, kind, min_names)
+    idx = _boot_idx(len(S.days), n_boot, block, seed)
+    a = (1 - level) / 2
+
+    def q(v):
+        v = v[np.isfinite(v)]
+        return (float(np.quantile(v, a)), float(np.quantile(v, 1 - a))) if len(v) else (np.nan, np.nan)
+
+    L = {m: S.sum(S.loss(m)) for m in names}  # daily loss sums
+    bench, rows = names[0], []
+    for m in names:
+        row = {"model": m}
+        if kind == "return":
+            y2 = S.sum(S.y**2)
+            v, b = _ratio(y2 - L[m], y2, idx)
+            row.update(r2=v, r2_lo=q(b)[0], r2_hi=q(b)[1])
+            v, b = _ratio(L[bench] - L[m], y2, idx)
+            row.update(r2_diff=v, r2_diff_lo=q(b)[0], r2_diff_hi=q(b)[1])
+            p = S.D[m].to_numpy(float)
+            hit, nz = S.sum((np.sign(p) == np.sign(S.y)) & (p != 0)), S.sum(p != 0)
+            v, b = _ratio(hit, nz, idx) if nz.sum() else (float("nan"), np.full(len(idx), np.nan))
+            row.update(hit=v, hit_lo=q(b)[0], hit_hi=q(b)[1])
+        else:
+            v, b = _ratio(L[m], S.n, idx)
+            row.update(qlike=v, qlike_lo=q(b)[0], qlike_hi=q(b)[1])
+            v, b = _ratio(L[bench] - L[m], S.n, idx)
+            row.update(qlike_gain=v, qlike_gain_lo=q(b)[0], qlike_gain_hi=q(b)[1])
+            se = {k: S.sum((S.y - S.D[k].to_numpy(float)) ** 2) for k in (bench, m)}
+            v, b = _ratio(se[bench] - se[m], se[bench], idx)
+            row.update(r2_vs_bench=v, r2_vs_bench_lo=q(b)[0], r2_vs_bench_hi=q(b)[1])
+        v, b = _nanmean(S.ic(m), idx)
+        row.update(ic=v, ic_lo=q(b)[0], ic_hi=q(b)[1])
+        d = pd.Series((L[bench] - L[m]) / S.n, index=S.days)
+        row["dm_p"] = diebold_mariano(d, lags) if m != bench else float("nan")
+        rows.append(row)
+    spa = float("nan")
+    if len(names) > 1:
+        others = np.column_stack([L[m] / S.n for m in names[1:]])
+        s = SPA(L[bench] / S.n, others, block_size=int(round(block)), reps=n_boot, seed=seed)
+        s.compute()
+        spa = float(s.pvalues["consistent"])
+    return rows, spa
+
+
 def evaluate(
     X: pd.DataFrame,  # features indexed by (date, underlying)
-    y: pd.Series,  # next-period target
-    models: list,  # members or ensembles with fit/predict; the first is the benchmark
+    y: pd.Series,  # next-period target on X's index (returns, or realised vol for kind="vol")
+    models: list,  # members or ensembles with fit/predict and distinct names; the first is the benchmark
     dev_end,  # last dev day
-    holdout_start,  # first holdout day (> dev_end + horizon)
-    n_boot: int = 300,  # bootstrap draws
-    seed: int = 0,  # random seed
+    holdout_start,  # first holdout day, at least `purge` days after dev_end (the label horizon)
+    kind: str = "return",  # "return": R², hit rate, rank IC, squared loss; "vol": QLIKE on variances, R², rank IC
+    holdout_end=None,  # last holdout day (default: the last day of X)
+    n_boot: int = 300,  # stationary-bootstrap draws (intervals and SPA)
+    block: float = 10.0,  # mean block length in days
+    level: float = 0.9,  # interval coverage
+    n_splits: int = 5,  # walk-forward folds over the dev days
+    test_size: int | None = None,  # days per fold (default: the folds cover the second half of dev)
+    purge: int = 1,  # the label horizon in days: purged before each fold, and the least dev/holdout gap
+    embargo: int = 0,  # days dropped after each earlier fold
+    lags: int | None = None,  # HAC lags of Diebold–Mariano (default max(5, purge))
+    min_names: int = 3,  # fewest underlyings a day for that day's rank IC
+    seed: int = 0,  # random seed of the bootstrap
 ) -> pd.DataFrame:
-    "Fit on dev, freeze, then score the holdout once: a table (period, model) x (r2, r2_lo, r2_hi, hit, dm_p)."
+    "Dev rows from out-of-fold forecasts on dev days, holdout rows from models fitted on all dev days and frozen."
+    if kind not in KINDS:
+        raise FieldError("kind", f"one of {KINDS}, got {kind!r}")
+    if not isinstance(X, pd.DataFrame) or X.index.nlevels != 2:
+        raise FieldError("X", "a DataFrame indexed by (date, underlying)")
+    if not isinstance(y, pd.Series) or not y.index.equals(X.index):
+        raise FieldError("y", "a Series on the index of X")
+    names = [getattr(m, "name", None) for m in models]
+    if not models or None in names or len(set(names)) != len(names):
+        raise FieldError("models", "a non-empty list of models with distinct names")
     dev_end, holdout_start = pd.Timestamp(dev_end), pd.Timestamp(holdout_start)
+    holdout_end = pd.Timestamp(holdout_end) if holdout_end is not None else None
+    dates = pd.DatetimeIndex(X.index.get_level_values(0))
     if holdout_start <= dev_end:
-        raise FieldError("holdout_start", "must be after dev_end")
-    dates = X.index.get_level_values(0)
-    dev = dates <= dev_end
-    for m in models:  # frozen from here on: the holdout rows are read after this loop only
-        m.fit(X[dev], y[dev])
-    ho = dates >= holdout_start
-    Xh, yh = X[ho], y[ho]
-    bench = models[0].predict(Xh)
-    rows = []
-    for m in models:
-        p = m.predict(Xh)
-        d = _daily(yh, bench, lambda a, b: ((a - b) ** 2).mean()) - _daily(
-            yh, p, lambda a, b: ((a - b) ** 2).mean()
+        raise FieldError("holdout_start", f"{holdout_start.date()} is not after dev_end {dev_end.date()}")
+    gap = dates[(dates > dev_end) & (dates < holdout_start)].nunique()
+    if gap < purge - 1:
+        raise FieldError(
+            "holdout_start", f"{gap} days after dev_end; the label horizon of {purge} days needs {purge - 1}"
         )
-        lo, hi = block_ci(
-            d / max(float((yh.dropna() ** 2).groupby(level=0).mean().mean()), 1e-300), n_boot, seed=seed
-        )
-        rows.append(
-            {
-                "period": "holdout",
-                "model": m.name,
-                "r2": oos_r2(yh, p),
-                "r2_diff_lo": lo,
-                "r2_diff_hi": hi,
-                "hit": hit_rate(yh, p),
-                "dm_p": diebold_mariano(d) if m is not models[0] else np.nan,
-            }
-        )
-    return pd.DataFrame(rows).set_index(["period", "model"])
-
-
-def report_markdown(table: pd.DataFrame) -> str:  # from evaluate
-    "The table as markdown."
-    t = table.round(4).reset_index()
-    head = "| " + " | ".join(map(str, t.columns)) + " |"
-    rule = "|" + "---|" * len(t.columns)
-    return "\n".join(
-        [head, rule] + ["| " + " | ".join(map(str, r)) + " |" for r in t.itertuples(index=False)]
+    dev = np.asarray(dates <= dev_end)
+    ho = np.asarray((dates >= holdout_start) & ((dates <= holdout_end) if holdout_end is not None else True))
+    n_dev = dates[dev].nunique()
+    if n_dev == 0 or not ho.any():
+        raise FieldError("dev_end" if n_dev == 0 else "holdout_start", "leaves no day in its period")
+    test_size = test_size or max(10, n_dev // (2 * n_splits))
+    folds = purged_walk_forward(
+        dates[dev], n_splits, test_size, purge, embargo, min_train=max(20, n_dev // 4)
     )
+    oof = out_of_fold(models, X[dev], y[dev], folds)  # copies of the models, each fold fitted on earlier days
+    for m in models:  # the holdout models: fitted on all dev days, then frozen
+        m.fit(X[dev], y[dev])
+    P = {"dev": oof, "holdout": pd.DataFrame({m.name: m.predict(X[ho]) for m in models})}  # holdout read once
+    lags = max(5, purge) if lags is None else lags
+    rows, attrs = [], {"spa_p": {}, "n_days": {}, "days": {}, "predictions": {}}
+    for period, Pp in P.items():
+        D = pd.concat([y.rename("y").reindex(Pp.index), Pp[names]], axis=1)
+        D = D[np.isfinite(D.to_numpy(float)).all(axis=1)].sort_index(level=0, sort_remaining=False)
+        if D.empty:
+            raise FieldError("y", f"no {period} row has the target and every forecast")
+        r, spa = _period(D, kind, names, n_boot, block, level, seed, lags, min_names)
+        rows += [{"period": period, **x} for x in r]
+        d = D.index.get_level_values(0)
+        attrs["spa_p"][period], attrs["n_days"][period] = spa, int(d.nunique())
+        attrs["days"][period] = (d.min().date().isoformat(), d.max().date().isoformat())
+        attrs["predictions"][period] = D
+    out = pd.DataFrame(rows).set_index(["period", "model"])
+    out.attrs.update(attrs, kind=kind, benchmark=names[0], level=level, n_boot=n_boot, block=block)
+    return out
+
+
+def compare(
+    table: pd.DataFrame,  # from evaluate
+    bench: str,  # the model to beat
+    model: str,  # the challenger
+    period: str = "holdout",
+    n_boot: int | None = None,  # default: the table's
+    seed: int = 0,
+) -> dict:
+    "Any two models of a table head to head: the loss gain of `model` over `bench` (per day, mean), its interval, DM p."
+    D = table.attrs["predictions"][period]
+    t = _period(D, table.attrs["kind"], [bench, model], n_boot or table.attrs["n_boot"], table.attrs["block"],
+                table.attrs["level"], seed, 5, 3)[0][1]  # fmt: skip
+    key = "r2_diff" if table.attrs["kind"] == "return" else "qlike_gain"
+    return {"gain": t[key], "lo": t[key + "_lo"], "hi": t[key + "_hi"], "dm_p": t["dm_p"]}
+
+
+def report_markdown(table: pd.DataFrame, digits: int = 4) -> str:  # from evaluate
+    "The table as markdown: each metric with its interval `v [lo, hi]`, then the SPA p-values and the periods."
+    cols = [c for c in table.columns if not c.endswith(("_lo", "_hi"))]
+    f = lambda v: "–" if not np.isfinite(v) else f"{v:.{digits}f}"  # noqa: E731
+    head = ["period", "model"] + cols
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for (period, model), r in table.iterrows():
+        cells = []
+        for c in cols:
+            s = f(r[c])
+            if c + "_lo" in table.columns and np.isfinite(r[c + "_lo"]):
+                s += f" [{f(r[c + '_lo'])}, {f(r[c + '_hi'])}]"
+            cells.append(s)
+        lines.append("| " + " | ".join([period, model] + cells) + " |")
+    a = table.attrs
+    if "spa_p" in a:
+        lines.append("")
+        lines.append(f"Intervals: {a['level']:.0%} stationary bootstrap over days (mean block {a['block']:g} days, "
+                     f"{a['n_boot']} draws). Benchmark: `{a['benchmark']}`.")  # fmt: skip
+        for p in a["spa_p"]:
+            lines.append(f"- {p}: {a['n_days'][p]} days ({a['days'][p][0]} to {a['days'][p][1]}); Hansen's SPA "
+                         f"p-value (no model beats `{a['benchmark']}`): {f(a['spa_p'][p])}")  # fmt: skip
+    return "\n".join(lines)
