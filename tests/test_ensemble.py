@@ -181,3 +181,23 @@ def test_gnn_is_an_ensemble_member_with_a_weight():
     assert p.notna().all() and p.name == "ens_stack"
     r2 = lambda q: 1 - float(((t[ok] - q[ok]) ** 2).sum() / (t[ok] ** 2).sum())  # noqa: E731
     assert r2(p) > 0.08 and r2(p) > r2(ens.members[2].predict(X[~cut])) + 0.02
+
+
+def test_graph_gnn_estimates_its_graph_on_its_training_days():
+    import torch
+
+    from aitrade.signals.ensemble import GraphGnn
+    from aitrade.signals.leadlag import planted_lead_lag
+
+    torch.set_num_threads(1)
+    R, truth = planted_lead_lag(n_nodes=8, n_edges=4, T=600, lags=(1,), coef=0.5, seed=1)
+    X = R.stack().rename_axis(["date", "underlying"]).to_frame("ret_1d")
+    y = R.shift(-1).stack(future_stack=True).reindex(X.index)
+    cut = np.asarray(X.index.get_level_values(0) < R.index[450])
+    m = GraphGnn(n_surr=100, hidden=8, epochs=30, seed=0, device="cpu").fit(X[cut], y[cut])
+    edges = set(zip(m.edges_["source"], m.edges_["target"], strict=True))
+    assert edges == set(zip(truth["source"], truth["target"], strict=True))
+    # the graph is estimated on the training days, all of them and no other
+    assert m.edges_.attrs["as_of"] == R.index[449] and m.edges_.attrs["window"] == 450
+    p = m.predict(X[~cut])
+    assert p.name == "gnn_te" and p.notna().all() and len(p) == int((~cut).sum())
