@@ -26,8 +26,8 @@ from .auth import TRAINER, Principal, require
 from .errors import Conflict, FieldError, NotFound
 from .features import FeatureSet, build_features, standard_features
 from .marketdata import as_day, prices
-from .signals.ensemble import Ensemble, Har, Lgbm, Linear, Signal
-from .signals.evaluation import block_ci, diebold_mariano, qlike
+from .signals.ensemble import Column, Ensemble, Har, Lgbm, Linear, Signal
+from .signals.evaluation import evaluate
 from .store import Base, BigId, unique, utcnow
 
 # %% auto #0
@@ -94,42 +94,25 @@ def default_model(
                     min_train=120, name="vol_stack")  # fmt: skip
 
 # %% ../nbs/67_forecasts.ipynb #3f94c99d
-def _daily_qlike(y: pd.Series, p: pd.Series) -> pd.Series:
-    r = (y**2).clip(lower=1e-12) / (p**2).clip(lower=1e-12)
-    return (r - np.log(r) - 1).groupby(level="date").mean()
-
-
 def holdout_metrics(
-    model,  # an unfitted forecaster (fit/predict); a copy is fitted
+    model,  # an unfitted forecaster (fit/predict, a `name`); evaluate fits it on the dev days
     X: pd.DataFrame,  # from training_frame
     y: pd.Series,
     holdout_days: int = 120,  # the last days with a known target, scored once
-    horizon: int = HORIZON,  # days purged between dev and holdout
+    horizon: int = HORIZON,  # the label horizon: the purge of the folds and the dev/holdout gap
     n_boot: int = 300,  # bootstrap draws
 ) -> pd.DataFrame:
-    "Holdout table: rows model, har, random_walk; columns qlike, mse_ratio, qlike_gain_lo, qlike_gain_hi, dm_p."
-    import copy
-
+    "`evaluate` (kind vol) of random_walk, har and `model`: a (period, model) table; `attrs` name the split."
     days = X.index.get_level_values("date").unique().sort_values()
-    if len(days) < holdout_days + horizon + 200:
-        raise FieldError("X", f"{len(days)} days; at least {holdout_days + horizon + 200} are needed")
-    ho_start, dev_end = days[-holdout_days], days[-holdout_days - horizon - 1]
-    d = X.index.get_level_values("date")
-    dev, ho = d <= dev_end, d >= ho_start
-    rw = X.loc[ho, "rv_21d"].rename("random_walk")
-    fitted = {"model": copy.deepcopy(model).fit(X[dev], y[dev]), "har": Har(HAR_COLS).fit(X[dev], y[dev])}
-    preds = {k: m.predict(X[ho]).clip(lower=1e-4) for k, m in fitted.items()} | {"random_walk": rw}
-    yh, base = y[ho], _daily_qlike(y[ho], rw)
-    rows = {}
-    for k, p in preds.items():
-        gain = base - _daily_qlike(yh, p)
-        lo, hi = block_ci(gain, n_boot, block=float(horizon)) if k != "random_walk" else (np.nan, np.nan)
-        rows[k] = dict(qlike=qlike(yh**2, p**2), mse_ratio=float(((yh - p) ** 2).mean() / ((yh - rw) ** 2).mean()),
-                       qlike_gain_lo=lo, qlike_gain_hi=hi,
-                       dm_p=diebold_mariano(gain, lags=horizon) if k != "random_walk" else np.nan)  # fmt: skip
-    out = pd.DataFrame(rows).T
-    out.attrs.update(dev_end=dev_end.date(), holdout=(ho_start.date(), days[-1].date()))
-    return out
+    if len(days) < (
+        need := holdout_days + horizon + 650
+    ):  # dev: folds, each with the stack's own inner folds
+        raise FieldError("X", f"{len(days)} days; at least {need} are needed")
+    ho_start, dev_end = days[-holdout_days], days[-holdout_days - horizon]
+    table = evaluate(X, y, [Column("rv_21d", name="random_walk"), Har(HAR_COLS), model], dev_end, ho_start,
+                     kind="vol", n_boot=n_boot, block=float(horizon), n_splits=3, purge=horizon, embargo=horizon)  # fmt: skip
+    table.attrs.update(dev_end=dev_end.date(), holdout=(ho_start.date(), days[-1].date()))
+    return table
 
 # %% ../nbs/67_forecasts.ipynb #05072bd4
 class Forecast(Base):
@@ -203,9 +186,11 @@ def train_candidate(
     table = holdout_metrics(model, X, y, holdout_days)
     model.fit(X, y)
     dates = X.index.get_level_values("date")
+    ho = table.loc["holdout"]
     metrics = {
-        f"holdout_{k}_{c}": float(v) for k, row in table.iterrows() for c, v in row.items() if np.isfinite(v)
+        f"holdout_{k}_{c}": float(v) for k, row in ho.iterrows() for c, v in row.items() if np.isfinite(v)
     }
+    metrics |= {f"spa_p_{k}": float(v) for k, v in table.attrs["spa_p"].items() if np.isfinite(v)}
     lineage = registry.Lineage(
         feature_set_hash=X.attrs["feature_set"], data_start=dates.min().date(), data_end=day.date(),
         data_sha256=_data_sha256(X, y), run_id=run_id, format="pickle", metrics=metrics,

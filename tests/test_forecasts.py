@@ -78,8 +78,13 @@ def test_train_promote_and_forecast(db):
         v, table = forecasts.train_candidate(s, TRAINER, DAY, syms, holdout_days=250, run_id="train-20190830")
         version, lineage = v.version, v.lineage
     # the planted mean reversion is there to find: the candidate beats the random walk with confidence
-    assert table.loc["model", "qlike_gain_lo"] > 0 and table.loc["model", "dm_p"] < 0.05, table
-    assert table.loc["model", "qlike"] < table.loc["random_walk", "qlike"]
+    for period in (
+        "dev",
+        "holdout",
+    ):  # dev: purged out-of-fold forecasts; holdout: fitted on dev, scored once
+        row = table.loc[(period, "vol_stack")]
+        assert row["qlike_gain_lo"] > 0 and row["dm_p"] < 0.05, table
+        assert table.attrs["spa_p"][period] < 0.05
     assert table.attrs["dev_end"] < table.attrs["holdout"][0]
     # lineage: feature set, data range and hash, the run, the holdout metrics, the stacking weights
     assert lineage["feature_set_hash"] == forecasts.forecast_features().hash
@@ -89,9 +94,10 @@ def test_train_promote_and_forecast(db):
     )  # rv_63d: 64 closes
     assert len(lineage["data_sha256"]) == 64 and lineage["run_id"] == "train-20190830"
     assert lineage["trained_by"] == "system:trainer" and lineage["format"] == "pickle"
-    assert lineage["metrics"]["holdout_model_qlike_gain_lo"] == pytest.approx(
-        table.loc["model", "qlike_gain_lo"]
+    assert lineage["metrics"]["holdout_vol_stack_qlike_gain_lo"] == pytest.approx(
+        table.loc[("holdout", "vol_stack"), "qlike_gain_lo"]
     )
+    assert lineage["metrics"]["spa_p_holdout"] == pytest.approx(table.attrs["spa_p"]["holdout"])
     assert set(lineage["params"]["weights"]) == {"random_walk", "har", "ridge", "lgbm"}
     assert lineage["params"]["underlyings"] == sorted(syms)
     with session_scope() as s:
@@ -151,7 +157,9 @@ def test_bad_input_names_the_field(db):
             forecasts.closes(s, [], DAY)
         with pytest.raises(FieldError, match="as_of"):
             forecasts.train_candidate(s, TRAINER, "not a day", ["U0"])
-        with pytest.raises(FieldError, match="X: 216 days; at least"):  # too short a history for a holdout
+        with pytest.raises(
+            FieldError, match="X: 216 days; at least 791"
+        ):  # too short a history for a holdout
             forecasts.train_candidate(s, TRAINER, "2013-02-22", ["U0", "U1"])
         with pytest.raises(FieldError, match="underlyings"):
             forecasts.train_candidate(s, TRAINER, "2013-02-22", ["NOPE"])
