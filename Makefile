@@ -65,8 +65,10 @@ format: install-dev ## ruff fix and format
 nbtest: install-dev ## run every notebook's tests (nbdev-test), each notebook in its own process
 	find nbs -name '*.ipynb' -not -path '*/.*' -not -name '_*' | sort | xargs -P $(NB_WORKERS) -n 1 $(BIN)/nbdev-test
 
-pytest: install-dev ## integration tests (pytest)
-	$(BIN)/pytest
+# pytest-xdist: whole modules per worker (--dist loadfile), so a module's Hub or browser is started once
+PYTEST_WORKERS ?= 2
+pytest: install-dev ## integration tests (pytest, on PYTEST_WORKERS workers)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=30
 
 test: install-dev ## the whole suite: export and clean checks, lint, notebook tests, pytest
 	$(MAKE) --no-print-directory check lint nbtest pytest
