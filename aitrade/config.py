@@ -21,9 +21,9 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 # %% auto #0
 __all__ = ['SECTIONS', 'ENV_PREFIX', 'ENV_ALIASES', 'DatabaseSettings', 'RedisSettings', 'DaskSettings', 'JobsSettings',
-           'ArchiveSettings', 'HubSettings', 'ApiSettings', 'RiskSettings', 'LoggingSettings', 'ComputeSettings',
-           'ReplaySettings', 'ConfigError', 'find_settings_file', 'Settings', 'load_settings', 'get_settings',
-           'reload_settings', 'mask_url', 'effective_settings']
+           'ArchiveSettings', 'HubSettings', 'ApiSettings', 'RiskSettings', 'LoggingSettings', 'AccountsSettings',
+           'ComputeSettings', 'ReplaySettings', 'ConfigError', 'find_settings_file', 'Settings', 'load_settings',
+           'get_settings', 'reload_settings', 'mask_url', 'effective_settings']
 
 # %% ../nbs/00_config.ipynb #06ec5c69
 class _Section(BaseModel):
@@ -75,6 +75,21 @@ class DaskSettings(_Section):
         "restarted between runs; papermill = a new kernel per notebook",
     )
     kernel_pool: int = Field(2, ge=1, le=32, description="warm kernels kept ready on each worker")
+    tls: bool = Field(
+        True,
+        description="the cluster `aitrade up` starts speaks TLS and admits only clients holding the "
+        "service account's certificate (people's kernels cannot submit to it)",
+    )
+    tls_dir: str = Field(
+        "var/secrets/dask",
+        description="folder of the cluster's ca.pem, cert.pem and key.pem (made on first start; "
+        "for an existing tls:// cluster, put its files here)",
+    )
+    gateway: str = Field(
+        "",
+        description="dask-gateway address for people's own research clusters (production, Hub-authenticated); "
+        "empty = a local cluster inside each person's server",
+    )
 
 
 class JobsSettings(_Section):
@@ -177,6 +192,19 @@ class LoggingSettings(_Section):
     )
 
 
+class AccountsSettings(_Section):
+    service_account: str = Field(
+        "aitrade",
+        description="system account the platform's services run as when started by root (created when "
+        "missing; it alone reads var/); people's servers then run as their own accounts. Empty = "
+        "single-account mode: everything, people's servers included, runs as the starting account",
+    )
+    person_prefix: str = Field(
+        "jupyter-", pattern=r"^[a-z_][a-z0-9_-]{0,15}$", description="prefix of people's system account names"
+    )
+    person_home: str = Field("/home", description="folder under which people's home folders are made")
+
+
 class ComputeSettings(_Section):
     backend: Literal["auto", "cpu", "gpu"] = Field(
         "auto", description="auto = CuPy when a CUDA GPU is usable, else numba; cpu forces CPU"
@@ -216,6 +244,7 @@ SECTIONS: dict[str, type[_Section]] = {
     "risk": RiskSettings,
     "logging": LoggingSettings,
     "compute": ComputeSettings,
+    "accounts": AccountsSettings,
     "jobs": JobsSettings,
     "replay": ReplaySettings,
 }
@@ -351,6 +380,7 @@ class Settings(BaseSettings):
     risk: RiskSettings = RiskSettings()
     logging: LoggingSettings = LoggingSettings()
     compute: ComputeSettings = ComputeSettings()
+    accounts: AccountsSettings = AccountsSettings()
     jobs: JobsSettings = JobsSettings()
     replay: ReplaySettings = ReplaySettings()
 

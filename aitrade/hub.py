@@ -18,6 +18,7 @@ from pathlib import Path
 from urllib.parse import SplitResult, urlsplit
 
 from . import audit, store
+from .accounts import Account, ensure_account, people_get_servers, person_account_name
 from .auth import RIGHTS, ROLES, scope_of
 from .config import Settings, get_settings
 
@@ -29,7 +30,7 @@ __all__ = ['log', 'API_SERVICE', 'VOILA_SERVICE', 'DASHBOARDS_SERVICE', 'DASHBOA
            'server_token_scopes', 'opens', 'landing', 'landing_vars', 'landing_url', 'audit_hub_event',
            'classify_request', 'audit_request', 'read_login_attempts', 'write_login_attempts',
            'native_authenticator_class', 'oidc_authenticator_class', 'oidc_endpoints', 'hub_dir', 'hub_db_url',
-           'ensure_admin', 'service_address']
+           'ensure_admin', 'person_spawner_class', 'service_address']
 
 # %% ../nbs/80_hub.ipynb #d59d61c6
 API_SERVICE = "aitrade-api"
@@ -509,6 +510,47 @@ def ensure_admin(settings: Settings | None = None) -> tuple[str, Path, str | Non
         "system:make-run", "hub.admin.create", f"user:{name}", after={"password_file": str(pw_file)}
     )
     return name, pw_file, password
+
+# %% ../nbs/80_hub.ipynb #e2748e32
+def person_spawner_class(settings: Settings | None = None):
+    "`c.JupyterHub.spawner_class` with a service account: each person's server runs as their own system account."
+    from jupyterhub.spawner import LocalProcessSpawner, set_user_setuid
+
+    acc = (settings or get_settings()).accounts
+
+    class PersonSpawner(LocalProcessSpawner):
+        "JupyterLab as the person's own system account, made on the first spawn; never root, never the platform."
+
+        @property
+        def account_name(self) -> str:
+            return person_account_name(self.user.name, acc.person_prefix)
+
+        async def start(self):
+            if why := people_get_servers(settings):
+                raise RuntimeError(why)
+            name = self.account_name
+            if name in ("root", acc.service_account):
+                raise RuntimeError(f"{self.user.name}: a server never runs as {name}")
+            new = Account.of(name) is None
+            a = ensure_account(name, Path(acc.person_home) / name)
+            if new:
+                audit_hub_event(
+                    "system:hub",
+                    "hub.account.create",
+                    f"user:{self.user.name}",
+                    after={"account": name, "uid": a.uid},
+                )
+            return await super().start()
+
+        def make_preexec_fn(self, name):
+            return set_user_setuid(self.account_name)
+
+        def user_env(self, env):
+            a = Account.of(self.account_name)
+            env.update(USER=a.name, LOGNAME=a.name, HOME=str(a.home), SHELL="/bin/bash")
+            return env
+
+    return PersonSpawner
 
 # %% ../nbs/80_hub.ipynb #df4f1903
 def service_address(

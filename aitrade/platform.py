@@ -19,10 +19,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from aitrade.accounts import (
+    Account,
+    current,
+    make_private,
+    open_the_way,
+    people_get_servers,
+    service_account,
+)
+from .cluster import cluster_address, ensure_tls, tls_files
 from .config import Settings, get_settings
 
 # %% auto #0
-__all__ = ['Service', 'free_port', 'port_open', 'hub_config_path', 'plan_services', 'PlatformError', 'start', 'stop', 'watch']
+__all__ = ['Service', 'free_port', 'port_open', 'hub_config_path', 'plan_services', 'PlatformError', 'secure', 'start', 'stop',
+           'watch']
 
 # %% ../nbs/95_platform.ipynb #e7450c27
 @dataclass
@@ -34,6 +44,7 @@ class Service:
     where: str
     ready: Callable[[], bool] = lambda: True
     env: dict[str, str] = field(default_factory=dict)
+    account: Account | None = None  # the system account it runs as (None: the one starting it)
     proc: subprocess.Popen | None = None
     log: Path | None = None
 
@@ -75,6 +86,7 @@ def plan_services(
     with_scheduler: bool = True,  # start the job scheduler
     with_market_clock: bool = True,  # start the market clock (unless `marketclock.live_unavailable` says why not)
     with_desk: bool = True,  # start the desk service (marks, P&L, Greeks, limits on the bus)
+    account: Account | None = None,  # the service account every service but the Hub runs as (None: this one)
 ) -> list[Service]:
     "The services `up` starts, in order, from the settings."
     s = s or get_settings()
@@ -83,7 +95,8 @@ def plan_services(
     dask_address = s.dask.address
     if not dask_address:
         port = s.dask.scheduler_port or free_port()
-        dask_address = f"tcp://127.0.0.1:{port}"
+        dask_address = cluster_address(port, s)
+        tls = tls_files(s).cli_args() if s.dask.tls else []
         dash = f":{s.dask.dashboard_port}" if s.dask.dashboard_port else ":0"
         services.append(
             Service(
@@ -97,6 +110,7 @@ def plan_services(
                     str(port),
                     "--dashboard-address",
                     dash,
+                    *tls,
                 ],
                 f"{dask_address} (dashboard {dash})",
                 ready=lambda: port_open("127.0.0.1", port),
@@ -117,6 +131,7 @@ def plan_services(
                     "auto",
                     "--local-directory",
                     str(s.path("var/dask")),
+                    *tls,
                 ],
                 f"{s.dask.n_workers} worker processes x {s.dask.threads_per_worker} thread(s)",
             )
@@ -147,11 +162,41 @@ def plan_services(
         )
     for svc in services:
         svc.env = {**env, **svc.env}
+        if svc.name != "jupyterhub":  # the Hub stays root to start people's servers as them; it runs its
+            svc.account = account  # own services (API, dashboards, Voila) as the service account
     return services
 
 # %% ../nbs/95_platform.ipynb #3e7e28ac
 class PlatformError(RuntimeError):
     pass
+
+
+def secure(s: Settings | None = None) -> tuple[Account | None, list[str]]:
+    "Before the services start: the service account, the cluster's TLS files, `var/` private; the account and what was done."
+    s = s or get_settings()
+    account = service_account(s)  # root with [accounts] service_account set: made when missing
+    if s.dask.tls and not s.dask.address:
+        ensure_tls(s)
+    var = s.path("var")
+    (var / "log").mkdir(parents=True, exist_ok=True)
+    make_private(var, account)
+    owner = account or current()
+    done = []
+    if account is not None:
+        p = s.accounts
+        done.append(
+            f"services as {account.name}; people's servers as {p.person_prefix}<name>, homes in {p.person_home}"
+        )
+        # the service account and people's servers run this venv's Python and import the package from here
+        here = Path(__file__).resolve().parent
+        if opened := open_the_way(Path(sys.executable), Path(sys.prefix), s.root, here):
+            done.append("other accounts may now pass (o+x) " + ", ".join(map(str, opened)))
+    elif why := people_get_servers(s):
+        done.append(f"everything as {owner.name}; no JupyterLab servers: {why}")
+    else:
+        done.append(f"single-account mode: everything, people's servers included, as {owner.name}")
+    done.append(f"var/ private to {owner.name} (0700)")
+    return account, done
 
 
 def start(
@@ -165,13 +210,21 @@ def start(
     try:
         for svc in services:
             svc.log = logs / f"{svc.name}.log"
-            with open(svc.log, "ab") as out:
+            as_account = {}
+            env = {**os.environ, **svc.env}
+            if (a := svc.account) is not None:
+                as_account = dict(user=a.uid, group=a.gid, extra_groups=[], umask=0o077)
+                env |= {"HOME": str(a.home), "USER": a.name, "LOGNAME": a.name}
+            with open(os.open(svc.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as out:
+                if a is not None:
+                    os.chown(svc.log, a.uid, a.gid)
                 svc.proc = subprocess.Popen(
                     svc.cmd,
-                    env={**os.environ, **svc.env},
+                    env=env,
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
+                    **as_account,
                 )
             deadline = time.monotonic() + timeout
             while not svc.ready():

@@ -93,18 +93,25 @@ else:
             role.pop("groups", None)
     c.GenericOAuthenticator.enable_auth_state = False
 
-# --- spawner: JupyterLab as local processes, with the aitrade kernel and the Dask address preset ----------
-c.JupyterHub.spawner_class = "jupyterhub.spawner.SimpleLocalProcessSpawner"
-c.SimpleLocalProcessSpawner.home_dir_template = str(state / "users" / "{username}")
+# --- spawner: each person's JupyterLab as their own system account (aitrade.accounts), never root -------
+# With [accounts] service_account set (the default) the Hub, started by root, runs people's servers as
+# jupyter-<name> (made on first spawn) and its services as the service account; started by anyone else it starts
+# no servers and says why. Single-account mode (service_account empty) runs everything as the starting account.
+service_account = settings.accounts.service_account
+if service_account:
+    c.JupyterHub.spawner_class = hub.person_spawner_class(settings)
+else:
+    c.JupyterHub.spawner_class = "jupyterhub.spawner.SimpleLocalProcessSpawner"
+    c.SimpleLocalProcessSpawner.home_dir_template = str(state / "users" / "{username}")
+    if os.geteuid() == 0:  # single-account mode as root (the test suite's throwaway hubs)
+        c.Spawner.args = ["--allow-root"]
+services_as = {"user": service_account} if service_account and os.geteuid() == 0 else {}
 c.Spawner.default_url = "/lab"
 c.Spawner.cmd = [str(venv_bin / "jupyterhub-singleuser")]
-c.Spawner.environment = {
-    "AITRADE_SETTINGS": str(settings.root / "settings.ini"),
-    "AITRADE_DASK_ADDRESS": os.environ.get("AITRADE_DASK_ADDRESS", settings.dask.address),
-    "PATH": f"{venv_bin}:{os.environ.get('PATH', '')}",
-}
-if os.geteuid() == 0:  # containers and CI run as root; the single-user server refuses that unless told
-    c.Spawner.args = ["--allow-root"]
+# people's servers get the platform's API (below) and their own compute, never the production cluster's address
+c.Spawner.environment = {"PATH": f"{venv_bin}:/usr/local/bin:/usr/bin:/bin"}
+if settings.dask.gateway:
+    c.Spawner.environment["AITRADE_DASK__GATEWAY"] = settings.dask.gateway
 c.Spawner.start_timeout = 60
 c.Spawner.http_timeout = 60
 
@@ -123,7 +130,11 @@ service_env = {
     k: v for k, v in os.environ.items() if k.startswith("AITRADE_") and "OIDC_CLIENT_SECRET" not in k
 }
 c.JupyterHub.services = [
-    {"name": "idle-culler", "command": [sys.executable, "-m", "jupyterhub_idle_culler", "--timeout=3600"]},
+    {
+        "name": "idle-culler",
+        "command": [sys.executable, "-m", "jupyterhub_idle_culler", "--timeout=3600"],
+        **services_as,
+    },
     {
         "name": hub.API_SERVICE,
         "url": f"http://127.0.0.1:{api_port}",
@@ -133,6 +144,7 @@ c.JupyterHub.services = [
         "oauth_no_confirm": True,
         "oauth_client_allowed_scopes": sorted(hub.custom_scopes()) + ["read:metrics"],
         "display": True,
+        **services_as,
     },
 ]
 # Voila for managers (aitrade.voila) at /services/aitrade-voila, for people without a server: the notebooks of
@@ -151,6 +163,7 @@ c.JupyterHub.services.append(
         "environment": service_env,
         "oauth_no_confirm": True,
         "display": True,
+        **services_as,
     }
 )
 # the desk's live pages (aitrade.dashboards, Panel) at /services/aitrade-dashboards, for roles that may view
@@ -166,6 +179,7 @@ c.JupyterHub.services.append(
         "oauth_no_confirm": True,
         "oauth_client_allowed_scopes": sorted(hub.custom_scopes()),
         "display": True,
+        **services_as,
     }
 )
 c.JupyterHub.load_roles.append(

@@ -32,6 +32,9 @@ def isolated_settings(tmp_path, monkeypatch):
     ini = tmp_path / "settings.ini"
     ini.write_text("# test settings\n")
     monkeypatch.setenv("AITRADE_SETTINGS", str(ini))
+    # single-account mode: a test's platform lives in its tmp_path, which no other account may enter;
+    # tests/test_boundary.py runs the real split between the service account and people's accounts
+    monkeypatch.setenv("AITRADE_ACCOUNTS__SERVICE_ACCOUNT", "")
     config.reload_settings()
     yield ini
     store.dispose_engines()
@@ -99,11 +102,23 @@ def db(db_url, monkeypatch):
     return db_url
 
 
+def _redis_db(url: str, n: int) -> str:
+    "`url` with its logical database number replaced by `n`."
+    from urllib.parse import urlsplit, urlunsplit
+
+    u = urlsplit(url)
+    return urlunsplit(u._replace(path=f"/{n}"))
+
+
 @pytest.fixture
 def redis_url():
     "The Redis server of the tests (AITRADE_TEST_REDIS_URL), flushed before and after."
     url = _server_url("AITRADE_TEST_REDIS_URL", "Redis")
     import redis
+
+    # pytest-xdist: each worker its own logical database, so parallel tests never share a stream or a key
+    if worker := os.environ.get("PYTEST_XDIST_WORKER"):
+        url = _redis_db(url, 1 + int(worker[2:]))
 
     r = redis.Redis.from_url(url)
     try:

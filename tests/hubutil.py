@@ -43,11 +43,14 @@ def unavailable(what: str, why: str):
 
 
 def platform_env(**overrides: str) -> dict:
-    "This process's environment without the developer's AITRADE_* settings (the test ones stay), plus `overrides`."
+    """This process's environment without the developer's AITRADE_* settings (the test ones stay), plus `overrides`.
+
+    Single-account mode unless overridden: the suite's platforms live in pytest's private tmp folders, which no
+    other account may enter (tests/test_boundary.py runs the real split of accounts)."""
     env = {
         k: v for k, v in os.environ.items() if not k.startswith("AITRADE_") or k.startswith("AITRADE_TEST_")
     }
-    return env | overrides
+    return env | {"AITRADE_ACCOUNTS__SERVICE_ACCOUNT": ""} | overrides
 
 
 def run_cli(*args, env: dict | None = None, cwd=None) -> subprocess.CompletedProcess:

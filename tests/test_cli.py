@@ -59,7 +59,9 @@ def test_up_migrates_starts_dask_and_stops(tmp_path):
     r = run_cli("up", "--no-hub", "--no-scheduler", "--exit-after", "2", cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "audit chain intact" in r.stdout and str(tmp_path / "var" / "aitrade.db") in r.stdout
-    assert "dask-scheduler  tcp://127.0.0.1:" in r.stdout and "dask-workers" in r.stdout
+    # the production cluster speaks TLS (aitrade.cluster); single-account mode, as the suite runs
+    assert "dask-scheduler  tls://127.0.0.1:" in r.stdout and "dask-workers" in r.stdout
+    assert "single-account mode" in r.stdout and (tmp_path / "var" / "secrets" / "dask" / "key.pem").is_file()
     assert "aitrade platform started" in r.stdout and r.stdout.rstrip().endswith("aitrade platform stopped")
 
 

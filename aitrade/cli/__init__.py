@@ -126,8 +126,12 @@ def up(
             )
     if scheduler and first_run:  # before the scheduler starts, so it is the first run it picks up
         _queue_first_run(first_run)
+    account, done = platform.secure(s)
+    for line in done:
+        typer.echo(f"  {'accounts':<15} {line}")
     services = platform.plan_services(
         s,
+        account=account,
         with_hub=hub,
         with_scheduler=scheduler and importlib.util.find_spec("aitrade.scheduler") is not None,
         with_market_clock=market_clock,

@@ -24,6 +24,7 @@ import sqlalchemy as sa
 
 from ..audit import append
 from ..auth import SCHEDULER
+from ..cluster import security
 from ..config import get_settings
 from .alerts import send_alerts
 from .runs import JobLog, JobNotebookRun, JobRun, claim_run, renew_lease, run_status, utc_iso
@@ -599,8 +600,8 @@ def dask_client(
 
     s = get_settings().dask
     address = address or s.address
-    if address:
-        return Client(address, set_as_default=False, timeout=30)
+    if address:  # a tls:// cluster admits only the service account's certificate (aitrade.cluster)
+        return Client(address, security=security(address), set_as_default=False, timeout=30)
     try:
         import bokeh  # noqa: F401
 
