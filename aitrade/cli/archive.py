@@ -15,6 +15,7 @@ import typer
 
 from ..archive import Archive, ArchiveError, iso_time
 from .common import fail, principal
+from ..errors import Forbidden
 from ..jobs.replay import replay
 from ..jobs.spec import JobsError
 
@@ -31,12 +32,21 @@ app = typer.Typer(
 ArchiveOpt = Annotated[
     str | None, typer.Option("--archive", "-a", help="archive folder or fsspec URL (default: [archive] url)")
 ]
-ActorOpt = Annotated[str | None, typer.Option("--actor", help="who acts (default: the OS login)")]
+ActorOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--actor",
+        help="act for this person (impersonation, audited; default: the system principal system:<login>)",
+    ),
+]
 
 
 def _who(actor: str | None) -> str:
-    "The acting user's name: `--actor`, else the OS login."
-    return principal(actor, default_roles=[]).name
+    "The acting principal's name: `--actor` (audited impersonation), else `system:<login>`; refused off the platform."
+    try:
+        return principal(actor, default_roles=[]).name
+    except Forbidden as e:
+        fail(e)
 
 # %% ../../nbs/92_cli_archive.ipynb #af866dfe
 @app.command("list")

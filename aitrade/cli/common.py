@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import getpass
 import os
+import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
 import typer
 
+from ..accounts import is_platform
 from ..auth import Principal
-from ..errors import problem
+from ..errors import Forbidden, problem
 
 # %% auto #0
 __all__ = ['fail', 'principal']
@@ -38,11 +40,25 @@ def principal(
     user: str | None = None,  # `--user`; default `AITRADE_USER` (or the OS login, with `default_roles`)
     roles: list[str] | None = None,  # `--role`, repeatable or comma-separated; default `AITRADE_ROLES`
     *,
-    default_roles: Sequence[str] | None = None,  # the OS login's roles when no user is given
+    default_roles: Sequence[str] | None = None,  # the system principal's roles when no user is given
 ) -> Principal:
-    "The acting principal; a `ValueError` names the missing field (`user`, `role`)."
+    "The acting principal: the platform's accounts only (`Forbidden` otherwise); a `ValueError` names a missing field."
+    login = getpass.getuser()
+    if not is_platform():
+        typed = user or roles or os.environ.get("AITRADE_USER")
+        raise Forbidden(
+            (
+                "user: acting as someone else (--user, --role, AITRADE_USER) is only for the platform's service account; "
+                if typed
+                else ""
+            )
+            + f"{login} cannot change the platform's state from the command line: act as yourself through the API "
+            "with your Hub token (aitrade.client.Client, or the dashboards)"
+        )
     if default_roles is not None:
-        return Principal.with_roles((user or "").strip() or getpass.getuser(), list(roles or default_roles))
+        if not (name := (user or "").strip()):
+            return Principal.with_roles(f"system:{login}", list(roles or default_roles))
+        return _impersonating(login, Principal.with_roles(name, list(roles or default_roles)))
     name = (user or os.environ.get("AITRADE_USER") or "").strip()
     if not name:
         raise ValueError("user: give --user NAME or set AITRADE_USER")
@@ -52,4 +68,19 @@ def principal(
         rs = [x.strip() for x in os.environ.get("AITRADE_ROLES", "").split(",") if x.strip()]
     if not rs:
         raise ValueError("role: give --role ROLE (repeatable) or set AITRADE_ROLES (comma-separated)")
-    return Principal.with_roles(name, rs)
+    return _impersonating(login, Principal.with_roles(name, rs))
+
+
+def _impersonating(login: str, p: Principal) -> Principal:
+    "Audit that the platform's account `login` acts as `p`, in its own transaction, before the command acts."
+    from aitrade import audit, store
+
+    with store.session_scope() as s:
+        audit.append(
+            s,
+            f"system:{login}",
+            "cli.impersonate",
+            f"user:{p.name}",
+            after={"roles": sorted(p.roles), "command": " ".join(sys.argv[1:])[:500]},
+        )
+    return p

@@ -15,6 +15,7 @@ import threading
 import typer
 
 from .common import fail, principal
+from ..errors import Forbidden
 from ..jobs.driver import close_client, dask_client, execute_run
 from ..jobs.runs import cancel, create_run, follow_logs, list_runs, read_logs, retry, run_status
 from ..jobs.spec import JobsError, get_pipeline, load_pipelines, parse_param_args
@@ -68,7 +69,7 @@ def list_cmd(
             for n in p.order():
                 after = p.notebooks[n].after
                 typer.echo(f"  {n} <- {', '.join(after)}" if after else f"  {n}")
-    except JobsError as e:
+    except (JobsError, Forbidden) as e:
         fail(e)
 
 # %% ../../nbs/93_cli_jobs.ipynb #38355100
@@ -90,7 +91,7 @@ def run_cmd(
             trigger="user",
             from_text=True,
         )
-    except JobsError as e:
+    except (JobsError, Forbidden) as e:
         fail(e)
     typer.echo(f"run {run_id} queued")
     if queue:
@@ -130,7 +131,7 @@ def status_cmd(run_id: str | None = typer.Argument(None), as_json: bool = typer.
                 )
             return
         st = run_status(run_id, principal=principal(default_roles=OPERATOR_ROLES))
-    except JobsError as e:
+    except (JobsError, Forbidden) as e:
         fail(e)
     if as_json:
         typer.echo(json.dumps(st, indent=1))
@@ -168,7 +169,7 @@ def logs_cmd(
             run_status(run_id)
             for r in read_logs(run_id, 0, notebook):
                 _echo_log(r)
-    except JobsError as e:
+    except (JobsError, Forbidden) as e:
         fail(e)
 
 # %% ../../nbs/93_cli_jobs.ipynb #4e6a5da3
@@ -177,7 +178,7 @@ def cancel_cmd(run_id: str):
     "Cancel a run (running notebooks are interrupted)."
     try:
         st = cancel(run_id, principal=principal(default_roles=OPERATOR_ROLES))
-    except JobsError as e:
+    except (JobsError, Forbidden) as e:
         fail(e)
     typer.echo(f"run {run_id}: cancel requested ({st})")
 
@@ -189,7 +190,7 @@ def retry_cmd(
     "Run the failed, skipped and cancelled notebooks of a failed or cancelled run again."
     try:
         retry(run_id, principal=principal(default_roles=OPERATOR_ROLES))
-    except JobsError as e:
+    except (JobsError, Forbidden) as e:
         fail(e)
     typer.echo(f"run {run_id}: queued again")
     if not queue:

@@ -20,7 +20,7 @@ from .. import registry, store
 from ..auth import PermissionDenied, require
 from .common import fail, principal
 from .trading import RoleOpt, UserOpt
-from ..errors import Conflict
+from ..errors import Conflict, Forbidden
 from ..registry_mlflow import export_mlflow
 
 # %% auto #0
@@ -39,7 +39,7 @@ def _errors() -> Iterator[None]:
     "Refusals exit 1, bad input and unknown names 2 (through `common.fail`)."
     try:
         yield
-    except (PermissionDenied, Conflict) as e:
+    except (PermissionDenied, Conflict, Forbidden) as e:
         fail(e, 1, prefix="refused: ")
     except LookupError as e:
         fail(e, 2, prefix="bad input: ")

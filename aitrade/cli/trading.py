@@ -24,6 +24,7 @@ import typer
 
 from .. import execution, limits, marketdata, rates, risk, store, surfaces
 from ..auth import PermissionDenied, require
+from ..errors import Forbidden
 from .common import fail, principal
 
 # %% auto #0
@@ -51,7 +52,7 @@ def _errors() -> Iterator[None]:
         if d.msg:
             typer.echo(d.msg)
         raise typer.Exit(d.code) from None
-    except (PermissionDenied, execution.IllegalTransition, limits.KillSwitchEngaged) as e:
+    except (PermissionDenied, Forbidden, execution.IllegalTransition, limits.KillSwitchEngaged) as e:
         fail(e, 1, prefix="refused: ")
     except LookupError as e:
         fail(str(e.args[0]) if e.args else e, 2, prefix="bad input: ")
@@ -61,7 +62,15 @@ def _errors() -> Iterator[None]:
         fail(e, 1, prefix="failed: ")
 
 # %% ../../nbs/91_cli_trading.ipynb #a0465ec3
-UserOpt = Annotated[str | None, typer.Option("--user", "-u", help="acting user (default: env AITRADE_USER)")]
+UserOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--user",
+        "-u",
+        help="act for this person (default: env AITRADE_USER): impersonation, for the platform's accounts only, "
+        "audited; people act through the API with their Hub token",
+    ),
+]
 RoleOpt = Annotated[
     list[str] | None,
     typer.Option(
