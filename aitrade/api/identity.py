@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -251,12 +252,30 @@ async def identify(
     model = await conn.app.state.resolver(token)
     if not model or not model.get("name"):
         conn.app.state.metrics.auth_failures.labels("invalid").inc()
+        await anyio.to_thread.run_sync(
+            _audit_invalid, conn.scope.get("method", "WEBSOCKET"), conn.url.path, token, via
+        )
         raise Unauthenticated("the token is invalid, expired or revoked")
     if via == "cookie":
         _check_xsrf(conn)
     return Identity.from_model(model, via)
 
 # %% ../../nbs/86_api_identity.ipynb #a32f31cd
+def _audit_invalid(method: str, path: str, token: str, via: str) -> None:
+    "Audit a call with a credential the Hub does not know (forged, expired, revoked): its hash, never the token."
+    try:
+        with store.session_scope() as s:
+            audit.append(
+                s,
+                "anonymous",
+                "api.unauthenticated",
+                f"api:{method} {path}"[:500],
+                after={"credential_sha256": hashlib.sha256(token.encode()).hexdigest()[:16], "via": via},
+            )
+    except Exception:
+        log.exception("could not audit an unauthenticated API call")
+
+
 def _audit_denied(ident: Identity, method: str, path: str, right: str) -> None:
     try:
         with store.session_scope() as s:
