@@ -277,3 +277,46 @@ def test_market_rates_stores_a_curve_file_whole_or_not_at_all(trading_db, cli, t
         assert (
             rates.curve(s, "2026-12-07").as_of.date().isoformat() == "2026-12-04"
         )  # nothing of bad.csv stored
+
+
+#: the state-changing trading commands and the right each needs
+CLI_RIGHTS = {
+    ("orders", "submit"): "orders:submit",
+    ("orders", "approve"): "orders:approve",
+    ("orders", "reject"): "orders:approve",
+    ("orders", "cancel"): "orders:cancel",
+    ("killswitch", "on"): "killswitch:engage",
+    ("killswitch", "off"): "killswitch:release",
+}
+
+
+def test_role_by_command_matrix_has_no_unexpected_allow_or_refusal(trading_db, cli):
+    "Every role against every state-changing trading command (as the platform's account acting for a person)."
+    from aitrade.auth import ROLES
+
+    _load_spx(cli, 0, "--no-calibrate")
+    submit = ("orders", "submit", "--symbol", "SPX", "--side", "buy", "--quantity", "10")
+    wrong = []
+    for role in ROLES:
+        who = ("-u", f"{role}-person", "-r", role)
+        for cmd, right in CLI_RIGHTS.items():
+            if cmd == ("orders", "submit"):
+                args = (*submit, *who)
+            elif cmd[0] == "orders":  # someone else's order, waiting for approval (notional over 10,000)
+                r = cli(*submit, "-u", "sam", "-r", "trader")
+                assert r.exit_code == 0 and "pending_approval" in r.output, r.output
+                args = (*cmd, r.output.split()[1], "--reason", "matrix", *who)
+            else:
+                if cmd == ("killswitch", "off"):
+                    assert (
+                        cli("killswitch", "on", "--reason", "matrix", "-u", "rita", "-r", "risk").exit_code
+                        == 0
+                    )
+                args = (*cmd, "--reason", "matrix", *who)
+            r = cli(*args)
+            if (r.exit_code == 0) != (right in ROLES[role]):
+                wrong.append((role, " ".join(cmd), r.exit_code, r.output.strip()[-120:]))
+            if r.exit_code != 0:
+                assert r.exit_code == 1 and f"lacks the right '{right}'" in r.output, (role, cmd, r.output)
+            cli("killswitch", "off", "--reason", "reset", "-u", "rita", "-r", "risk")
+    assert wrong == []
