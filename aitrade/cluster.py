@@ -16,7 +16,8 @@ from pathlib import Path
 from .config import Settings, get_settings
 
 # %% auto #0
-__all__ = ['TlsFiles', 'tls_files', 'ensure_tls', 'security', 'cluster_address', 'research_cluster']
+__all__ = ['GATEWAY_SERVICE', 'TlsFiles', 'tls_files', 'ensure_tls', 'security', 'cluster_address', 'research_cluster',
+           'gateway_port', 'gateway_url', 'person_backend_class']
 
 # %% ../nbs/07_cluster.ipynb #fd7146bc
 @dataclass(frozen=True)
@@ -153,17 +154,14 @@ def research_cluster(
 ):
     "A Dask client to this person's own cluster: dask-gateway when `[dask] gateway` is set, else a LocalCluster."
     s = settings or get_settings()
-    if s.dask.gateway:
-        try:
-            from dask_gateway import Gateway
-        except ImportError:
-            raise ImportError(
-                f"dask.gateway: {s.dask.gateway} is set, but the dask-gateway client is not installed "
-                "(pip install dask-gateway)"
-            ) from None
-        cluster = Gateway(s.dask.gateway, auth="jupyterhub").new_cluster()
+    if url := gateway_url(s):
+        from dask_gateway import Gateway
+
+        cluster = Gateway(url, auth="jupyterhub").new_cluster(shutdown_on_close=True)
         cluster.scale(n_workers)
-        return cluster.get_client(set_as_default=False)
+        client = cluster.get_client(set_as_default=False)
+        client.wait_for_workers(n_workers, timeout=120)
+        return client
     from distributed import Client
 
     # a client that starts its own LocalCluster closes it when it closes; the workers' scratch space is in the
@@ -179,3 +177,64 @@ def research_cluster(
         local_directory=str(scratch),
         set_as_default=False,
     )
+
+# %% ../nbs/07_cluster.ipynb #00586bb2
+GATEWAY_SERVICE = "dask-gateway"
+
+
+def gateway_port(settings: Settings | None = None) -> int:
+    "The port of the Hub-run dask-gateway: `AITRADE_DASK_GATEWAY_PORT`, else the Hub's port + 7."
+    s = settings or get_settings()
+    return int(os.environ.get("AITRADE_DASK_GATEWAY_PORT", s.hub.port + 7))
+
+
+def gateway_url(settings: Settings | None = None) -> str | None:
+    "The dask-gateway people's clusters come from (`[dask] gateway`), or None for a local cluster."
+    s = settings or get_settings()
+    if s.dask.gateway == "hub":
+        return f"http://127.0.0.1:{gateway_port(s)}"
+    return s.dask.gateway or None
+
+
+def person_backend_class(settings: Settings | None = None):
+    "dask-gateway's `backend_class`: each person's cluster runs as their own system account (as root)."
+    from dask_gateway_server.backends.local import LocalBackend, UnsafeLocalBackend
+
+    from aitrade.accounts import Account, ensure_account, person_account_name
+
+    acc = (settings or get_settings()).accounts
+    if not acc.service_account or os.geteuid() != 0:
+        return UnsafeLocalBackend  # single-account mode: everything runs as whoever started it
+
+    class PersonBackend(LocalBackend):
+        "LocalBackend, with the Hub user mapped to their system account (`jupyter-<name>`)."
+
+        def _account(self, hub_user: str) -> Account:
+            name = person_account_name(hub_user, acc.person_prefix)
+            return ensure_account(name, Path(acc.person_home) / name)
+
+        def set_file_permissions(self, paths, username):
+            # LocalBackend.setup_working_directory hands the TLS files in as characters (`paths.extend(path)`),
+            # so the folders are chowned from `paths` and the files, by name, from the folder of the certificates
+            a = self._account(username)
+            folders = [p for p in paths if len(p) > 1 and os.path.isabs(p)]
+            files = [os.path.join(d, f) for d in folders if d.endswith(".certs") for f in os.listdir(d)]
+            for p in folders + files:
+                os.chown(p, a.uid, a.gid)
+
+        def make_preexec_fn(self, cluster):
+            a, workdir = self._account(cluster.username), cluster.state["workdir"]
+
+            def preexec():
+                os.setgid(a.gid)
+                os.setgroups([])
+                os.setuid(a.uid)
+                os.chdir(workdir)
+
+            return preexec
+
+        def get_env(self, cluster):
+            a = self._account(cluster.username)
+            return super().get_env(cluster) | {"USER": a.name, "LOGNAME": a.name, "HOME": str(a.home)}
+
+    return PersonBackend

@@ -87,9 +87,18 @@ class DaskSettings(_Section):
     )
     gateway: str = Field(
         "",
-        description="dask-gateway address for people's own research clusters (production, Hub-authenticated); "
-        "empty = a local cluster inside each person's server",
+        description="people's own research clusters: empty = a local cluster inside each person's server; "
+        "hub = dask-gateway run by the Hub, each person's clusters as their own account; an http(s) URL = an "
+        "existing dask-gateway (production); both authenticate with the person's Hub token",
     )
+
+    @field_validator("gateway")
+    @classmethod
+    def _gateway(cls, v: str) -> str:
+        v = v.strip()
+        if v not in ("", "hub") and not v.startswith(("http://", "https://")):
+            raise ValueError("empty, hub, or the http(s) URL of a dask-gateway")
+        return v.rstrip("/")
 
 
 class JobsSettings(_Section):

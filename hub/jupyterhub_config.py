@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from aitrade import hub
+from aitrade import cluster, hub
 from aitrade.auth import ROLES
 from aitrade.config import get_settings
 
@@ -110,8 +110,8 @@ c.Spawner.default_url = "/lab"
 c.Spawner.cmd = [str(venv_bin / "jupyterhub-singleuser")]
 # people's servers get the platform's API (below) and their own compute, never the production cluster's address
 c.Spawner.environment = {"PATH": f"{venv_bin}:/usr/local/bin:/usr/bin:/bin"}
-if settings.dask.gateway:
-    c.Spawner.environment["AITRADE_DASK__GATEWAY"] = settings.dask.gateway
+if gateway := cluster.gateway_url(settings):  # people's own clusters from dask-gateway ([dask] gateway)
+    c.Spawner.environment["AITRADE_DASK__GATEWAY"] = gateway
 c.Spawner.start_timeout = 60
 c.Spawner.http_timeout = 60
 
@@ -182,6 +182,29 @@ c.JupyterHub.services.append(
         **services_as,
     }
 )
+# dask-gateway run by the Hub ([dask] gateway = hub): as root, so each person's cluster runs as their own account;
+# only the roles with a server may reach it (the gateway checks access:services!service=dask-gateway). An external
+# gateway (an http(s) URL) is the operator's to register as a service (hub/README.md)
+if settings.dask.gateway == "hub":
+    gateway_access = f"access:services!service={cluster.GATEWAY_SERVICE}"
+    for role in c.JupyterHub.load_roles:
+        if "servers!user" in role.get("scopes", []):
+            role["scopes"].append(gateway_access)
+    c.Spawner.server_token_scopes = [*c.Spawner.server_token_scopes, gateway_access]
+    c.JupyterHub.services.append(
+        {
+            "name": cluster.GATEWAY_SERVICE,
+            "command": [
+                sys.executable,
+                "-m",
+                "dask_gateway_server",
+                "-f",
+                str(repo / "hub" / "dask_gateway_config.py"),
+            ],
+            "cwd": str(settings.root),
+            "environment": service_env | {"AITRADE_DASK_GATEWAY_PORT": str(cluster.gateway_port(settings))},
+        }
+    )
 c.JupyterHub.load_roles.append(
     {
         "name": "idle-culler",

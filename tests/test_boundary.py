@@ -172,12 +172,13 @@ class Platform(Hub):
         self.root, self.port = root, free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         (root / "settings.ini").write_text(
-            f"[hub]\nport = {self.port}\n[dask]\nscheduler_port = {free_port()}\ndashboard_port = 0\n"
+            f"[hub]\nport = {self.port}\n[dask]\nscheduler_port = {free_port()}\ndashboard_port = 0\ngateway = hub\n"
             "[risk]\napproval_notional = 1\n"
             f"[accounts]\nservice_account = {SVC}\nperson_prefix = {PREFIX}\n"
         )
         ports = {
-            f"AITRADE_{k}_PORT": str(free_port()) for k in ("API", "VOILA", "DASHBOARDS", "HUB_PROXY_API")
+            f"AITRADE_{k}_PORT": str(free_port())
+            for k in ("API", "VOILA", "DASHBOARDS", "HUB_PROXY_API", "DASK_GATEWAY")
         }
         self.env = platform_env(
             AITRADE_SETTINGS=str(root / "settings.ini"),
@@ -331,10 +332,13 @@ def test_services_run_as_the_service_account_and_var_is_theirs_alone(platform):
         with contextlib.suppress(psutil.NoSuchProcess):
             cmd = " ".join(p.cmdline())
             for key in ("dask scheduler", "dask worker", "aitrade.api import main", "aitrade.voila import main",
-                        "dashboards serve", "jupyterhub_idle_culler", "jupyterhub -f", "configurable-http-proxy"):  # fmt: skip
+                        "dashboards serve", "jupyterhub_idle_culler", "jupyterhub -f", "configurable-http-proxy", "dask_gateway_server"):  # fmt: skip
                 if key in cmd:
                     users.setdefault(key, set()).add(p.username())
-    assert users.pop("jupyterhub -f") == {"root"} and users.pop("configurable-http-proxy") == {"root"}
+    # root: the Hub, its proxy, and dask-gateway, which start people's servers and clusters as them
+    assert [users.pop(k) for k in ("jupyterhub -f", "configurable-http-proxy", "dask_gateway_server")] == [
+        {"root"}
+    ] * 3
     assert users == {k: {SVC} for k in users} and len(users) == 6, users
     var = platform.root / "var"
     st = var.stat()
@@ -501,8 +505,10 @@ def test_a_quant_in_jupyterlab_researches_on_their_own_cluster_and_every_probe_i
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     assert lines[0].startswith(f"acting as {QUANT} with "), lines
     assert re.match(r"surface of 2016-02-10 status \w+ with \d+ quotes", lines[1]), lines
-    own = re.match(r"own cluster at (tcp://127\.0\.0\.1:\d+)", lines[2])
-    assert own and own.group(1) != desk["dask"].replace("tls://", "tcp://"), lines
+    # the quant's own cluster, from the Hub's dask-gateway, its workers running as the quant's account
+    own = re.match(r"own cluster at (gateway://127\.0\.0\.1:(\d+)/\S+) as (\S+)$", lines[2])
+    assert own and own.group(2) == platform.env["AITRADE_DASK_GATEWAY_PORT"], lines
+    assert own.group(3) == desk["person"].name, lines
     refit = re.match(r"refit (\d+) expiries; worst rmse ([\d.]+) \(platform's ([\d.]+)\)", lines[3])
     assert refit and int(refit.group(1)) >= 3 and float(refit.group(2)) < 0.01, lines
     check_probes(platform, text, since, desk["order"])

@@ -21,6 +21,7 @@ CONDA_NAMES = {
     "QuantLib": "quantlib",
     "cupy-cuda12x": "cupy",
     "dask[distributed]": "dask",
+    "dask-gateway-server[local]": "dask-gateway-server-local",
     "torch": "pytorch",
     "torch_geometric": "pytorch_geometric",
 }
