@@ -17,7 +17,13 @@ The probes (PROBE below) and what each must meet:
   `api.denied`).
 
 It also runs the research notebook `nbs/research.ipynb` in the quant's JupyterLab: a surface through the API with
-the quant's token, recalibrated on their own cluster.
+the quant's token, recalibrated on their own cluster from the Hub's dask-gateway, whose workers run as the quant.
+
+That platform keeps its database in SQLite under `var/`. The production column runs too: the platform on a
+PostgreSQL server of the test's own with password authentication (the suite's shared server trusts every local
+connection, as no production server would), where a person's account can neither log in as the platform's role
+(without the password, or guessing it) or as the superuser, nor read the password from a platform process's
+environment.
 
 Needs root: it creates system accounts (a service account and people's, with names unique to the run) and
 removes them afterwards, and restores the folder modes it opened for them. Without root, or without chromium and
@@ -515,3 +521,128 @@ def test_a_quant_in_jupyterlab_researches_on_their_own_cluster_and_every_probe_i
     assert all(urlsplit(u).hostname in LOOPBACK for u in seen)
     if keep := os.environ.get("SCREENSHOTS_DIR"):  # as tests/test_dashboards.py: keep the page for the docs
         shutil.copy(tmp_path / "jupyterlab-boundary.png", Path(keep) / "jupyterlab-boundary.png")
+
+
+# run by a person's account on the PostgreSQL platform: argv = the server's port, var/, the pid of a platform
+# process (whose environment holds the database URL with its password)
+PG_PROBE = r'''
+import json, sys
+port, var, pid = sys.argv[1:4]
+results = {}
+
+
+def probe(name, fn):
+    try:
+        results[name] = f"ALLOWED: {fn()!r}"[:300]
+    except BaseException as e:  # noqa: BLE001
+        results[name] = f"refused: {type(e).__name__}: {e}"[:300]
+
+
+def connect(user, password=None):
+    import psycopg
+
+    with psycopg.connect(host="127.0.0.1", port=port, dbname="aitrade", user=user, password=password,
+                         connect_timeout=5) as c:
+        return c.execute("select count(*) from orders").fetchone()
+
+
+probe("PostgreSQL as the platform's role, no password", lambda: connect("aitrade_platform"))
+probe("PostgreSQL as the platform's role, a guessed password", lambda: connect("aitrade_platform", "aitrade"))
+probe("PostgreSQL as the superuser", lambda: connect("postgres"))
+probe("the platform's environment (/proc)", lambda: open(f"/proc/{pid}/environ", "rb").read(64))
+probe("read var/", lambda: __import__("os").listdir(var))
+print("PROBES " + json.dumps(results))
+'''  # fmt: skip
+
+
+@pytest.fixture
+def private_postgres(tmp_path_factory):
+    "A PostgreSQL server of the test's own, on a free loopback port, with password (SCRAM) authentication only."
+    bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if os.geteuid() != 0 or not bins or accounts.Account.of("postgres") is None:
+        unavailable("the PostgreSQL boundary test", "it needs root and Debian's postgresql server binaries")
+    pg = accounts.Account.of("postgres")
+    d = Path(tempfile.mkdtemp(prefix="aitrade-pg-", dir="/var/tmp"))
+    os.chown(d, pg.uid, pg.gid)
+    port, password = free_port(), uuid.uuid4().hex
+    (d / "pw").write_text(password)
+    os.chown(d / "pw", pg.uid, pg.gid)
+    as_pg = dict(user=pg.uid, group=pg.gid, extra_groups=[], capture_output=True, text=True, cwd=d)
+    r = subprocess.run([str(bins[-1]), "-D", str(d / "data"), "-U", "postgres", "-A", "scram-sha-256",
+                        f"--pwfile={d / 'pw'}"], **as_pg)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    ctl = str(bins[-1].parent / "pg_ctl")
+    opts = f"-p {port} -k {d} -c listen_addresses=127.0.0.1"
+    r = subprocess.run([ctl, "-D", str(d / "data"), "-o", opts, "-w", "-l", str(d / "log"), "start"], **as_pg)
+    assert r.returncode == 0, r.stderr
+    try:
+        import psycopg
+
+        with psycopg.connect(host="127.0.0.1", port=port, user="postgres", password=password, dbname="postgres",
+                             autocommit=True) as c:  # fmt: skip
+            c.execute(f"CREATE ROLE aitrade_platform LOGIN PASSWORD '{password}'")
+            c.execute("CREATE DATABASE aitrade OWNER aitrade_platform")
+        yield port, f"postgresql+psycopg://aitrade_platform:{password}@127.0.0.1:{port}/aitrade"
+    finally:
+        subprocess.run([ctl, "-D", str(d / "data"), "-m", "fast", "stop"], **as_pg)
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_on_postgresql_the_database_refuses_a_person_and_its_password_stays_with_the_platform(
+    private_postgres,
+):
+    "The production column: the platform's database password lives only in the platform's processes."
+    port, url = private_postgres
+    root = Path(tempfile.mkdtemp(prefix="aitrade-boundary-pg-", dir="/var/tmp"))
+    os.chmod(root, 0o711)
+    svc, person = f"aitq{SFX}", accounts.person_account_name("pia", f"aitq{SFX}-")
+    (root / "settings.ini").write_text(f"[dask]\nscheduler_port = {free_port()}\ndashboard_port = 0\n")
+    here = Path(accounts.__file__).resolve().parent
+    closed = {p: stat.S_IMODE(p.stat().st_mode) for x in (Path(sys.executable), Path(sys.prefix), ROOT, here)
+              for p in accounts.blocked_on_the_way(x)}  # fmt: skip
+    env = platform_env(AITRADE_SETTINGS=str(root / "settings.ini"), AITRADE_ACCOUNTS__SERVICE_ACCOUNT=svc,
+                       AITRADE_DATABASE_URL=url)  # fmt: skip
+    log = open(root / "up.log", "w")  # noqa: SIM115 (closed below)
+    up = subprocess.Popen(
+        [sys.executable, "-c", "from aitrade.cli import main; main()", "up", "--no-hub", "--no-market-clock",
+         "--no-scheduler", "--first-run", ""],
+        env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while "aitrade platform started" not in (root / "up.log").read_text():
+            assert up.poll() is None and time.monotonic() < deadline, (root / "up.log").read_text()[-3000:]
+            time.sleep(0.5)
+        text = (root / "up.log").read_text()
+        assert f"postgresql+psycopg://aitrade_platform:***@127.0.0.1:{port}/aitrade" in text, text
+        desk = next(
+            p for p in psutil.Process(up.pid).children(recursive=True) if "desk run" in " ".join(p.cmdline())
+        )
+        assert desk.username() == svc
+        a = accounts.ensure_account(person, Path("/home") / person)
+        (a.home / "probe.py").write_text(PG_PROBE)
+        r = subprocess.run(
+            [sys.executable, str(a.home / "probe.py"), str(port), str(root / "var"), str(desk.pid)],
+            user=a.uid, group=a.gid, extra_groups=[], capture_output=True, text=True, cwd=a.home,
+            env={"PATH": os.environ["PATH"], "HOME": str(a.home)}, timeout=120,
+        )  # fmt: skip
+        line = next((ln for ln in r.stdout.splitlines() if ln.startswith("PROBES ")), None)
+        assert line, r.stderr
+        results = json.loads(line.removeprefix("PROBES "))
+        print("\n".join(f"{k}: {v}" for k, v in results.items()))
+        assert len(results) == 5 and all(v.startswith("refused") for v in results.values()), results
+        assert all("password authentication failed" in v or "no password supplied" in v
+                   for k, v in results.items() if k.startswith("PostgreSQL")), results  # fmt: skip
+    finally:
+        os.killpg(up.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            up.wait(60)
+        log.close()
+        for name in (svc, person):
+            subprocess.run(["pkill", "-KILL", "-u", name], capture_output=True)
+        time.sleep(0.5)
+        for name in (svc, person):
+            accounts.remove_account(name)
+        for d, mode in closed.items():
+            os.chmod(d, mode)
+        shutil.rmtree(root, ignore_errors=True)
