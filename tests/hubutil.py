@@ -217,3 +217,19 @@ class Hub:
         )
         assert out.returncode == 0, out.stderr
         return json.loads(out.stdout)
+
+
+def open_new_notebook(page, hub_url: str, user: str, password: str):
+    """Log `user` in through the Hub's form on `page`, wait for their JupyterLab (the Hub spawns the server on the
+    way), open a new notebook and wait until its kernel is connected and idle; the notebook panel."""
+    import re
+
+    page.goto(hub_url + "/hub/login")
+    page.fill("#username_input", user)
+    page.fill("#password_input", password)
+    page.click("#login_submit")
+    page.wait_for_url(re.compile(rf"/user/{user}/lab"), timeout=180_000)
+    page.locator(".jp-LauncherCard[data-category='Notebook']").first.click(timeout=180_000)
+    # the status bar says "Python 3 (ipykernel) | Idle" once the kernel is connected
+    page.locator(".jp-StatusBar-Widget", has_text=re.compile(r"\|\s*Idle")).first.wait_for(timeout=180_000)
+    return page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")

@@ -52,7 +52,17 @@ from urllib.parse import urlsplit
 import psutil
 import pytest
 import requests
-from hubutil import CHROMIUM, CHROMIUM_ARGS, LOOPBACK, ROOT, Hub, free_port, platform_env, unavailable
+from hubutil import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    LOOPBACK,
+    ROOT,
+    Hub,
+    free_port,
+    open_new_notebook,
+    platform_env,
+    unavailable,
+)
 
 from aitrade import accounts
 
@@ -358,9 +368,10 @@ def test_a_quants_server_runs_as_their_own_account(platform, desk):
     person = desk["person"]
     assert person.name == f"{PREFIX}{QUANT}" and person.uid not in (0, accounts.Account.of(SVC).uid)
     assert stat.S_IMODE(person.home.stat().st_mode) == 0o700
-    servers = [p for p in psutil.process_iter(["cmdline", "username"])
-               if "jupyterhub-singleuser" in " ".join(p.info["cmdline"] or [])]  # fmt: skip
-    assert [p.info["username"] for p in servers] == [person.name]
+    # the servers this platform's Hub started (other tests' hubs may run servers of their own meanwhile)
+    servers = [p for p in psutil.Process(platform.proc.pid).children(recursive=True)
+               if "jupyterhub-singleuser" in " ".join(p.cmdline())]  # fmt: skip
+    assert [p.username() for p in servers] == [person.name]
     made = platform.audit_of("hub.account.create")
     assert [(r["actor"], r["target"], r["after"]["account"]) for r in made] == [
         ("system:hub", f"user:{QUANT}", person.name)
@@ -435,6 +446,29 @@ def last_seq(platform: Platform) -> int:
     return int(platform.as_service(code).splitlines()[-1])
 
 
+def test_started_without_root_the_platform_runs_as_that_account_and_starts_no_servers(platform, desk):
+    "`make run` by someone without root: everything as them, var/ theirs alone, no JupyterLab for anyone."
+    person = desk["person"]
+    here = person.home / "own-platform"
+    here.mkdir()
+    (here / "settings.ini").write_text(f"[dask]\nscheduler_port = {free_port()}\ndashboard_port = 0\n")
+    os.chown(here, person.uid, person.gid)
+    os.chown(here / "settings.ini", person.uid, person.gid)
+    r = subprocess.run(
+        [sys.executable, "-c", "from aitrade.cli import main; main()", "up", "--no-hub", "--no-scheduler",
+         "--no-market-clock", "--no-desk", "--first-run", "", "--exit-after", "2"],
+        env=platform_env(AITRADE_SETTINGS=str(here / "settings.ini"), AITRADE_ACCOUNTS__SERVICE_ACCOUNT=SVC,
+                         HOME=str(person.home)),
+        cwd=here, user=person.uid, group=person.gid, extra_groups=[], capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"everything as {person.name}; no JupyterLab servers" in r.stdout, r.stdout
+    assert "needs the platform started by root" in r.stdout and f"var/ private to {person.name}" in r.stdout
+    st = (here / "var").stat()
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (person.uid, 0o700)
+    assert accounts.Account.of(SVC).uid != person.uid  # no account was made or switched to
+
+
 def test_probes_from_a_quants_terminal_are_refused(platform, desk):
     token = platform.make_user(QUANT, "quant", note="boundary terminal")
     since = last_seq(platform)
@@ -476,16 +510,7 @@ def test_a_quant_in_jupyterlab_researches_on_their_own_cluster_and_every_probe_i
     try:
         ctx.route("**/*", loopback_only)
         page = ctx.pages[0] if ctx.pages else ctx.new_page()
-        page.goto(platform.url + "/hub/login")
-        page.fill("#username_input", QUANT)
-        page.fill("#password_input", PASSWORD)
-        page.click("#login_submit")
-        page.wait_for_url(re.compile(rf"/user/{QUANT}/lab"), timeout=180_000)
-        page.locator(".jp-LauncherCard[data-category='Notebook']").first.click(timeout=180_000)
-        page.locator(".jp-StatusBar-Widget", has_text=re.compile(r"\|\s*Idle")).first.wait_for(
-            timeout=180_000
-        )
-        nb = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell").first
+        nb = open_new_notebook(page, platform.url, QUANT, PASSWORD).locator(".jp-Notebook .jp-Cell").first
         nb.locator(".cm-content").click()
         page.keyboard.insert_text(cell)
         out, prompt = nb.locator(".jp-OutputArea"), nb.locator(".jp-InputPrompt")

@@ -15,7 +15,7 @@ import time
 from urllib.parse import urlsplit
 
 import pytest
-from hubutil import CHROMIUM, CHROMIUM_ARGS, LOOPBACK, Hub
+from hubutil import CHROMIUM, CHROMIUM_ARGS, LOOPBACK, Hub, open_new_notebook
 
 from aitrade.auth import ROLES
 from aitrade.pricing.black import bsm_price
@@ -73,21 +73,8 @@ def test_quant_logs_in_reaches_jupyterlab_and_prices_an_option(hub, playwright_a
         ctx.route("**/*", loopback_only)
         page = ctx.pages[0] if ctx.pages else ctx.new_page()
 
-        # the Hub's login form
-        page.goto(hub.url + "/hub/login")
-        page.fill("#username_input", USER)
-        page.fill("#password_input", PASSWORD)
-        page.click("#login_submit")
-
-        # the Hub spawns the server (spawn-pending page) and hands over to JupyterLab
-        page.wait_for_url(re.compile(rf"/user/{USER}/lab"), timeout=180_000)
-        page.locator(".jp-LauncherCard[data-category='Notebook']").first.click(timeout=180_000)
-
-        # a new notebook opens; wait until its kernel is connected and idle (status bar "Python 3 (ipykernel) | Idle")
-        panel = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
-        page.locator(".jp-StatusBar-Widget", has_text=re.compile(r"\|\s*Idle")).first.wait_for(
-            timeout=180_000
-        )
+        # the Hub's login form; the Hub spawns the server (spawn-pending page) and hands over to JupyterLab
+        panel = open_new_notebook(page, hub.url, USER, PASSWORD)
         cell = panel.locator(".jp-Notebook .jp-Cell").first
         cell.locator(".cm-content").click()
         page.keyboard.insert_text(CELL)  # insert_text: no auto-closed brackets
