@@ -30,7 +30,7 @@ from .store import Base, BigId, utcnow
 
 # %% auto #0
 __all__ = ['SLICE_COLUMNS', 'QUOTE_COLUMNS', 'SMILE_COLUMNS', 'VolSurface', 'SurfaceFit', 'parity_forward', 'calibrate_chain',
-           'store_surface', 'latest_surface', 'calibrate_and_store', 'smiles']
+           'store_surface', 'latest_surface', 'latest_surface_status', 'calibrate_and_store', 'smiles']
 
 # %% ../nbs/22_surfaces.ipynb #a48f6aa9
 class VolSurface(Base):
@@ -396,15 +396,26 @@ def _from_row(r: VolSurface) -> SurfaceFit:
     )
 
 
-def latest_surface(session: Session, symbol: str, date=None) -> SurfaceFit | None:
-    "The newest stored fit of `symbol` (for quote date `date` if given, else any), ok or failed; None if none."
-    stmt = sa.select(VolSurface).where(VolSurface.underlying == symbol)
+def _newest(columns: list, symbol: str, date=None) -> sa.Select:
+    "`columns` of the newest stored fit of `symbol` (for quote date `date` if given)."
+    stmt = sa.select(*columns).where(VolSurface.underlying == symbol)
     if date is not None:
         stmt = stmt.where(VolSurface.quote_date == as_day(date).date())
-    r = session.scalars(
-        stmt.order_by(VolSurface.quote_date.desc(), VolSurface.as_of.desc(), VolSurface.id.desc()).limit(1)
-    ).first()
+    return stmt.order_by(VolSurface.quote_date.desc(), VolSurface.as_of.desc(), VolSurface.id.desc()).limit(1)
+
+
+def latest_surface(session: Session, symbol: str, date=None) -> SurfaceFit | None:
+    "The newest stored fit of `symbol` (for quote date `date` if given, else any), ok or failed; None if none."
+    r = session.scalars(_newest([VolSurface], symbol, date)).first()
     return None if r is None else _from_row(r)
+
+
+def latest_surface_status(session: Session, symbol: str, date=None) -> tuple[dt.date, str, str | None] | None:
+    "Quote date, status and error of the fit `latest_surface` would return, without reading the fit itself."
+    r = session.execute(
+        _newest([VolSurface.quote_date, VolSurface.status, VolSurface.error], symbol, date)
+    ).first()
+    return None if r is None else (r.quote_date, r.status, r.error)
 
 
 def calibrate_and_store(session: Session, symbol: str, date, **kw) -> SurfaceFit:
