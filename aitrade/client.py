@@ -164,3 +164,34 @@ class Client:
     def models(self) -> pd.DataFrame:
         "Registered models with their aliases."
         return _rows(self.get("/models"))
+
+    # acting, as this person: the API re-checks the scope, applies four eyes and audits
+    def submit_order(
+        self, symbol: str, side: str, quantity: float, client_order_id: str | None = None, **fields
+    ) -> dict:
+        "Submit an order (`fields`: option_type, expiry, strike, order_type, limit_price, strategy); idempotent."
+        import uuid
+
+        body = {"client_order_id": client_order_id or uuid.uuid4().hex, "symbol": symbol, "side": side,
+                "quantity": quantity} | {k: str(v) if k == "expiry" else v for k, v in fields.items()}  # fmt: skip
+        return self.call("POST", "/orders", json=body)
+
+    def approve(self, order_id: int, reason: str) -> dict:
+        "Approve someone else's pending order (four eyes)."
+        return self.call("POST", f"/orders/{order_id}/approve", json={"reason": reason})
+
+    def reject(self, order_id: int, reason: str) -> dict:
+        "Reject someone else's pending order."
+        return self.call("POST", f"/orders/{order_id}/reject", json={"reason": reason})
+
+    def cancel(self, order_id: int, reason: str) -> dict:
+        "Cancel an order that is not final."
+        return self.call("POST", f"/orders/{order_id}/cancel", json={"reason": reason})
+
+    def kill_switch(self, engage: bool, reason: str) -> dict:
+        "Engage (True) or release (False) the kill switch."
+        return self.call("POST", f"/killswitch/{'engage' if engage else 'release'}", json={"reason": reason})
+
+    def set_limit(self, scope: str, metric: str, value: float, reason: str) -> dict:
+        "Set the risk limit `metric` of `scope` (`portfolio` or an underlying)."
+        return self.call("PUT", f"/risk/limits/{scope}/{metric}", json={"value": value, "reason": reason})

@@ -66,3 +66,39 @@ def test_a_person_gets_exactly_their_scopes(app_transport):
         )
     assert e.value.status == 403
     assert auditor.runs().empty  # auditors read runs
+
+
+def test_a_person_acts_through_the_client_as_themselves(app_transport, monkeypatch):
+    "The state-changing calls: the API's rights, four eyes, the kill switch and the audit log all apply."
+    from aitrade import audit, config
+
+    monkeypatch.setenv("AITRADE_RISK__APPROVAL_NOTIONAL", "1")  # every order waits for a second person
+    config.reload_settings()
+    expiry = fresh_quote()
+    trader, risk, quant = (client(app_transport, r) for r in ("trader", "risk", "quant"))
+    o = trader.submit_order(
+        "SPX", "buy", 10, client_order_id="c-1", option_type="C", expiry=expiry, strike=100.0
+    )
+    assert (o["state"], o["submitted_by"]) == ("pending_approval", "u-trader")
+    assert trader.submit_order("SPX", "buy", 10, client_order_id="c-1", option_type="C", expiry=expiry,
+                               strike=100.0)["id"] == o["id"]  # fmt: skip
+    with pytest.raises(Refused) as e:  # never one's own order
+        trader.approve(o["id"], "mine")
+    assert e.value.status in (403, 409) and "four eyes" in e.value.detail
+    with pytest.raises(Refused) as e:  # a quant holds no orders:approve
+        quant.approve(o["id"], "looks fine")
+    assert (e.value.status, e.value.error) == (403, "missing_scope")
+    assert risk.approve(o["id"], "checked")["approved_by"] == "u-risk"
+    o2 = trader.submit_order("SPX", "sell", 5, option_type="C", expiry=expiry, strike=100.0)
+    assert risk.reject(o2["id"], "too late")["state"] == "rejected"
+    assert risk.kill_switch(True, "drill")["engaged"] is True
+    with pytest.raises(Refused) as e:
+        trader.submit_order("SPX", "buy", 1, option_type="C", expiry=expiry, strike=100.0)
+    assert "kill switch" in e.value.detail
+    assert risk.kill_switch(False, "drill over")["engaged"] is False
+    assert risk.set_limit("portfolio", "delta", 1e3, "research")["max_abs"] == 1e3
+    with store.session_scope() as s:
+        actions = {(r.actor, r.action) for r in audit.query(s, limit=100)}
+    assert {("u-trader", "order.submit"), ("u-risk", "order.approved"), ("u-risk", "limit.set")} <= actions, (
+        actions
+    )
