@@ -231,12 +231,18 @@ class Platform(Hub):
         return self
 
     def stop(self) -> None:
+        "Stop `up` (it stops its services, the Hub its servers and proxy), then whatever of its tree outlived it."
         if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)  # `up` stops its services, the Hub its servers
+            tree = psutil.Process(self.proc.pid).children(recursive=True)
+            os.killpg(self.proc.pid, signal.SIGTERM)
             try:
                 self.proc.wait(60)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
+            _, alive = psutil.wait_procs(tree, timeout=10)
+            for p in alive:  # e.g. the Hub's proxy, when the Hub was killed before it could stop it
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    p.kill()
         if getattr(self, "log", None):
             self.log.close()
 
