@@ -5,6 +5,7 @@ Modules:
 - `aitrade.api.edges`: What the API refuses before any route runs: a body larger than it will read (413), a token that asks too often (429 with `Retry-After`), and the headers every answer carries so a browser never sniffs, frames or leaks it.
 - `aitrade.api.registry`: List models and their versions with lineage, register a version, move a plain alias, request, approve and reject a promotion to production, roll back.
 - `aitrade.api.signals`: `GET /v1/signals/graph`: the day's lead/lag graph (transfer entropy between underlyings, `aitrade.signals`); `GET /v1/signals/drift`: the newest feature-drift report (`aitrade.features_drift`); `GET /v1/signals/forecasts`: the newest day's volatility forecasts of the production model (`aitrade.forecasts`).
+- `aitrade.archive.anchors`: The audit chain's head, signed and stored write-once outside the database, so that cutting off the newest records — or the whole log — is found and named.
 - `aitrade.archive.manifest`: What the archive records about each executed notebook: its manifest (environment, inputs, git state, kernel), the names and the clock it checks against, and the errors it raises.
 - `aitrade.archive.retention`: A run under legal hold cannot be deleted; a run is deleted only after its retention, leaving its manifest and chain entry.
 - `aitrade.archive.store`: Content-addressed objects written once, a chain of manifests, `archive_run` and reading back with `show` and `list`.

@@ -23,8 +23,8 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from .store import Base, BigId, utcnow
 
 # %% auto #0
-__all__ = ['GENESIS_HASH', 'AuditRecord', 'AuditHead', 'canonical_json', 'new_correlation_id', 'current_correlation_id',
-           'correlation', 'append', 'query', 'VerifyResult', 'verify']
+__all__ = ['GENESIS_HASH', 'CHECKPOINT_ACTION', 'AuditRecord', 'AuditHead', 'canonical_json', 'new_correlation_id',
+           'current_correlation_id', 'correlation', 'append', 'query', 'VerifyResult', 'checkpoint_before', 'verify']
 
 # %% ../nbs/02_audit.ipynb #0c44992c
 GENESIS_HASH = "0" * 64
@@ -223,11 +223,50 @@ class VerifyResult:
         return f"audit chain broken at record {self.broken_seq}: {self.reason} ({self.checked} records checked before it)"
 
 
-def verify(session: Session, batch: int = 5000) -> VerifyResult:
-    "Recompute the whole chain; name the first broken record."
-    prev_hash, expected, n = GENESIS_HASH, 1, 0
+CHECKPOINT_ACTION = "audit.checkpoint"
+
+
+def checkpoint_before(session: Session, seq: int) -> tuple[int, str] | None:
+    "`(through, hash)` of the checkpoint record that vouches for the removed records `1..seq-1`, if one does."
+    for rec in session.execute(
+        sa.select(AuditRecord)
+        .where(AuditRecord.action == CHECKPOINT_ACTION, AuditRecord.seq >= seq)
+        .order_by(AuditRecord.seq)
+    ).scalars():
+        a = rec.after or {}
+        if a.get("through") == seq - 1 and isinstance(a.get("hash"), str):
+            return seq - 1, a["hash"]
+    return None
+
+
+def verify(
+    session: Session,
+    batch: int = 5000,
+    start: tuple[int, str] | None = None,  # verify only after record `seq` whose hash is `hash` (incremental)
+) -> VerifyResult:
+    """Recompute the chain; name the first broken record.
+
+    When the oldest records were removed at the end of their retention, the chain is verified from the
+    `audit.checkpoint` record that vouches for them: it holds the sequence number and hash of the last removed
+    record, so the first kept record must link to that hash."""
+    first = session.execute(sa.select(sa.func.min(AuditRecord.seq))).scalar()
+    if start is not None:
+        expected, prev_hash = start[0] + 1, start[1]
+    elif first is not None and first > 1:
+        cp = checkpoint_before(session, first)
+        if cp is None:
+            return VerifyResult(
+                False, 0, 1, f"records 1-{first - 1} missing and no checkpoint vouches for them"
+            )
+        expected, prev_hash = cp[0] + 1, cp[1]
+    else:
+        expected, prev_hash = 1, GENESIS_HASH
+    n = 0
     rows = session.execute(
-        sa.select(AuditRecord).order_by(AuditRecord.seq).execution_options(yield_per=batch)
+        sa.select(AuditRecord)
+        .where(AuditRecord.seq >= expected)
+        .order_by(AuditRecord.seq)
+        .execution_options(yield_per=batch)
     ).scalars()
     for rec in rows:
         if rec.seq != expected:
@@ -245,11 +284,12 @@ def verify(session: Session, batch: int = 5000) -> VerifyResult:
     head = session.get(AuditHead, 1)
     if head is None:
         return VerifyResult(False, n, None, "chain head missing")
-    if head.seq != n or head.hash != prev_hash:
+    last = expected - 1
+    if head.seq != last or head.hash != prev_hash:
         return VerifyResult(
             False,
             n,
-            n + 1 if head.seq > n else head.seq,
-            f"chain head says {head.seq} records, {n} found (tail removed or head altered)",
+            last + 1 if head.seq > last else head.seq,
+            f"chain head says record {head.seq}, the log ends at record {last} (tail removed or head altered)",
         )
     return VerifyResult(True, n)

@@ -21,9 +21,9 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 # %% auto #0
 __all__ = ['SECTIONS', 'ENV_PREFIX', 'ENV_ALIASES', 'DatabaseSettings', 'RedisSettings', 'DaskSettings', 'JobsSettings',
-           'ArchiveSettings', 'HubSettings', 'ApiSettings', 'RiskSettings', 'LoggingSettings', 'AccountsSettings',
-           'ComputeSettings', 'ReplaySettings', 'ConfigError', 'find_settings_file', 'Settings', 'load_settings',
-           'get_settings', 'reload_settings', 'mask_url', 'effective_settings']
+           'ArchiveSettings', 'AuditSettings', 'HubSettings', 'ApiSettings', 'RiskSettings', 'LoggingSettings',
+           'AccountsSettings', 'ComputeSettings', 'ReplaySettings', 'ConfigError', 'find_settings_file', 'Settings',
+           'load_settings', 'get_settings', 'reload_settings', 'mask_url', 'effective_settings']
 
 # %% ../nbs/00_config.ipynb #06ec5c69
 class _Section(BaseModel):
@@ -117,6 +117,25 @@ class ArchiveSettings(_Section):
     )
     retention_years: int = Field(
         7, ge=1, le=100, description="default retention of archived runs (SOX: 7, FINRA: 6)"
+    )
+
+
+class AuditSettings(_Section):
+    anchor_interval_s: int = Field(
+        60,
+        ge=5,
+        le=3600,
+        description="how often the audit chain's head is anchored in the write-once archive: the longest "
+        "window of newest records that could be cut off the log undetected",
+    )
+    anchor_key: SecretStr = Field(
+        SecretStr(""),
+        description="Ed25519 private key (base64 of its 32 raw bytes) that signs the anchors (secret: env or "
+        "secrets file); empty = the key file",
+    )
+    anchor_key_file: str = Field(
+        "var/secrets/audit-anchor.key",
+        description="file holding the anchor signing key (made 0600 on first use) when anchor_key is empty",
     )
 
 
@@ -248,6 +267,7 @@ SECTIONS: dict[str, type[_Section]] = {
     "redis": RedisSettings,
     "dask": DaskSettings,
     "archive": ArchiveSettings,
+    "audit": AuditSettings,
     "hub": HubSettings,
     "api": ApiSettings,
     "risk": RiskSettings,
@@ -384,6 +404,7 @@ class Settings(BaseSettings):
     redis: RedisSettings = RedisSettings()
     dask: DaskSettings = DaskSettings()
     archive: ArchiveSettings = ArchiveSettings()
+    audit: AuditSettings = AuditSettings()
     hub: HubSettings = HubSettings()
     api: ApiSettings = ApiSettings()
     risk: RiskSettings = RiskSettings()

@@ -137,6 +137,13 @@ def plan_services(
             )
         )
     env["AITRADE_DASK_ADDRESS"] = dask_address
+    services.append(
+        Service(
+            "audit-anchor",
+            [_bin("aitrade"), "audit", "anchor", "--every", str(s.audit.anchor_interval_s)],
+            f"audit head signed into the archive every {s.audit.anchor_interval_s} s",
+        )
+    )
     if with_scheduler:
         services.append(Service("job-scheduler", [_bin("aitrade"), "scheduler"], "pipelines of jobs/"))
     if with_market_clock:

@@ -68,18 +68,33 @@ def query(
 
 # %% ../../nbs/87_api_routes_audit.ipynb #a577d7e3
 class AuditVerifyOut(ResponseModel):
-    ok: bool
-    checked: int
-    broken_seq: int | None
-    reason: str
+    ok: bool  # the chain is intact and matches every anchor
+    checked: int  # records whose hashes were recomputed
+    broken_seq: int | None  # the first broken record of the chain
+    reason: str  # why the chain is broken ('' when intact)
+    anchors: int  # signed anchors in the archive
+    newest_anchor: str | None  # the newest signed anchor
+    last_matching_anchor: str | None  # the newest anchor the log still matches
+    problems: list[str]  # what the anchors found: records missing or rewritten, anchors forged
 
 
 @router.get(
     "/audit/verify",
     response_model=AuditVerifyOut,
-    summary="Recompute the audit hash chain",
+    summary="Recompute the audit hash chain and check it against its signed anchors",
     **guarded("audit:read"),
 )
 def verify() -> AuditVerifyOut:
-    with store.session_scope() as s:
-        return AuditVerifyOut.model_validate(audit.verify(s))
+    from aitrade.archive import anchors
+
+    r = anchors.verify_log()
+    return AuditVerifyOut(
+        ok=r.ok,
+        checked=r.chain.checked,
+        broken_seq=r.chain.broken_seq,
+        reason=r.chain.reason,
+        anchors=r.anchors,
+        newest_anchor=str(r.newest) if r.newest else None,
+        last_matching_anchor=str(r.last_match) if r.last_match else None,
+        problems=r.problems,
+    )

@@ -326,9 +326,15 @@ class _Conflict(Exception):
     "The archive head moved between reading it and appending: retry."
 
 
-def serialise_writers(s) -> None:
-    "Take the audit chain's head lock now (it is held until commit): archive writers then run one at a time."
-    s.execute(sa.select(AuditHead.seq).where(AuditHead.id == 1).with_for_update())
+def serialise_writers(s) -> dict[str, Any]:
+    """Take the audit chain's head lock now (it is held until commit): archive writers then run one at a time.
+
+    Returns the head it locked, `{seq, hash}`: each manifest carries it, so every archived run anchors the
+    audit log outside the database (`aitrade.archive.anchors`)."""
+    seq, h = s.execute(
+        sa.select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == 1).with_for_update()
+    ).one()
+    return {"seq": int(seq), "hash": h}
 
 
 def _add_years(t: datetime, years: int) -> datetime:
@@ -398,7 +404,7 @@ def _archive_run(
     for _attempt in range(5):
         try:
             with session_scope(a.db_url) as s:
-                serialise_writers(s)
+                audit_head = serialise_writers(s)
                 seq, prev = a.head()
                 if a._exists(f"runs/{run_id}.json"):
                     raise WriteOnceError(f"run {run_id}: already archived; a run id is written once")
@@ -442,6 +448,7 @@ def _archive_run(
                         "until": iso_time(_add_years(archived_at, years)),
                     },
                     "extra": extra_,
+                    "audit_head": audit_head,
                 }
                 mbytes = canonical_json(m).encode()
                 msha = sha256_hex(mbytes)

@@ -13,10 +13,11 @@ from typing import Annotated
 import typer
 
 import aitrade
-from .. import audit, config, store
+from .. import config, store
 from ..audit import correlation
 from . import admin, archive, jobs, models, trading
 from .common import fail
+from ..errors import AitradeError
 from ..logs import configure_logging
 
 # %% auto #0
@@ -103,8 +104,12 @@ def up(
 
     s = config.get_settings()
     store.upgrade()
-    with store.session_scope() as ses:
-        chain = audit.verify(ses)
+    from aitrade.archive import anchors
+
+    try:
+        chain = anchors.verify_log()
+    except AitradeError as e:
+        fail(f"audit log cannot be checked against its anchors: {e}", 1, prefix="")
     if not chain.ok:
         fail(f"audit chain is broken, investigate before trading: {chain}", 1, prefix="")
     typer.echo("aitrade platform")

@@ -18,8 +18,8 @@ from ..errors import AitradeError
 
 # %% auto #0
 __all__ = ['config_app', 'db_app', 'RESEARCH_TABLES', 'audit_app', 'desk_app', 'demo_app', 'config_show', 'db_upgrade',
-           'db_downgrade', 'db_current', 'db_research_role', 'audit_verify', 'audit_list', 'desk_run', 'demo_seed',
-           'demo_remove']
+           'db_downgrade', 'db_current', 'db_research_role', 'audit_verify', 'audit_anchor', 'audit_anchor_key',
+           'audit_list', 'desk_run', 'demo_seed', 'demo_remove']
 
 # %% ../../nbs/94_cli_admin.ipynb #2ed3fb94
 config_app = typer.Typer(help="Settings: what is in effect and where it came from.", no_args_is_help=True)
@@ -95,13 +95,55 @@ audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True
 
 
 @audit_app.command("verify")
-def audit_verify() -> None:
-    "Recompute the hash chain; exit 1 naming the first broken record."
-    with store.session_scope() as s:
-        res = audit.verify(s)
+def audit_verify(
+    public_key: Annotated[
+        str | None,
+        typer.Option(
+            help="the anchors' public key (base64, from `aitrade audit anchor-key`); default: the platform's"
+        ),
+    ] = None,
+) -> None:
+    "Recompute the hash chain and check it against the signed anchors in the archive; exit 1 naming what broke."
+    from aitrade.archive import anchors
+
+    try:
+        pub = anchors.public_key_from_b64(public_key) if public_key else None
+        res = anchors.verify_log(public=pub)
+    except AitradeError as e:
+        fail(e, 2)
     if not res.ok:
         fail(str(res), 1, prefix="")
     typer.echo(str(res))
+
+
+@audit_app.command("anchor")
+def audit_anchor(
+    every: Annotated[
+        float | None, typer.Option(min=1, help="keep anchoring every N seconds (the `audit-anchor` service)")
+    ] = None,
+) -> None:
+    "Sign the audit chain's head into the write-once archive (once, or `--every` N seconds)."
+    from aitrade.archive import anchors
+
+    if every is not None:
+        anchors.anchor_forever(every)
+        return
+    try:
+        a = anchors.write_anchor()
+    except AitradeError as e:
+        fail(e, 1)
+    typer.echo(f"anchored: {a}" if a else "the head has not moved since the newest anchor")
+
+
+@audit_app.command("anchor-key")
+def audit_anchor_key() -> None:
+    "Print the anchors' public key (base64): auditors keep it to verify the anchors without the platform."
+    from aitrade.archive import anchors
+
+    try:
+        typer.echo(anchors.public_key_b64(anchors.anchor_key(create=False).public_key()))
+    except AitradeError as e:
+        fail(e, 1)
 
 
 @audit_app.command("list")

@@ -372,6 +372,8 @@ class ArchivePage(Page):
         v = outcome(self.said, lambda: self.api.call("GET", "/audit/verify"), None)
         if v is not None:
             self.audit_chain.object = (
-                f'<b class="chain-ok">audit chain verified</b> · {v["checked"]} records' if v["ok"]
+                f'<b class="chain-ok">audit chain verified</b> · {v["checked"]} records · {v["anchors"]} anchors' if v["ok"]
                 else f'<b class="chain-broken">audit chain BROKEN at #{v["broken_seq"]}</b>: {html.escape(v["reason"])}'
+                if v["broken_seq"] is not None
+                else f'<b class="chain-broken">audit log does not match its anchors</b>: {html.escape("; ".join(v["problems"]))}'
             )  # fmt: skip

@@ -1,0 +1,1 @@
+"""Operations: backups and restores, retention and legal holds (one module per concern)."""
