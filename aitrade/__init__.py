@@ -15,6 +15,7 @@ Modules:
 - `aitrade.chains`: The chain schema every part of the platform reads, its row-by-row validation with a reason per rejected row, and the CBOE end-of-day file layout: parse, load, write.
 - `aitrade.cli.jobs`: List pipelines and runs, run a pipeline in the foreground, watch its status and log, cancel and retry; start the scheduler daemon.
 - `aitrade.cli.models`: `aitrade models`: list models and versions, register a version from files, move a plain alias, request, approve, reject and withdraw promotions, roll back, verify and export.
+- `aitrade.cli.records`: `aitrade retention policies|set|hold|release|holds|plan|run|delete`: the record classes' retention, legal holds over database records, and the retention job by hand.
 - `aitrade.cli.trading`: `aitrade market load|show`, `aitrade risk report`, `aitrade orders list|submit|approve|reject|cancel`, `aitrade killswitch on|off|status` and `aitrade backtest`: thin typer commands over the same functions the jobs and the API call.
 - `aitrade.client`: `aitrade.client.Client`: the platform's data for a person, through the API with their own token: market data, surfaces and their calibrations, risk, orders, runs and models as pandas frames.
 - `aitrade.clock`: The exchange calendar and the one time to expiry of the platform: ACT/365 years to the exchange's session close on the expiry day, counted on the exchange's own clock.
@@ -41,6 +42,8 @@ Modules:
 - `aitrade.migrations.versions.v0008_registry`: `models`, `model_versions`, `model_aliases`, `model_alias_events` and `model_promotions`: named models, their immutable versions with lineage, the aliases that point at them, the history of every alias move, and the promotion requests a second person decides (see `aitrade.registry`).
 - `aitrade.migrations.versions.v0009_drift`: `feature_drift`: the daily drift report of a feature set against its training window, one row per feature and day (see `aitrade.features_drift`).
 - `aitrade.migrations.versions.v0010_forecasts`: `forecasts`: the production forecaster's output, one row per day, underlying and model (see `aitrade.forecasts`).
+- `aitrade.migrations.versions.v0011_retention`: `retention_policies` and `legal_holds`, and the triggers with which the database itself refuses to delete a record inside its retention or under a legal hold (see `aitrade.ops.retention`).
+- `aitrade.ops.retention`: How long each class of record is kept, the legal holds that keep it longer, and the scheduled job that removes — dry run first, each removal audited — what has expired.
 - `aitrade.performance`: Summary statistics of a daily P&L series (Sharpe ratio, maximum drawdown, turnover, hit rate) and the figures of a backtest (P&L with drawdown, the book's Greeks over time).
 - `aitrade.pricing.heston`: European options under Heston (1993) stochastic volatility: a branch-safe characteristic function, the COS method for whole surfaces, the Lewis single integral as cross-check, and Levenberg-Marquardt calibration with the analytic gradient.
 - `aitrade.pricing.montecarlo`: European options under Heston by simulation: the Quadratic-Exponential variance step with martingale correction, antithetic pairs, counter-based random numbers, numba on the CPU and the same estimator on CuPy.

@@ -226,8 +226,11 @@ class VerifyResult:
 CHECKPOINT_ACTION = "audit.checkpoint"
 
 
-def checkpoint_before(session: Session, seq: int) -> tuple[int, str] | None:
-    "`(through, hash)` of the checkpoint record that vouches for the removed records `1..seq-1`, if one does."
+def checkpoint_before(session: Session, seq: int) -> AuditRecord | None:
+    """The checkpoint record that vouches for the removed records `1..seq-1`, if one does.
+
+    Its `after` holds `through` (the last removed record), `hash` (that record's hash) and `cutoff` (records
+    older than it had expired)."""
     for rec in session.execute(
         sa.select(AuditRecord)
         .where(AuditRecord.action == CHECKPOINT_ACTION, AuditRecord.seq >= seq)
@@ -235,7 +238,7 @@ def checkpoint_before(session: Session, seq: int) -> tuple[int, str] | None:
     ).scalars():
         a = rec.after or {}
         if a.get("through") == seq - 1 and isinstance(a.get("hash"), str):
-            return seq - 1, a["hash"]
+            return rec
     return None
 
 
@@ -258,7 +261,7 @@ def verify(
             return VerifyResult(
                 False, 0, 1, f"records 1-{first - 1} missing and no checkpoint vouches for them"
             )
-        expected, prev_hash = cp[0] + 1, cp[1]
+        expected, prev_hash = first, cp.after["hash"]
     else:
         expected, prev_hash = 1, GENESIS_HASH
     n = 0

@@ -14,7 +14,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from .manifest import ArchiveError, iso_time, now, sha256_hex
 from .store import ArchiveStore
-from ..audit import AuditHead, AuditRecord, VerifyResult, canonical_json
+from ..audit import AuditHead, AuditRecord, VerifyResult, canonical_json, checkpoint_before
 from ..audit import verify as verify_chain
 from ..config import get_settings
 from ..store import session_scope
@@ -227,14 +227,43 @@ class LogVerifyResult:
         return "\n".join(lines)
 
 
-def _matches(s, a: Anchor) -> bool:
-    return a.seq == 0 or _stored_hash(s, a.seq) == a.hash
+@dataclass(frozen=True)
+class _Log:
+    "What the anchors are compared with: where the stored log ends, and the checkpoint before its first record."
+
+    end: int
+    first: int
+    checkpoint: AuditRecord | None
+
+    @classmethod
+    def of(cls, s) -> _Log:
+        lo, hi = s.execute(sa.select(sa.func.min(AuditRecord.seq), sa.func.max(AuditRecord.seq))).one()
+        first = lo or 1
+        return cls(hi or 0, first, checkpoint_before(s, first) if first > 1 else None)
 
 
-def _describe(s, a: Anchor, log_end: int) -> str | None:
+def _matches(s, a: Anchor, log: _Log) -> bool:
+    if a.seq == 0:
+        return True
+    if a.seq < log.first and log.checkpoint is not None:
+        # removed at the end of its retention: the checkpoint vouches for it, if the anchor is older than the
+        # checkpoint's cutoff (a day's slack: a record is anchored within one interval of its writing)
+        cp = log.checkpoint.after
+        in_time = a.at < iso_time(datetime.fromisoformat(cp["cutoff"]) + timedelta(days=1))
+        return in_time and (a.seq != cp["through"] or a.hash == cp["hash"])
+    return _stored_hash(s, a.seq) == a.hash
+
+
+def _describe(s, a: Anchor, log: _Log) -> str | None:
     "Why the log does not hold anchor `a`, or None when it does."
-    if _matches(s, a):
+    if _matches(s, a, log):
         return None
+    log_end = log.end
+    if a.seq < log.first and log.checkpoint is not None:
+        return (
+            f"record {a.seq} was removed behind the checkpoint (record {log.checkpoint.seq}) although {a} "
+            "shows it was written after the checkpoint's cutoff (removed inside its retention)"
+        )
     if a.seq > log_end:
         first = log_end + 1
         return (
@@ -255,7 +284,7 @@ def verify_log(
         public = anchor_key(create=False).public_key() if anchor_names(a) else None
     with session_scope(a.db_url) as s:
         res = LogVerifyResult(verify_chain(s))
-        log_end = s.execute(sa.select(sa.func.max(AuditRecord.seq))).scalar() or 0
+        log = _Log.of(s)
         names = anchor_names(a)
         res.anchors = len(names)
         signed: list[Anchor] = []
@@ -272,18 +301,18 @@ def verify_log(
         signed.sort(key=lambda x: x.seq)
         if signed:
             res.newest = signed[-1]
-            if why := _describe(s, signed[-1], log_end):
+            if why := _describe(s, signed[-1], log):
                 res.problems.append(why)
             lo, hi = 0, len(signed)  # bisect: the last anchor the log still matches
             while lo < hi:
                 mid = (lo + hi) // 2
-                if _matches(s, signed[mid]):
+                if _matches(s, signed[mid], log):
                     lo = mid + 1
                 else:
                     hi = mid
             res.last_match = signed[lo - 1] if lo else None
         run_head = _run_anchor(a)
-        if run_head is not None and (why := _describe(s, run_head, log_end)):
+        if run_head is not None and (why := _describe(s, run_head, log)):
             res.problems.append(why)
     return res
 

@@ -15,7 +15,7 @@ import typer
 import aitrade
 from .. import config, store
 from ..audit import correlation
-from . import admin, archive, jobs, models, trading
+from . import admin, archive, jobs, models, records, trading
 from .common import fail
 from ..errors import AitradeError
 from ..logs import configure_logging
@@ -76,6 +76,7 @@ def dashboards_serve() -> None:
 app.add_typer(dashboards_app, name="dashboards")
 app.command("backtest")(trading.backtest_cmd)
 app.add_typer(archive.app, name="archive")
+app.add_typer(records.retention_app, name="retention")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(models.app, name="models")
 app.command("scheduler")(jobs.scheduler_cmd)

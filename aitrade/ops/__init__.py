@@ -1,1 +1,0 @@
-"""Operations: backups and restores, retention and legal holds (one module per concern)."""
