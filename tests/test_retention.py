@@ -255,3 +255,50 @@ def test_policy_changes_are_audited_and_checked(db):
         assert [(x.before["years"], x.after["years"]) for x in recs] == [(8, 7), (6, 8)]
         with pytest.raises(sa.exc.DatabaseError, match="DELETE refused|append-only"):
             s.execute(sa.text("DELETE FROM retention_policies WHERE record_class = 'orders'"))
+
+
+def test_the_retention_pipeline_plans_then_removes(sqlite_db, tmp_path, monkeypatch):
+    "The shipped `retention` pipeline (jobs/retention.ipynb, daily at 02:15 UTC) on the jobs engine, archived."
+    from typer.testing import CliRunner
+
+    from aitrade import jobs
+    from aitrade.archive import Archive
+    from aitrade.cli import jobs as jobs_cli
+
+    root = __import__("pathlib").Path(__file__).resolve().parents[1]
+    monkeypatch.setenv("AITRADE_ARCHIVE__URL", str(tmp_path / "archive"))
+    config.reload_settings()
+    cluster = jobs.dask_client(n_workers=1, threads_per_worker=1)  # its kernels see this test's database
+    monkeypatch.setenv("AITRADE_DASK_ADDRESS", cluster.scheduler.address)
+    config.reload_settings()
+    spec = jobs.get_pipeline("retention", root / "jobs" / "pipelines.yaml")
+    assert (spec.schedule.cron, spec.schedule.timezone) == ("15 2 * * *", "UTC")
+    with store.session_scope() as s:
+        _order(s, 7, _at(PAST("orders")))
+        _order(s, 8, _at(INSIDE("orders")))
+    args = [
+        "run",
+        "retention",
+        "--file",
+        str(root / "jobs" / "pipelines.yaml"),
+        "-p",
+        f"now={NOW.isoformat()}",
+    ]
+    try:
+        r = CliRunner().invoke(jobs_cli.app, args)
+    finally:
+        jobs.close_client(cluster)
+    assert r.exit_code == 0, r.output[-3000:]
+    assert "expired: 3 records and archived notebooks" in r.output
+    with store.session_scope() as s:
+        assert s.execute(sa.text("SELECT id FROM orders")).scalars().all() == [8]
+        plans = audit.query(s, action="retention.plan")
+        assert [p.after["apply"] for p in plans] == [True, False]  # the dry run first, then the removal
+        assert audit.query(s, action="retention.remove")[0].before["rows"] == {
+            "fills": 1,
+            "order_events": 1,
+            "orders": 1,
+        }
+    run = jobs.list_runs("retention")[0]
+    assert run["status"] == "succeeded"
+    assert Archive(tmp_path / "archive").list(pipeline="retention")[0].manifest["retention"]["rule"] == "SOX"
