@@ -33,6 +33,7 @@ RIGHTS: dict[str, str] = {
     "archive:read": "list, show, render and verify archived runs",
     "archive:export": "export archive bundles; place and release legal holds",
     "audit:read": "query and verify the audit log",
+    "records:manage": "set the retention of record classes",
     "reports:read": "read daily and compliance reports",
     "dashboards:view": "open the dashboards",
     "models:promote": "promote a model version to production",
@@ -54,7 +55,7 @@ ROLES: dict[str, frozenset[str]] = {
             "audit:read",
         }
     ),
-    "ops": frozenset(_READ | {"jobs:read", "jobs:run", "jobs:manage", "archive:read"}),
+    "ops": frozenset(_READ | {"jobs:read", "jobs:run", "jobs:manage", "archive:read", "records:manage"}),
     "manager": frozenset(_READ),
     "auditor": frozenset(
         {

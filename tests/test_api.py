@@ -37,7 +37,8 @@ PIPELINES = """pipelines:
 # One request per scope-guarded endpoint, keyed by (method, path under the prefix); the tests check this covers
 # every endpoint the OpenAPI document lists, so a new endpoint cannot escape the RBAC matrix.
 PATH_VALUES = {"symbol": "SPX", "scope": "SPX", "metric": "vega", "order_id": "987654", "run_id": "tiny-nope",
-               "name": "rbac-model", "alias": "candidate", "request_id": "987654"}  # fmt: skip
+               "name": "rbac-model", "alias": "candidate", "request_id": "987654", "kind": "privileged",
+               "record_class": "orders", "hold_id": "987654"}  # fmt: skip
 MODEL_LINEAGE = {"feature_set_hash": "a" * 64, "data_start": "2012-01-03", "data_end": "2019-12-31",
                  "data_sha256": "b" * 64}  # fmt: skip
 SAMPLES = {
@@ -77,6 +78,11 @@ SAMPLES = {
     ("POST", "/v1/archive/export"): {"json": {}},
     ("GET", "/v1/audit"): {"params": {"limit": 5}},
     ("GET", "/v1/audit/verify"): {},
+    ("GET", "/v1/retention"): {},
+    ("PUT", "/v1/retention/policies/{record_class}"): {"json": {"rule": "SOX", "reason": "rbac"}},
+    ("POST", "/v1/retention/holds"): {"json": {"record_class": "orders", "reason": "rbac"}},
+    ("POST", "/v1/retention/holds/{hold_id}/release"): {"json": {"reason": "rbac"}},
+    ("GET", "/v1/reports/compliance/{kind}"): {"params": {"from": "2026-01-01", "to": "2026-01-02"}},
     ("GET", "/v1/models"): {},
     ("GET", "/v1/models/{name}/versions"): {},
     ("POST", "/v1/models/{name}/versions"): {"json": {"artifact": "cmJhYw==", "lineage": MODEL_LINEAGE}},

@@ -302,3 +302,51 @@ def test_the_retention_pipeline_plans_then_removes(sqlite_db, tmp_path, monkeypa
     run = jobs.list_runs("retention")[0]
     assert run["status"] == "succeeded"
     assert Archive(tmp_path / "archive").list(pipeline="retention")[0].manifest["retention"]["rule"] == "SOX"
+
+
+def test_api_reads_policies_and_places_holds_as_the_caller(db):
+    from fastapi.testclient import TestClient
+
+    from aitrade import api
+    from aitrade.auth import ROLES
+
+    tokens = {f"tok-{r}": api.hub_model(f"u-{r}", ROLES[r]) for r in ("ops", "auditor", "trader")}
+    app = api.create_app(api.StaticResolver(tokens), prefix="/p")
+    with TestClient(app) as c:
+        H = lambda t: {"Authorization": f"token tok-{t}"}  # noqa: E731
+        r = c.put(
+            "/p/v1/retention/policies/orders", json={"rule": "7", "reason": "counsel"}, headers=H("ops")
+        )
+        assert r.status_code == 200 and (r.json()["years"], r.json()["updated_by"]) == (7, "u-ops")
+        assert (
+            c.put(
+                "/p/v1/retention/policies/orders", json={"rule": "0", "reason": "x"}, headers=H("ops")
+            ).status_code
+            == 422
+        )
+        assert (
+            c.put(
+                "/p/v1/retention/policies/orders", json={"rule": "SOX", "reason": "x"}, headers=H("trader")
+            ).status_code
+            == 403
+        )
+        body = {
+            "record_class": "orders",
+            "key": "42",
+            "reason": "SEC inquiry",
+            "since": "2020-01-01T00:00:00Z",
+        }
+        r = c.post("/p/v1/retention/holds", json=body, headers=H("auditor"))
+        assert r.status_code == 200 and r.json()["placed_by"] == "u-auditor"
+        hid = r.json()["id"]
+        got = c.get("/p/v1/retention", headers=H("auditor")).json()
+        assert {p["record_class"]: p["years"] for p in got["policies"]}["orders"] == 7
+        assert [h["record_key"] for h in got["holds"]] == ["42"]
+        r = c.post(f"/p/v1/retention/holds/{hid}/release", json={"reason": "closed"}, headers=H("auditor"))
+        assert r.status_code == 200 and r.json()["released_by"] == "u-auditor"
+        r = c.post(f"/p/v1/retention/holds/{hid}/release", json={"reason": "again"}, headers=H("auditor"))
+        assert r.status_code == 409 and "already released" in r.text
+        assert c.get("/p/v1/retention", headers=H("auditor")).json()["holds"] == []
+    app.state.fanout.close()
+    with store.session_scope() as s:
+        assert [r.actor for r in audit.query(s, action="retention.")] == ["u-auditor", "u-auditor", "u-ops"]

@@ -16,6 +16,7 @@ import aitrade
 from .. import config, store
 from ..audit import correlation
 from . import admin, archive, jobs, models, records, trading
+from . import reports
 from .common import fail
 from ..errors import AitradeError
 from ..logs import configure_logging
@@ -77,8 +78,10 @@ app.add_typer(dashboards_app, name="dashboards")
 app.command("backtest")(trading.backtest_cmd)
 app.add_typer(archive.app, name="archive")
 app.add_typer(records.retention_app, name="retention")
+app.add_typer(records.privacy_app, name="privacy")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(models.app, name="models")
+app.add_typer(reports.app, name="reports")
 app.command("scheduler")(jobs.scheduler_cmd)
 
 # %% ../../nbs/96_cli.ipynb #ac48c9a4
