@@ -20,11 +20,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from .store import Base, BigId, utcnow
+from .store import ROLLBACK_HOOKS, Base, BigId, session_scope, utcnow
 
 # %% auto #0
 __all__ = ['GENESIS_HASH', 'CHECKPOINT_ACTION', 'AuditRecord', 'AuditHead', 'canonical_json', 'new_correlation_id',
-           'current_correlation_id', 'correlation', 'append', 'query', 'VerifyResult', 'checkpoint_before', 'verify']
+           'current_correlation_id', 'correlation', 'append', 'query', 'VerifyResult', 'checkpoint_before', 'verify',
+           'AuditedRefusal']
 
 # %% ../nbs/02_audit.ipynb #0c44992c
 GENESIS_HASH = "0" * 64
@@ -296,3 +297,20 @@ def verify(
             f"chain head says record {head.seq}, the log ends at record {last} (tail removed or head altered)",
         )
     return VerifyResult(True, n)
+
+# %% ../nbs/02_audit.ipynb #fef0cf8b
+class AuditedRefusal(Exception):
+    """A refusal that must be on record although nothing changed (a four-eyes violation): `audit_record` is
+    `(actor, action, target, after)`, appended in its own transaction once the refused one has rolled back."""
+
+    audit_record: tuple[str, str, str, Any] | None = None
+
+
+def _record_refusal(url: str | None, error: BaseException) -> None:
+    if isinstance(error, AuditedRefusal) and error.audit_record:
+        with session_scope(url) as s:
+            append(s, *error.audit_record)
+
+
+if _record_refusal not in ROLLBACK_HOOKS:
+    ROLLBACK_HOOKS.append(_record_refusal)

@@ -243,8 +243,8 @@ def orders_report(session, start, end, symbol: str | None = None) -> tuple[list,
         self_approved + denied,
         note="Refused attempts are the audit records "
         + " and ".join(FOUR_EYES_DENIED)
-        + "; aitrade.execution "
-        "refuses a self-approval (FourEyesViolation) without writing one today.",
+        + ", written by aitrade.execution in a transaction of their own when it refuses a self-approval "
+        "(FourEyesViolation), whatever door the attempt came through.",
     )
     sections = [
         Section("orders", "Orders entered in the period (order memoranda)", ORDER_COLUMNS, rows),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from importlib import resources
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -26,9 +26,9 @@ from .config import get_settings
 from .errors import FieldError
 
 # %% auto #0
-__all__ = ['BigId', 'UTCDateTime', 'utcnow', 'Base', 'unique', 'make_engine', 'get_engine', 'session_factory', 'session_scope',
-           'dispose_engines', 'alembic_config', 'upgrade', 'downgrade', 'current', 'head', 'run_migrations',
-           'grant_read_only']
+__all__ = ['BigId', 'ROLLBACK_HOOKS', 'UTCDateTime', 'utcnow', 'Base', 'unique', 'make_engine', 'get_engine', 'session_factory',
+           'session_scope', 'dispose_engines', 'alembic_config', 'upgrade', 'downgrade', 'current', 'head',
+           'run_migrations', 'grant_read_only']
 
 # %% ../nbs/01_store.ipynb #b16a38ea
 class UTCDateTime(TypeDecorator):
@@ -148,13 +148,23 @@ def session_factory(url: str | None = None) -> sessionmaker[Session]:
         return _factories[key]
 
 
+#: called as `hook(url, error)` after a transaction rolled back because of `error`; the audit log registers the
+#: one that records refusals which must be on record even though nothing changed (a four-eyes violation)
+ROLLBACK_HOOKS: list[Callable[[str | None, BaseException], None]] = []
+
+
 @contextmanager
 def session_scope(
     url: str | None = None,  # default: the configured database
 ) -> Iterator[Session]:
-    "A session in one transaction: committed on success, rolled back on error."
-    with session_factory(url)() as session, session.begin():
-        yield session
+    "A session in one transaction: committed on success, rolled back on error (then the `ROLLBACK_HOOKS` run)."
+    try:
+        with session_factory(url)() as session, session.begin():
+            yield session
+    except Exception as e:
+        for hook in ROLLBACK_HOOKS:
+            hook(url, e)
+        raise
 
 
 def dispose_engines() -> None:

@@ -42,12 +42,8 @@ def desk(db):
         big = execution.submit_order(s, TOM, req("ord-big-2", 200))
         gone = execution.submit_order(s, TOM, req("ord-gone-3", 300))
         ids = [filled.id, big.id, gone.id]
-    with store.session_scope() as s, pytest.raises(execution.FourEyesViolation):
-        execution.approve_order(s, TOM, big.id, "my own")
-    with store.session_scope() as s:
-        # aitrade.execution does not audit the refusal today (its transaction rolls back); this is the record the
-        # report reads, written here as the execution layer is asked to write it
-        audit.append(s, "tom", "order.approve.denied", f"order:{big.id}", after={"reason": "four eyes"})
+    with pytest.raises(execution.FourEyesViolation), store.session_scope() as s:
+        execution.approve_order(s, TOM, big.id, "my own")  # refused, and the attempt audited on its own
     with store.session_scope() as s:
         execution.approve_order(s, ANN, big.id, "checked the hedge")
         execution.cancel_order(s, TOM, gone.id, "no longer needed")

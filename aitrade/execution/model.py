@@ -20,6 +20,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from ..audit import AuditedRefusal
 from ..auth import PermissionDenied
 from ..clock import time_to_expiry
 from ..errors import Conflict, FieldError
@@ -176,13 +177,19 @@ class IllegalTransition(Conflict):
         super().__init__(f"order {order_id} is {state}: cannot move to {to}" + (f" ({why})" if why else ""))
 
 
-class FourEyesViolation(PermissionDenied):
-    "The submitter tried to approve or reject their own order."
+class FourEyesViolation(PermissionDenied, AuditedRefusal):
+    "The submitter tried to approve or reject their own order (the attempt is audited as `order.<action>.denied`)."
 
     status, code = 409, "four_eyes"
 
     def __init__(self, principal: str, order_id: int, action: str):
         self.extra = {}
+        self.audit_record = (
+            principal,
+            f"order.{action}.denied",
+            f"order:{order_id}",
+            {"reason": "four eyes: the submitter cannot decide on their own order"},
+        )
         PermissionError.__init__(
             self,
             f"{principal} submitted order {order_id} and cannot {action} it (four eyes: a different user must)",
