@@ -22,8 +22,9 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 # %% auto #0
 __all__ = ['SECTIONS', 'ENV_PREFIX', 'ENV_ALIASES', 'DatabaseSettings', 'RedisSettings', 'DaskSettings', 'JobsSettings',
            'ArchiveSettings', 'AuditSettings', 'HubSettings', 'ApiSettings', 'RiskSettings', 'LoggingSettings',
-           'AccountsSettings', 'ComputeSettings', 'ReplaySettings', 'ConfigError', 'find_settings_file', 'Settings',
-           'load_settings', 'get_settings', 'reload_settings', 'mask_url', 'effective_settings']
+           'AccountsSettings', 'ComputeSettings', 'ReplaySettings', 'BackupSettings', 'ConfigError',
+           'find_settings_file', 'Settings', 'load_settings', 'get_settings', 'reload_settings', 'mask_url',
+           'effective_settings']
 
 # %% ../nbs/00_config.ipynb #06ec5c69
 class _Section(BaseModel):
@@ -261,6 +262,61 @@ class ReplaySettings(_Section):
     seed: int = Field(7, ge=0, description="seed of the synthetic market")
     bad_share: float = Field(0.01, ge=0, le=0.5, description="share of quote ticks corrupted and flagged bad")
 
+
+class BackupSettings(_Section):
+    url: str = Field(
+        "var/backups",
+        description="where backups of the embedded SQLite databases go: a local folder or an fsspec URL "
+        "(s3://bucket/prefix); keep it off the machine in production",
+    )
+    interval_s: int = Field(
+        300,
+        ge=10,
+        le=300,
+        description="seconds between two backups by the `backup` service of `aitrade up` (at most 300: the "
+        "embedded databases' recovery point is never older than 5 minutes)",
+    )
+    keep: int = Field(
+        48, ge=1, le=100_000, description="backups kept; older ones are removed after a new one"
+    )
+    drill_interval_s: int = Field(
+        86400, ge=0, description="seconds between two restore drills by the `backup` service (0 = never)"
+    )
+    key: SecretStr = Field(
+        SecretStr(""),
+        description="AES-256 key of the backups, base64 of 32 random bytes (secret: env or secrets file); "
+        "empty = the key file",
+    )
+    key_file: str = Field(
+        "var/secrets/backup.key",
+        description="file holding the backup key (made 0600 on first use) when key is empty",
+    )
+    pg_conf: str = Field(
+        "var/pgbackrest/pgbackrest.conf", description="pgBackRest configuration file the platform writes"
+    )
+    pg_repo: str = Field("var/pgbackrest/repo", description="pgBackRest repository folder (repo1-path)")
+    pg_data: str = Field(
+        "",
+        description="data directory of the PostgreSQL server on this host (pg1-path); empty = no pgBackRest "
+        "backups from this host",
+    )
+    pg_socket: str = Field(
+        "/var/run/postgresql", description="folder of the PostgreSQL server's Unix socket (pg1-socket-path)"
+    )
+    pg_user: str = Field("postgres", description="system account that owns pg_data and runs pgbackrest")
+    pg_stanza: str = Field("aitrade", pattern=r"^[A-Za-z0-9_-]{1,64}$", description="pgBackRest stanza name")
+    pg_interval_s: int = Field(
+        86400, ge=60, description="seconds between two base backups (WAL archiving runs continuously)"
+    )
+    pg_keep_full: int = Field(2, ge=1, le=100, description="full base backups kept (repo1-retention-full)")
+    archive_timeout_s: int = Field(
+        30,
+        ge=1,
+        le=60,
+        description="PostgreSQL archive_timeout: a WAL segment is archived at least this often (the "
+        "production recovery point)",
+    )
+
 # %% ../nbs/00_config.ipynb #07ff82fb
 SECTIONS: dict[str, type[_Section]] = {
     "database": DatabaseSettings,
@@ -276,6 +332,7 @@ SECTIONS: dict[str, type[_Section]] = {
     "accounts": AccountsSettings,
     "jobs": JobsSettings,
     "replay": ReplaySettings,
+    "backup": BackupSettings,
 }
 ENV_PREFIX = "AITRADE_"
 #: short names the architecture uses for the production column
@@ -413,6 +470,7 @@ class Settings(BaseSettings):
     accounts: AccountsSettings = AccountsSettings()
     jobs: JobsSettings = JobsSettings()
     replay: ReplaySettings = ReplaySettings()
+    backup: BackupSettings = BackupSettings()
 
     # set by load_settings; not operator settings
     _root: Path = Path(".")

@@ -144,6 +144,13 @@ def plan_services(
             f"audit head signed into the archive every {s.audit.anchor_interval_s} s",
         )
     )
+    services.append(
+        Service(
+            "backup",
+            [_bin("aitrade"), "backup", "run", "--every", str(s.backup.interval_s)],
+            f"encrypted backups every {s.backup.interval_s} s to {s.backup.url}",
+        )
+    )
     if with_scheduler:
         services.append(Service("job-scheduler", [_bin("aitrade"), "scheduler"], "pipelines of jobs/"))
     if with_market_clock:

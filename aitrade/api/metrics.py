@@ -26,6 +26,7 @@ from .. import store
 from .identity import Identity, metrics_reader
 from .models import JSON_ERRORS, ResponseModel
 from ..hub import API_SERVICE
+from ..ops.recovery import BackupCollector
 
 # %% auto #0
 __all__ = ['router', 'ApiMetrics', 'HealthOut', 'health', 'metrics']
@@ -55,6 +56,9 @@ class ApiMetrics:
         self.ws_connections = Gauge("aitrade_api_ws_connections", "open WebSocket streams", registry=r)
         self.ws_messages = Counter("aitrade_api_ws_messages", "messages sent", ["stream"], registry=r)
         self.ws_dropped = Counter("aitrade_api_ws_dropped", "messages dropped for slow clients", registry=r)
+        r.register(
+            BackupCollector()
+        )  # the newest backup and restore drill, read from the audit log at each scrape
 
 # %% ../../nbs/87_api_metrics.ipynb #9f511e47
 class HealthOut(ResponseModel):

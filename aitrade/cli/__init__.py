@@ -17,6 +17,7 @@ from .. import config, store
 from ..audit import correlation
 from . import admin, archive, jobs, models, records, trading
 from . import reports
+from . import backup
 from .common import fail
 from ..errors import AitradeError
 from ..logs import configure_logging
@@ -83,6 +84,9 @@ app.add_typer(jobs.app, name="jobs")
 app.add_typer(models.app, name="models")
 app.add_typer(reports.app, name="reports")
 app.command("scheduler")(jobs.scheduler_cmd)
+app.add_typer(backup.backup_app, name="backup")
+app.command("restore")(backup.restore_cmd)
+app.command("drill")(backup.drill_cmd)
 
 # %% ../../nbs/96_cli.ipynb #ac48c9a4
 @app.command()
