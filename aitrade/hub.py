@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import SplitResult, urlsplit
 
-from . import audit, store
+from . import audit, privacy, store
 from .accounts import Account, ensure_account, people_get_servers, person_account_name
 from .auth import RIGHTS, ROLES, scope_of
 from .config import Settings, get_settings
@@ -26,11 +26,11 @@ log = logging.getLogger("aitrade.hub")
 
 # %% auto #0
 __all__ = ['log', 'API_SERVICE', 'VOILA_SERVICE', 'DASHBOARDS_SERVICE', 'DASHBOARDS_RIGHTS', 'VOILA_RIGHTS', 'SERVER_ROLES',
-           'BASE_USER_SCOPES', 'SERVER_SCOPES', 'DOORS', 'LOGIN_ATTEMPTS', 'custom_scopes', 'role_scopes', 'hub_roles',
-           'server_token_scopes', 'opens', 'landing', 'landing_vars', 'landing_url', 'audit_hub_event',
-           'classify_request', 'audit_request', 'read_login_attempts', 'write_login_attempts',
-           'native_authenticator_class', 'oidc_authenticator_class', 'oidc_endpoints', 'hub_dir', 'hub_db_url',
-           'ensure_admin', 'person_spawner_class', 'service_address']
+           'BASE_USER_SCOPES', 'SERVER_SCOPES', 'DOORS', 'LOGIN_ATTEMPTS', 'PERSONAL_CLAIMS', 'custom_scopes',
+           'role_scopes', 'hub_roles', 'server_token_scopes', 'opens', 'landing', 'landing_vars', 'landing_url',
+           'audit_hub_event', 'classify_request', 'audit_request', 'read_login_attempts', 'write_login_attempts',
+           'native_authenticator_class', 'remember_claims', 'oidc_authenticator_class', 'oidc_endpoints', 'hub_dir',
+           'hub_db_url', 'ensure_admin', 'person_spawner_class', 'service_address']
 
 # %% ../nbs/80_hub.ipynb #d59d61c6
 API_SERVICE = "aitrade-api"
@@ -411,6 +411,28 @@ def native_authenticator_class():
     return AuditedNativeAuthenticator
 
 
+#: the identity provider's claims the platform holds about a person (encrypted under their key: aitrade.privacy)
+PERSONAL_CLAIMS = {"name": "profile.name", "email": "contact.email"}
+
+
+def remember_claims(model: dict) -> None:
+    "Hold a signed-in person's `name` and `email` claims as personal data (written and audited only when changed)."
+    claims = (model.get("auth_state") or {}).get("oauth_user") or {}
+    with store.session_scope() as s:
+        for claim, category in PERSONAL_CLAIMS.items():
+            v = claims.get(claim)
+            if isinstance(v, str) and v.strip():
+                privacy.remember(
+                    s,
+                    "system:hub",
+                    model["name"],
+                    category,
+                    v,
+                    "who the person is on the desk's screens and reports",
+                    "oidc",
+                )
+
+
 def oidc_authenticator_class():
     """GenericOAuthenticator (OIDC) with auditing: logins with the identity provider's groups, group changes,
     logins refused because none of the user's groups may log in (`hub.login.denied`), and logouts."""
@@ -422,7 +444,10 @@ def oidc_authenticator_class():
         # refused user out of the `hub.login` records and audits the refusal instead.
         async def authenticate(self, handler, data=None):
             model = await super().authenticate(handler, data)
-            if model is None or await self.check_allowed(model["name"], model):
+            if model is None:
+                return model
+            if await self.check_allowed(model["name"], model):
+                remember_claims(model)
                 return model
             cid = handler.request.headers.get("X-Request-Id") if handler is not None else None
             audit_hub_event(

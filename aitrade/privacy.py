@@ -27,7 +27,7 @@ from .store import Base, get_engine, utcnow
 
 # %% auto #0
 __all__ = ['PREFIX', 'LEGAL_RECORDS', 'PERSONAL_RETENTION', 'Subject', 'SubjectKey', 'PersonalData', 'subject', 'protect',
-           'reveal', 'record', 'export', 'export_csv', 'erase', 'scrub']
+           'reveal', 'record', 'export', 'export_csv', 'remember', 'erase', 'scrub']
 
 # %% ../nbs/02_privacy.ipynb #eee84230
 class Subject(Base):
@@ -254,6 +254,32 @@ def export_csv(exp: dict[str, Any]) -> str:
                 ["kept record", k["category"], rec, k["purpose"], k["legal_basis"], k["retention"], "no"]
             )
     return buf.getvalue()
+
+# %% ../nbs/02_privacy.ipynb #8ee07830
+def remember(
+    session: Session,
+    actor: str,  # who records it (audited)
+    login: str,  # the person it is about
+    category: str,  # e.g. `contact.email`
+    value: str,  # the current value
+    purpose: str,  # why it is held
+    source: str,  # where it came from
+) -> PersonalData | None:
+    "Hold `value` as the one current item of `category` about `login`; None when it is already held."
+    sub = session.scalar(sa.select(Subject).where(Subject.login == _login(login)))
+    if sub is not None:
+        old = list(
+            session.scalars(
+                sa.select(PersonalData).where(
+                    PersonalData.subject_id == sub.id, PersonalData.category == category
+                )
+            )
+        )
+        if [reveal(session, o.value, category) for o in old] == [value]:
+            return None
+        for o in old:
+            session.delete(o)
+    return record(session, actor, login, category, value, purpose, source)
 
 # %% ../nbs/02_privacy.ipynb #09aefaf1
 def erase(session: Session, actor: str, login: str, reason: str) -> dict[str, Any]:

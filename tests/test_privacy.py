@@ -148,3 +148,29 @@ def test_bad_input_is_named(db):
             assert "token" in str(e)
         else:
             raise AssertionError("a bad token was accepted")
+
+
+def test_new_backups_hold_nothing_of_an_erased_person(sqlite_db, tmp_path):
+    "After an erasure a new backup, decrypted and restored, holds neither the planted values nor the person's key."
+    marker = uuid.uuid4().hex[:12]
+    login = f"tq{marker[:6]}"
+    values = _plant(login, marker)
+    r = _cli("privacy", "erase", login, "--reason", "data-subject request")
+    assert r.returncode == 0, r.stderr
+    r = _cli("backup", "run")
+    assert r.returncode == 0, r.stderr
+    backups = config.get_settings().path("var/backups")
+    assert any(backups.rglob("*")), "no backup written"
+    r = _cli("restore", "--latest", "--into", str(tmp_path / "restored"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    restored = sorted((tmp_path / "restored").rglob("*.db"))
+    assert restored, list((tmp_path / "restored").rglob("*"))
+    for v in (*values.values(), login):
+        assert _grep([backups], v) == [], v  # encrypted at rest ...
+    for v in values.values():
+        assert _grep([tmp_path / "restored"], v) == [], v  # ... and nothing of the person once decrypted
+    eng = sa.create_engine(f"sqlite:///{[p for p in restored if p.name == 'aitrade.db'][0]}")
+    with eng.connect() as c:
+        assert c.exec_driver_sql("SELECT count(*) FROM privacy_keys").scalar() == 0
+        assert c.exec_driver_sql("SELECT count(*) FROM privacy_subjects WHERE login IS NULL").scalar() == 1
+    eng.dispose()

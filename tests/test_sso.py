@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from html.parser import HTMLParser
 from pathlib import Path
@@ -199,6 +200,20 @@ def test_sso_login_turns_idp_groups_into_roles(sso):
     logins = [a for a in audit_of(hub, "alice") if a["action"] == "hub.login"]
     assert logins and logins[-1]["actor"] == "alice"
     assert logins[-1]["after"] == {"authenticator": "GenericOAuthenticator", "groups": ["quant", "risk"]}
+    # the provider's name and email claims are held as personal data, encrypted under alice's own key
+    code = (
+        "import json; from aitrade import privacy, store\n"
+        "with store.session_scope() as s:\n"
+        "    print(json.dumps(privacy.export(s, 'system:test', 'alice')['personal_data']))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=hub.env, cwd=hub.root, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    held = {p["category"]: (p["value"], p["source"]) for p in json.loads(out.stdout)}
+    assert held == {"profile.name": ("alice", "oidc"), "contact.email": ("alice@example.test", "oidc")}
+    recorded = [a for a in hub.audit("privacy.") if a["action"] == "privacy.record"]
+    assert len(recorded) == 2 and all("alice@example.test" not in json.dumps(a) for a in recorded)
 
 
 def test_manager_gets_read_only_rights_and_no_server(sso):
