@@ -8,6 +8,7 @@ Docs: https://github.com/aitrade/aitrade/dashboards_ops.html.md"""
 from __future__ import annotations
 
 import html
+import datetime as dt
 import io
 from collections import deque
 
@@ -25,8 +26,8 @@ from ..desk import JOBS_STREAM
 from ..pricing.sabr import sabr_vol
 
 # %% auto #0
-__all__ = ['MONEYNESS', 'RUN_COLUMNS', 'STATUS_COLOURS', 'LOG_TAIL', 'ARCHIVE_COLUMNS', 'AUDIT_COLUMNS', 'surface_grid',
-           'atm_term', 'VolPage', 'timeline', 'JobsPage', 'ArchivePage']
+__all__ = ['MONEYNESS', 'RUN_COLUMNS', 'STATUS_COLOURS', 'LOG_TAIL', 'ARCHIVE_COLUMNS', 'AUDIT_COLUMNS', 'REPORT_KINDS',
+           'surface_grid', 'atm_term', 'VolPage', 'timeline', 'JobsPage', 'ArchivePage']
 
 # %% ../../nbs/82_dashboards_ops.ipynb #9543c28b
 MONEYNESS = np.linspace(-0.35, 0.25, 31)  # log(K/F) of the surface grid
@@ -282,6 +283,8 @@ class JobsPage(Page):
 # %% ../../nbs/82_dashboards_ops.ipynb #0058cbdc
 ARCHIVE_COLUMNS = ["run_id", "seq", "pipeline", "status", "user", "archived_at", "retain_until", "intact", "legal_hold"]  # fmt: skip
 AUDIT_COLUMNS = ["seq", "ts", "actor", "action", "target", "correlation_id"]
+#: the compliance reports an auditor can generate here (`aitrade.compliance.KINDS`)
+REPORT_KINDS = ("access", "privileged", "orders", "risk", "jobs", "backups", "retention")
 
 
 class ArchivePage(Page):
@@ -308,7 +311,21 @@ class ArchivePage(Page):
         if viewer.can("audit:read"):
             self.audit = pn.pane.DataFrame(None, index=False, css_classes=["audit-log"], max_rows=100)
             self.audit_chain = pn.pane.HTML("", css_classes=["audit-chain"])
-            audit = ["### Audit log", self.audit_chain, self.audit]
+            today = dt.date.today()
+            self.report_kind = pn.widgets.Select(name="Compliance report", options=list(REPORT_KINDS))
+            self.report_from = pn.widgets.DatePicker(name="From", value=today.replace(day=1))
+            self.report_to = pn.widgets.DatePicker(name="To (inclusive)", value=today)
+            self.report_format = pn.widgets.Select(name="Format", options=["pdf", "json"])
+            self.report_download = pn.widgets.FileDownload(
+                callback=self.report, filename="aitrade-report.pdf", label="Generate and download",
+                button_type="primary", css_classes=["report-download"],
+            )  # fmt: skip
+            audit = [
+                "### Compliance reports",
+                pn.Row(self.report_kind, self.report_from, self.report_to, self.report_format),
+                self.report_download,
+                "### Audit log", self.audit_chain, self.audit,
+            ]  # fmt: skip
         self.view = pn.Column(
             pn.Row(verify, *export, self.chain), self.said,
             "### Archived runs", self.runs,
@@ -357,6 +374,22 @@ class ArchivePage(Page):
             return
         # the notebook's own HTML in a sandboxed frame: no script of it runs, nothing of the page reaches it
         self.notebook.object = f'<iframe sandbox srcdoc="{html.escape(page, quote=True)}" style="width:100%;height:640px;border:1px solid #ccc"></iframe>'  # fmt: skip
+
+    def report(self) -> io.BytesIO | None:
+        "The compliance report, generated as the viewer (audited and archived under their name)."
+        kind, fmt = self.report_kind.value, self.report_format.value
+        frm, to = self.report_from.value, self.report_to.value
+        data = outcome(
+            self.said,
+            lambda: self.api.raw(
+                "GET", f"/reports/compliance/{kind}", params={"from": str(frm), "to": str(to), "format": fmt}
+            ),
+            f"{kind} report generated (audited, archived)",
+        )
+        if data is None:
+            return None
+        self.report_download.filename = f"aitrade-{kind}-{frm}-{to}.{fmt}"
+        return io.BytesIO(data)
 
     def bundle(self) -> io.BytesIO | None:
         "The export as the viewer (audited under their name); the refusal is shown and nothing downloads."
