@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
-import jsonschema
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
@@ -261,6 +260,8 @@ def to_dict(doc: Document) -> dict[str, Any]:
 
 def validate(obj: dict[str, Any]) -> None:
     "Check a report's JSON against `SCHEMA`; a `FieldError` names the failing path."
+    import jsonschema  # here, not at import: its format checkers take seconds to load, every CLI start paid them
+
     v = jsonschema.Draft202012Validator(SCHEMA, format_checker=jsonschema.FormatChecker())
     err = jsonschema.exceptions.best_match(v.iter_errors(obj))
     if err is not None:

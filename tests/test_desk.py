@@ -220,7 +220,7 @@ def test_up_runs_the_desk_which_seeds_the_demo_book_and_publishes(tmp_path):
     cfg = config.load_settings(False)
     desk_svc = [s for s in platform.plan_services(cfg, with_hub=False) if s.name == "desk"]
     assert desk_svc and desk_svc[0].cmd[-2:] == ["desk", "run"]
-    r = run_cli("up", "--no-hub", "--no-scheduler", "--exit-after", "25", cwd=tmp_path)
+    r = run_cli("up", "--no-hub", "--no-scheduler", "--exit-after", "45", cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     log = (tmp_path / "var" / "log" / "desk.log").read_text()
     assert "desk: demo book seeded (3 orders" in log, log

@@ -312,7 +312,7 @@ def _project(tmp_path: Path, replay: str) -> None:
 
 def test_up_starts_the_market_clock_and_ticks_arrive(tmp_path):
     _project(tmp_path, "".join(f"{k} = {v}\n" for k, v in FAST.items()))
-    r = run_cli("up", "--no-hub", "--no-scheduler", "--exit-after", "12", cwd=tmp_path)
+    r = run_cli("up", "--no-hub", "--no-scheduler", "--exit-after", "30", cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "market-clock    replay at speed 100000 -> bus" in r.stdout
     log = (tmp_path / "var" / "log" / "market-clock.log").read_text()
