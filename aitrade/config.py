@@ -24,7 +24,7 @@ __all__ = ['SECTIONS', 'ENV_PREFIX', 'ENV_ALIASES', 'DatabaseSettings', 'RedisSe
            'ArchiveSettings', 'AuditSettings', 'HubSettings', 'ApiSettings', 'RiskSettings', 'LoggingSettings',
            'AccountsSettings', 'ComputeSettings', 'ReplaySettings', 'BackupSettings', 'ConfigError',
            'find_settings_file', 'Settings', 'load_settings', 'get_settings', 'reload_settings', 'mask_url',
-           'effective_settings']
+           'effective_settings', 'key_text']
 
 # %% ../nbs/00_config.ipynb #06ec5c69
 class _Section(BaseModel):
@@ -593,3 +593,37 @@ def effective_settings(s: Settings | None = None) -> list[dict[str, str]]:
                 )
             )
     return rows
+
+# %% ../nbs/00_config.ipynb #06f49970
+def key_text(
+    section: str,  # e.g. `backup`
+    key: str,  # the secret setting, e.g. `key`
+    file: str,  # the setting naming its key file, e.g. `key_file`
+    make,  # () -> str: the text of a new key, written when the file is missing and `create`
+    *,
+    create: bool = True,  # make the key file when it is missing
+    s: Settings | None = None,
+) -> tuple[str, str, bool]:
+    """`(text, where, made)`: the secret setting, else the key file's text (made 0600 when missing and `create`);
+    `where` names the setting (`[backup] key (environment)`) or the file. `ConfigError` when the file is missing and
+    may not be made, or is readable by others."""
+    s = s or get_settings()
+    if secret := getattr(s, section).model_dump()[key].get_secret_value():
+        return secret, f"[{section}] {key} ({s.source(section, key)})", False
+    p = s.path(getattr(getattr(s, section), file))
+    made = False
+    if not p.exists():
+        if not create:
+            raise ConfigError(section, file, f"{p} does not exist and [{section}] {key} is empty")
+        p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:  # exclusive: another process that made it first wins, and this one reads theirs
+            fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "w") as f:
+                f.write(make() + "\n")
+            made = True
+    if (mode := p.stat().st_mode & 0o777) & 0o077:
+        raise ConfigError(section, file, f"{p}: permissions {oct(mode)} are too open; chmod 600")
+    return p.read_text(), f"[{section}] {file} {p}", made

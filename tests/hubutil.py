@@ -64,6 +64,19 @@ def run_cli(*args, env: dict | None = None, cwd=None) -> subprocess.CompletedPro
     )
 
 
+def run_cli_here(*args) -> subprocess.CompletedProcess:
+    "`run_cli` on this test's project: its settings file and its database (the test's `db` fixture)."
+    from aitrade import config
+
+    return run_cli(
+        *args,
+        env={
+            "AITRADE_SETTINGS": os.environ["AITRADE_SETTINGS"],
+            "AITRADE_DATABASE__URL": config.get_settings().database_url,
+        },
+    )
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

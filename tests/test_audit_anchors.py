@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from hubutil import run_cli
+from hubutil import run_cli_here as _cli
 
 from aitrade import audit, config, store
 from aitrade.archive import Archive, anchors, archive_run
@@ -113,15 +113,6 @@ def owner_url(db, db_url):
             c.exec_driver_sql(f"DROP OWNED BY {role}")
             c.exec_driver_sql(f"DROP ROLE {role}")
         su.dispose()
-
-
-def _cli(*args):
-    "`aitrade ARGS` in a fresh process on this test's project (its settings file, database and archive)."
-    s = config.get_settings()
-    return run_cli(
-        *args,
-        env={"AITRADE_SETTINGS": os.environ["AITRADE_SETTINGS"], "AITRADE_DATABASE__URL": s.database_url},
-    )
 
 
 def _cli_verify(db_url):

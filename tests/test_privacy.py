@@ -7,24 +7,15 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import subprocess
 import uuid
 from pathlib import Path
 
 import sqlalchemy as sa
-from hubutil import run_cli
+from hubutil import run_cli_here as _cli
 
 from aitrade import audit, config, privacy, store
 from aitrade.archive import anchors
-
-
-def _cli(*args):
-    s = config.get_settings()
-    return run_cli(
-        *args,
-        env={"AITRADE_SETTINGS": os.environ["AITRADE_SETTINGS"], "AITRADE_DATABASE__URL": s.database_url},
-    )
 
 
 def _plant(login: str, marker: str) -> dict[str, str]:

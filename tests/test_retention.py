@@ -6,12 +6,11 @@ log's expired prefix goes behind a checkpoint and the chain (and its anchors) st
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
-from hubutil import run_cli
+from hubutil import run_cli_here as _cli
 
 from aitrade import audit, config, store
 from aitrade.archive import anchors
@@ -22,14 +21,6 @@ from aitrade.ops.retention import RetentionRefused, cutoff
 NOW = store.utcnow().replace(
     microsecond=0
 )  # the frozen clock of these tests (the database's is the real one)
-
-
-def _cli(*args):
-    s = config.get_settings()
-    return run_cli(
-        *args,
-        env={"AITRADE_SETTINGS": os.environ["AITRADE_SETTINGS"], "AITRADE_DATABASE__URL": s.database_url},
-    )
 
 
 def _order(s, oid: int, t, strategy: str | None = None) -> None:

@@ -15,7 +15,6 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -27,7 +26,7 @@ from .manifest import ArchiveError, iso_time, now, sha256_hex
 from .store import ArchiveStore
 from ..audit import AuditHead, AuditRecord, VerifyResult, canonical_json, checkpoint_before
 from ..audit import verify as verify_chain
-from ..config import get_settings
+from ..config import ConfigError, get_settings, key_text
 from ..store import session_scope
 
 # %% auto #0
@@ -77,21 +76,19 @@ def _key_from_b64(text: str, where: str) -> Ed25519PrivateKey:
 
 def anchor_key(create: bool = True) -> Ed25519PrivateKey:
     "The signing key: `[audit] anchor_key`, else the key file (made 0600 when missing and `create`)."
-    s = get_settings()
-    if secret := s.audit.anchor_key.get_secret_value():
-        return _key_from_b64(secret, "setting")
-    p = Path(s.path(s.audit.anchor_key_file))
-    if not p.exists():
-        if not create:
-            raise AnchorError(f"[audit] anchor_key_file: {p} does not exist (no anchor was ever written)")
-        p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        raw = Ed25519PrivateKey.generate().private_bytes(
-            serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    try:
+        text, where, _ = key_text(
+            "audit",
+            "anchor_key",
+            "anchor_key_file",
+            lambda: base64.b64encode(os.urandom(32)).decode(),
+            create=create,
         )
-        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(base64.b64encode(raw).decode() + "\n")
-    return _key_from_b64(p.read_text(), str(p))
+    except ConfigError as e:
+        raise AnchorError(f"{e} (no anchor was ever written, or the key is elsewhere)") from None
+    return _key_from_b64(
+        text, "setting" if where.startswith("[audit] anchor_key (") else where.split(" ", 2)[-1]
+    )
 
 # %% ../../nbs/63_archive_anchors.ipynb #053913bc
 @dataclass(frozen=True)

@@ -14,14 +14,13 @@ import sqlalchemy as sa
 import typer
 
 from ..archive import Archive, ArchiveError, iso_time
-from .common import fail, principal
-from ..errors import Forbidden
+from .common import ActorOpt, acting, fail
 from ..jobs.replay import replay
 from ..jobs.spec import JobsError
 
 # %% auto #0
-__all__ = ['app', 'ArchiveOpt', 'ActorOpt', 'hold_cmd', 'release_cmd', 'delete_cmd', 'list_cmd', 'show_cmd', 'verify_cmd',
-           'export_cmd', 'render_cmd', 'replay_cmd']
+__all__ = ['app', 'ArchiveOpt', 'hold_cmd', 'release_cmd', 'delete_cmd', 'list_cmd', 'show_cmd', 'verify_cmd', 'export_cmd',
+           'render_cmd', 'replay_cmd']
 
 # %% ../../nbs/92_cli_archive.ipynb #c0ac9265
 app = typer.Typer(
@@ -32,21 +31,6 @@ app = typer.Typer(
 ArchiveOpt = Annotated[
     str | None, typer.Option("--archive", "-a", help="archive folder or fsspec URL (default: [archive] url)")
 ]
-ActorOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--actor",
-        help="act for this person (impersonation, audited; default: the system principal system:<login>)",
-    ),
-]
-
-
-def _who(actor: str | None) -> str:
-    "The acting principal's name: `--actor` (audited impersonation), else `system:<login>`; refused off the platform."
-    try:
-        return principal(actor, default_roles=[]).name
-    except Forbidden as e:
-        fail(e)
 
 # %% ../../nbs/92_cli_archive.ipynb #af866dfe
 @app.command("list")
@@ -137,7 +121,7 @@ def export_cmd(
 ):
     "Write a self-contained bundle that `verify` checks offline."
     try:
-        out = Archive(archive).export(dest, actor=_who(actor), runs=run or None, pipeline=pipeline)
+        out = Archive(archive).export(dest, actor=acting(actor), runs=run or None, pipeline=pipeline)
     except ArchiveError as e:
         fail(e)
     typer.echo(
@@ -174,7 +158,7 @@ def _record(
         actor: ActorOpt = None,
     ) -> None:
         try:
-            out = getattr(Archive(archive), name)(run_id, actor=_who(actor), reason=reason)
+            out = getattr(Archive(archive), name)(run_id, actor=acting(actor), reason=reason)
         except ArchiveError as e:
             fail(e)
         typer.echo(f"run {run_id}: " + done.format(**out))

@@ -10,17 +10,18 @@ from __future__ import annotations
 import getpass
 import os
 import sys
-from collections.abc import Sequence
-from typing import NoReturn
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Annotated, NoReturn
 
 import typer
 
 from ..accounts import is_platform
 from ..auth import Principal
-from ..errors import Forbidden, problem
+from ..errors import AitradeError, Forbidden, problem
 
 # %% auto #0
-__all__ = ['fail', 'principal']
+__all__ = ['ActorOpt', 'fail', 'principal', 'acting', 'failing']
 
 # %% ../../nbs/90_cli_common.ipynb #6df563a0
 def fail(
@@ -69,6 +70,33 @@ def principal(
     if not rs:
         raise ValueError("role: give --role ROLE (repeatable) or set AITRADE_ROLES (comma-separated)")
     return _impersonating(login, Principal.with_roles(name, rs))
+
+
+#: `--actor NAME` of the audited actions of the platform's accounts (archive, retention, privacy)
+ActorOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--actor",
+        help="act for this person (impersonation, audited; default: the system principal system:<login>)",
+    ),
+]
+
+
+def acting(actor: str | None) -> str:
+    "The acting principal's name: `--actor` (audited impersonation), else `system:<login>`; refused off the platform."
+    try:
+        return principal(actor, default_roles=[]).name
+    except Forbidden as e:
+        fail(e)
+
+
+@contextmanager
+def failing() -> Iterator[None]:
+    "Run the block; a platform error ends the command with its problem and exit code."
+    try:
+        yield
+    except AitradeError as e:
+        fail(e)
 
 
 def _impersonating(login: str, p: Principal) -> Principal:

@@ -14,33 +14,21 @@ from typing import Annotated
 
 import typer
 
-from .common import fail, principal
-from ..errors import AitradeError, Forbidden
+from .common import ActorOpt, acting, fail, failing
 from .. import privacy
 from ..ops import retention
 from ..store import session_scope
 
 # %% auto #0
-__all__ = ['retention_app', 'ActorOpt', 'ReasonOpt', 'privacy_app', 'policies_cmd', 'set_cmd', 'hold_cmd', 'release_cmd',
-           'holds_cmd', 'run_cmd', 'delete_cmd', 'privacy_record_cmd', 'privacy_export_cmd', 'privacy_erase_cmd']
+__all__ = ['retention_app', 'ReasonOpt', 'privacy_app', 'policies_cmd', 'set_cmd', 'hold_cmd', 'release_cmd', 'holds_cmd',
+           'run_cmd', 'delete_cmd', 'privacy_record_cmd', 'privacy_export_cmd', 'privacy_erase_cmd']
 
 # %% ../../nbs/94_cli_records.ipynb #bf76ab44
 retention_app = typer.Typer(
     help="Retention of records (audit log, orders, market data, runs, archive) and legal holds.",
     no_args_is_help=True,
 )
-ActorOpt = Annotated[
-    str | None,
-    typer.Option("--actor", help="act for this person (impersonation, audited; default: system:<login>)"),
-]
 ReasonOpt = Annotated[str, typer.Option("--reason", help="why (audited)")]
-
-
-def _who(actor: str | None) -> str:
-    try:
-        return principal(actor, default_roles=[]).name
-    except Forbidden as e:
-        fail(e)
 
 
 def _time(name: str, text: str | None) -> datetime | None:
@@ -79,13 +67,11 @@ def set_cmd(
     actor: ActorOpt = None,
 ) -> None:
     "Change a class's retention (audited with the rule before and after)."
-    who = _who(actor)
-    try:
+    who = acting(actor)
+    with failing():
         with session_scope() as s:
             p = retention.set_policy(s, who, record_class, rule, reason)
             typer.echo(f"{p.record_class}: {p.rule} ({p.years} years)")
-    except AitradeError as e:
-        fail(e)
 
 
 @retention_app.command("hold")
@@ -100,8 +86,8 @@ def hold_cmd(
     actor: ActorOpt = None,
 ) -> None:
     "Place a legal hold over database records (the database then refuses their deletion)."
-    who = _who(actor)
-    try:
+    who = acting(actor)
+    with failing():
         with session_scope() as s:
             h = retention.place_hold(
                 s,
@@ -115,20 +101,16 @@ def hold_cmd(
             typer.echo(
                 f"hold {h.id}: {record_class}{f' {key}' if key else ''} under legal hold since {h.placed_at.isoformat()}"
             )
-    except AitradeError as e:
-        fail(e)
 
 
 @retention_app.command("release")
 def release_cmd(hold_id: int, reason: ReasonOpt, actor: ActorOpt = None) -> None:
     "Release a legal hold (it stays on record with who released it and why)."
-    who = _who(actor)
-    try:
+    who = acting(actor)
+    with failing():
         with session_scope() as s:
             h = retention.release_hold(s, who, hold_id, reason)
             typer.echo(f"hold {h.id}: released at {h.released_at.isoformat()}")
-    except AitradeError as e:
-        fail(e)
 
 
 @retention_app.command("holds")
@@ -176,11 +158,9 @@ def run_cmd(
     actor: ActorOpt = None,
 ) -> None:
     "Plan the removal of expired records (dry run), or with --apply remove them; both audited."
-    who = _who(actor)
-    try:
+    who = acting(actor)
+    with failing():
         rep = retention.run(who, apply=apply, now=_time("now", now))
-    except AitradeError as e:
-        fail(e)
     _report(rep)
     if rep.refused:
         raise typer.Exit(1)
@@ -194,12 +174,10 @@ def delete_cmd(
     actor: ActorOpt = None,
 ) -> None:
     "Remove one record past its retention and under no hold (refused otherwise, by this command and the database)."
-    who = _who(actor)
-    try:
+    who = acting(actor)
+    with failing():
         with session_scope() as s:
             rows = retention.remove_record(s, who, record_class, key, reason)
-    except AitradeError as e:
-        fail(e)
     typer.echo(f"{record_class} {key}: removed " + ", ".join(f"{n} {t}" for t, n in rows.items()))
 
 # %% ../../nbs/94_cli_records.ipynb #9102a884
@@ -218,12 +196,10 @@ def privacy_record_cmd(
     actor: ActorOpt = None,
 ) -> None:
     "Store one item of personal data about a person, encrypted under their own key (audited)."
-    who = _who(actor)
-    try:
+    who = acting(actor)
+    with failing():
         with session_scope() as s:
             privacy.record(s, who, login, category, value, purpose, source)
-    except AitradeError as e:
-        fail(e)
     typer.echo(f"{login}: {category} recorded (encrypted)")
 
 
@@ -237,12 +213,10 @@ def privacy_export_cmd(
     "Everything held about a person (GDPR Art. 15), with purpose and retention; audited."
     if format not in ("json", "csv"):
         fail("format: give json or csv", 2)
-    who = _who(actor)
-    try:
+    who = acting(actor)
+    with failing():
         with session_scope() as s:
             exp = privacy.export(s, who, login)
-    except AitradeError as e:
-        fail(e)
     text = json.dumps(exp, indent=1, default=str) if format == "json" else privacy.export_csv(exp)
     if out:
         with open(out, "x", encoding="utf-8") as f:
@@ -255,13 +229,11 @@ def privacy_export_cmd(
 @privacy_app.command("erase")
 def privacy_erase_cmd(login: str, reason: ReasonOpt, actor: ActorOpt = None) -> None:
     "Erase a person's personal data by destroying their key (GDPR Art. 17); records kept by law are reported."
-    who = _who(actor)
-    try:
+    who = acting(actor)
+    with failing():
         with session_scope() as s:
             out = privacy.erase(s, who, login, reason)
         privacy.scrub()
-    except AitradeError as e:
-        fail(e)
     erased = ", ".join(f"{n} {c}" for c, n in out["erased"].items()) or "nothing"
     kept = ", ".join(f"{n} {c}" for c, n in out["kept_under_legal_obligation"].items()) or "nothing"
     typer.echo(f"{login}: erased {erased} (subject {out['subject']}); kept under a legal obligation: {kept}")

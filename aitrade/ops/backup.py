@@ -39,7 +39,7 @@ import aitrade
 from .. import audit, store
 from ..audit import canonical_json
 from ..bus import bus_path
-from ..config import Settings, get_settings, mask_url
+from ..config import ConfigError, Settings, get_settings, key_text, mask_url
 from ..errors import Conflict
 
 # %% auto #0
@@ -103,29 +103,18 @@ def backup_key(
     s: Settings | None = None,
 ) -> BackupKey:
     "The backup key: `[backup] key`, else the key file (made 0600 when missing and `create`)."
-    s = s or get_settings()
-    if secret := s.backup.key.get_secret_value():
-        where = f"[backup] key ({s.source('backup', 'key')})"
-        return BackupKey(_decode_key(secret, where), where)
-    p = s.path(s.backup.key_file)
-    where = f"[backup] key_file {p}"
-    if not p.exists():
-        if not create:
-            raise BackupKeyError(
-                f"{where} does not exist and [backup] key is empty: give the key the backups were made with"
-            )
-        p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with contextlib.suppress(FileExistsError):  # another process made it first: use theirs
-            fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(new_key_text() + "\n")
-            structlog.get_logger("aitrade.backup").warning(
-                "backup key made: keep a copy away from this machine, no backup can be restored without it",
-                path=str(p),
-            )
-    if (mode := p.stat().st_mode & 0o777) & 0o077:
-        raise BackupError(f"{where}: permissions {oct(mode)} are too open; chmod 600")
-    return BackupKey(_decode_key(p.read_text(), where), where)
+    try:
+        text, where, made = key_text("backup", "key", "key_file", new_key_text, create=create, s=s)
+    except ConfigError as e:
+        if "does not exist" in e.reason:  # a restore without the key file: say which key is needed
+            raise BackupKeyError(f"{e}: give the key the backups were made with") from None
+        raise BackupError(str(e)) from None
+    if made:
+        structlog.get_logger("aitrade.backup").warning(
+            "backup key made: keep a copy away from this machine, no backup can be restored without it",
+            path=where.split(" ", 2)[-1],
+        )
+    return BackupKey(_decode_key(text, where), where)
 
 # %% ../../nbs/68_ops_backup.ipynb #1cf83d1c
 MAGIC = SCHEMA.encode()  # 16 bytes

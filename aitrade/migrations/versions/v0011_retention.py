@@ -37,7 +37,6 @@ GUARDED = {
     "option_quotes": ("market_data", "ts", "underlying", False),
     "underlying_prices": ("market_data", "date", "symbol", False),
 }
-_DEMO = {"orders": "OLD.strategy", "order_events": None, "fills": None}
 
 
 def _sqlite_hold(cls: str, basis: str, key: str) -> str:
