@@ -137,6 +137,8 @@ def plan_services(
             )
         )
     env["AITRADE_DASK_ADDRESS"] = dask_address
+    if account is not None:  # numba cannot write its cache beside the package's code as the service account
+        env["NUMBA_CACHE_DIR"] = str(s.path("var/cache/numba"))
     services.append(
         Service(
             "audit-anchor",
@@ -192,7 +194,8 @@ def secure(s: Settings | None = None) -> tuple[Account | None, list[str]]:
     if s.dask.tls and not s.dask.address:
         ensure_tls(s)
     var = s.path("var")
-    (var / "log").mkdir(parents=True, exist_ok=True)
+    for sub in ("log", "cache/numba"):
+        (var / sub).mkdir(parents=True, exist_ok=True)
     make_private(var, account)
     owner = account or current()
     done = []

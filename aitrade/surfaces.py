@@ -30,7 +30,7 @@ from .store import Base, BigId, utcnow
 
 # %% auto #0
 __all__ = ['SLICE_COLUMNS', 'QUOTE_COLUMNS', 'SMILE_COLUMNS', 'VolSurface', 'SurfaceFit', 'parity_forward', 'calibrate_chain',
-           'store_surface', 'latest_surface', 'latest_surface_status', 'calibrate_and_store', 'smiles']
+           'store_surface', 'latest_surface', 'latest_surface_status', 'calibrate_and_store', 'smiles', 'warm']
 
 # %% ../nbs/22_surfaces.ipynb #a48f6aa9
 class VolSurface(Base):
@@ -460,3 +460,18 @@ def smiles(fit: SurfaceFit) -> pd.DataFrame:
     q["sabr_resid"] = q["sabr_iv"] - q["market_iv"]
     q["heston_resid"] = q["heston_iv"] - q["market_iv"]
     return q[list(SMILE_COLUMNS)].sort_values(["expiry", "strike"], ignore_index=True)
+
+# %% ../nbs/22_surfaces.ipynb #2f5d526f
+def warm() -> pd.DataFrame:
+    "Run (compile, or load from numba's cache) the kernels `smiles` uses on a small smile; that smile."
+    F, T, r, K = 100.0, 0.5, 0.01, np.array([90.0, 100.0, 110.0])
+    one = np.ones_like(K)
+    heston = dict(zip(PARAM_NAMES, (0.04, 1.5, 0.04, 0.5, -0.7), strict=True))
+    price = np.asarray(heston_surface(F, K, np.array([T]), r, r, heston))[0]
+    return pd.DataFrame(
+        {
+            "strike": K,
+            "sabr_iv": sabr_vol(F * one, K, T * one, 0.2 * one, one, -0.3 * one, 0.5 * one),
+            "heston_iv": implied_vol_black76(price, F, K, T, r, (K >= F).astype(float)),
+        }
+    )

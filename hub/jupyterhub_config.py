@@ -127,7 +127,9 @@ c.Spawner.environment["AITRADE_API_URL"] = api_url
 c.Spawner.server_token_scopes = hub.server_token_scopes()
 # the platform's settings for the services, but not the identity provider's secret: they have no use for it
 service_env = {
-    k: v for k, v in os.environ.items() if k.startswith("AITRADE_") and "OIDC_CLIENT_SECRET" not in k
+    k: v
+    for k, v in os.environ.items()
+    if (k.startswith("AITRADE_") and "OIDC_CLIENT_SECRET" not in k) or k == "NUMBA_CACHE_DIR"
 }
 c.JupyterHub.services = [
     {

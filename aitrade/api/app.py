@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
+import time
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -20,7 +22,7 @@ from swagger_ui_bundle import swagger_ui_path
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import aitrade
-from .. import errors
+from .. import errors, surfaces
 from aitrade.api import (
     archive,
     audit,
@@ -119,6 +121,13 @@ V1_ROUTERS = (
 )
 
 
+def _warm() -> None:
+    "The pricing kernels compiled (or loaded) in the background, before the first caller of `/smiles` needs them."
+    t = time.monotonic()
+    surfaces.warm()
+    logging.getLogger("aitrade.api").info("pricing kernels ready in %.1f s", time.monotonic() - t)
+
+
 def service_prefix() -> str:
     "Where the Hub's proxy sends the service's traffic."
     return (os.environ.get("JUPYTERHUB_SERVICE_PREFIX") or f"/services/{API_SERVICE}/").rstrip("/")
@@ -134,6 +143,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
+        threading.Thread(target=_warm, name="warm-kernels", daemon=True).start()
         yield
         app.state.fanout.close()
 
