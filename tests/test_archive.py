@@ -219,7 +219,7 @@ def test_write_to_existing_address_is_refused(arc):
     with pytest.raises(WriteOnceError, match=f"object {r.notebook_sha256}: address already exists"):
         arc.put_object(nb)
     with pytest.raises(WriteOnceError, match="chain/000000000002.json: already exists"):
-        arc._create("chain/000000000002.json", b"{}")
+        arc.create("chain/000000000002.json", b"{}")
     with pytest.raises(WriteOnceError, match="run report-2: already archived"):
         arc.add(small_nb("other"), pipeline="report", user="ops", run_id="report-2", git=GIT)
     assert arc.get_object(r.notebook_sha256) == nb
@@ -240,7 +240,7 @@ def test_identical_outputs_share_one_object(tmp_path, sqlite_db, monkeypatch):
     assert t["notebook_removed"] is False  # p-2 still needs it
     assert a.get_object(r2.notebook_sha256)
     assert a.delete("p-2", actor="ops", reason="retention over")["notebook_removed"] is True
-    assert not a._exists(a.object_path(r2.notebook_sha256))
+    assert not a.exists(a.object_path(r2.notebook_sha256))
     assert a.verify().ok
 
 
@@ -409,9 +409,9 @@ def test_exported_bundle_verifies_elsewhere_offline(arc, tmp_path, monkeypatch, 
     assert res.ok, str(res)
     assert res.runs == 4 and res.head_manifest == out["head"]["manifest"]
     assert [r.run_id for r in b.list()] == ["report-4", "report-3", "report-2", "report-1"]
-    bundle_json = b._read("BUNDLE.json")
+    bundle_json = b.read("BUNDLE.json")
     assert sha256_hex(bundle_json) == out["bundle_sha256"]
-    assert "aitrade archive verify" in b._read("README.txt").decode()
+    assert "aitrade archive verify" in b.read("README.txt").decode()
     if kind != "folder":
         assert out["tar_sha256"] == sha256_hex(moved.read_bytes())
         with pytest.raises(ArchiveError, match="read-only bundle"):
@@ -452,7 +452,7 @@ def test_partial_export_and_bad_destinations(arc, tmp_path):
     assert res.ok and out["runs"] == 1
     assert res.notebooks_not_included == ["report-1", "report-3", "report-4"]
     assert b.get_object(b.show("report-2").notebook_sha256)
-    assert not b._exists(b.object_path(b.show("report-3").notebook_sha256))
+    assert not b.exists(b.object_path(b.show("report-3").notebook_sha256))
     with pytest.raises(WriteOnceError, match="already exists"):
         arc.export(tmp_path / "one.tar", actor="auditor")
     with pytest.raises(RunNotFound, match="report-9"):
@@ -507,7 +507,7 @@ def test_legal_hold_blocks_deletion_after_retention(arc, monkeypatch):
         arc.release("report-1", actor="legal", reason="again")
     t = arc.delete("report-1", actor="ops", reason="retention over")
     r = arc.show("report-1")
-    assert r.deleted == t and t["notebook_removed"] and not arc._exists(arc.object_path(r.notebook_sha256))
+    assert r.deleted == t and t["notebook_removed"] and not arc.exists(arc.object_path(r.notebook_sha256))
     with pytest.raises(ArchiveError, match="already deleted"):
         arc.delete("report-1", actor="ops", reason="again")
     with pytest.raises(ArchiveError, match="nothing to hold"):
@@ -541,7 +541,7 @@ def test_forged_deletion_inside_retention_is_detected(arc):
         "actor": "mallory",
         "reason": "x",
     }
-    arc._create("deleted/report-2.json", canonical_json(tomb).encode())
+    arc.create("deleted/report-2.json", canonical_json(tomb).encode())
     local(arc, arc.object_path(r.notebook_sha256)).unlink()
     res = arc.verify()
     assert res.broken_runs == ["report-2"] and "inside retention" in str(res)
@@ -590,18 +590,18 @@ def test_bad_input_names_the_field(arc, tmp_path):
 def test_failed_storage_write_leaves_no_audit_record(arc, monkeypatch):
     url = config.get_settings().database_url
     before = len(audit_rows(url))
-    real = Archive._create
+    real = Archive.create
 
     def failing(self, rel, data):
         if rel.startswith("chain/"):
             raise OSError("bucket unavailable")
         return real(self, rel, data)
 
-    monkeypatch.setattr(Archive, "_create", failing)
+    monkeypatch.setattr(Archive, "create", failing)
     with pytest.raises(OSError, match="bucket unavailable"):
         arc.add(small_nb("z"), pipeline="report", user="ops", run_id="report-5", git=GIT)
-    monkeypatch.setattr(Archive, "_create", real)
-    assert len(audit_rows(url)) == before and arc.head()[0] == 4 and not arc._exists("runs/report-5.json")
+    monkeypatch.setattr(Archive, "create", real)
+    assert len(audit_rows(url)) == before and arc.head()[0] == 4 and not arc.exists("runs/report-5.json")
     assert arc.verify(audit=True).ok  # an unreferenced object is harmless
     assert arc.add(small_nb("z"), pipeline="report", user="ops", run_id="report-5", git=GIT).seq == 5
 
@@ -611,7 +611,7 @@ def test_failed_audit_write_leaves_nothing_in_storage(tmp_path, monkeypatch):
     a = Archive(tmp_path / "archive", db_url=url)
     with pytest.raises(sa.exc.OperationalError, match="audit_head"):
         a.add(small_nb("z"), pipeline="report", user="ops", git=GIT)
-    assert a._list("") == []
+    assert a.files("") == []
 
 
 def test_concurrent_writers_never_fork_the_chain(tmp_path, db):

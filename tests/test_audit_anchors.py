@@ -203,7 +203,7 @@ def test_forged_anchor_is_named(db):
     a = Archive()
     forger = Ed25519PrivateKey.generate()
     fake = anchors._sign(forger, 9, "f" * 64, anchors.now())  # signed, but not with the platform's key
-    a._create(fake.where, audit.canonical_json({**fake.body(), "signature": fake.signature}).encode())
+    a.create(fake.where, audit.canonical_json({**fake.body(), "signature": fake.signature}).encode())
     res = anchors.verify_log(a)
     assert not res.ok and any("not the platform's key" in p for p in res.problems)
     # an auditor verifies with the public key they were given, without the platform's secret

@@ -134,13 +134,13 @@ def _head(s) -> tuple[int, str]:
 
 def anchor_names(archive: ArchiveStore) -> list[str]:
     "The anchors' paths, oldest first."
-    return [p for p in archive._list("anchors") if p.endswith(".json")]
+    return [p for p in archive.files("anchors") if p.endswith(".json")]
 
 
 def read_anchor(archive: ArchiveStore, name: str) -> Anchor:
     "The anchor stored at `name` (its signature is checked by `check_signature`)."
     try:
-        d = json.loads(archive._read(name))
+        d = json.loads(archive.read(name))
         return Anchor(int(d["seq"]), str(d["hash"]), str(d["at"]), d["key_id"], d["signature"], name)
     except (ValueError, KeyError, TypeError) as e:
         raise AnchorError(f"{name}: unreadable anchor ({type(e).__name__}: {e})") from None
@@ -166,12 +166,14 @@ def write_anchor(
     *,
     key: Ed25519PrivateKey | None = None,  # default: `anchor_key()`
     at: datetime | None = None,  # the signing time (default: now)
+    last: Anchor
+    | None = None,  # the newest anchor, when the caller knows it (default: read from the archive)
 ) -> Anchor | None:
     "Sign the audit chain's head into `anchors/<seq>.json`; None when the newest anchor already holds it."
     a = archive if archive is not None else ArchiveStore()
     key = key or anchor_key()
-    names = anchor_names(a)
-    last = read_anchor(a, names[-1]) if names else None
+    if last is None and (names := anchor_names(a)):
+        last = read_anchor(a, names[-1])
     if last is not None and (why := check_signature(last, key.public_key())):
         raise AnchorError(why)
     with session_scope(a.db_url) as s:
@@ -190,7 +192,7 @@ def write_anchor(
         if not res.ok:
             raise AnchorError(f"not anchoring a broken chain: {res}")
     anchor = _sign(key, seq, h, at or now())
-    a._create(anchor.where, canonical_json({**anchor.body(), "signature": anchor.signature}).encode())
+    a.create(anchor.where, canonical_json({**anchor.body(), "signature": anchor.signature}).encode())
     return anchor
 
 # %% ../../nbs/63_archive_anchors.ipynb #b01db633
@@ -320,7 +322,7 @@ def _run_anchor(a: ArchiveStore) -> Anchor | None:
     if not seq:
         return None
     try:
-        m, ok = a._manifest(mh)
+        m, ok = a.manifest(mh)
     except FileNotFoundError:
         return None  # the archive's own verify names the missing manifest
     h = m.get("audit_head") if ok else None
@@ -343,11 +345,15 @@ def anchor_forever(
     a = archive if archive is not None else ArchiveStore()
     key = anchor_key()
     stop = stop or threading.Event()
+    last = None  # the newest anchor, remembered: the archive's anchors/ is listed only on the first tick
     while not stop.is_set():
         t0 = time.monotonic()
         try:
-            if (anc := write_anchor(a, key=key)) is not None:
+            if last is None and (names := anchor_names(a)):
+                last = read_anchor(a, names[-1])
+            if (anc := write_anchor(a, key=key, last=last)) is not None:
                 log.info("audit anchored", seq=anc.seq, anchor=anc.where)
+                last = anc
         except AnchorError as e:
             log.error("audit anchor refused", error=str(e))
         except Exception as e:  # the database or the archive is down: try again next tick

@@ -72,7 +72,7 @@ class Exporter:
         "Write a self-contained bundle (folder, or .tar / .tar.gz) of the archive to `dest`; return its summary."
         check_actor(actor)
         dest = str(dest)
-        chain = [json.loads(self._read(p)) for p in self._chain_names()]
+        chain = [json.loads(self.read(p)) for p in self._chain_names()]
         all_runs = [e["run_id"] for e in chain]
         if runs is not None:
             runs = [check_name("runs", r) for r in runs]
@@ -85,11 +85,11 @@ class Exporter:
             if (runs is None or e["run_id"] in runs) and (pipeline is None or e.get("pipeline") == pipeline)
         ]
         files: dict[str, bytes] = {}
-        for rel in self._list("chain") + self._list("runs") + self._list("holds") + self._list("deleted"):
-            files[rel] = self._read(rel)
+        for rel in self.files("chain") + self.files("runs") + self.files("holds") + self.files("deleted"):
+            files[rel] = self.read(rel)
         for e in chain:
             try:
-                m, _ = self._manifest(e["manifest"])
+                m, _ = self.manifest(e["manifest"])
                 m["environment"]["sha256"], m["notebook"]["sha256"]
             except (FileNotFoundError, ValueError, KeyError, TypeError):
                 continue  # a broken run is exported as it is; `verify` of the bundle reports it
@@ -97,8 +97,8 @@ class Exporter:
                 (m["notebook"]["sha256"],) if e["run_id"] in selected else ()
             ):
                 rel = self.object_path(sha)
-                if rel not in files and self._exists(rel):
-                    files[rel] = self._read(rel)
+                if rel not in files and self.exists(rel):
+                    files[rel] = self.read(rel)
         seq, mh = self.head()
         exported_at = manifest.now()
         bundle = {

@@ -71,7 +71,7 @@ class Retention:
                 before={"legal_hold": bool(held)},
                 after={"archive": self.url, **ev},
             )
-            self._create(f"holds/{run_id}/{ev['n']:06d}.json", canonical_json(ev).encode())
+            self.create(f"holds/{run_id}/{ev['n']:06d}.json", canonical_json(ev).encode())
         return ev
 
     def hold(
@@ -148,7 +148,7 @@ class Retention:
                 before={"notebook": run.notebook_sha256},
                 after={"archive": self.url, **tomb},
             )
-            self._create(f"deleted/{run_id}.json", canonical_json(tomb).encode())
+            self.create(f"deleted/{run_id}.json", canonical_json(tomb).encode())
             if not shared:
-                self._remove(self.object_path(run.notebook_sha256))
+                self.remove(self.object_path(run.notebook_sha256))
         return tomb

@@ -97,19 +97,21 @@ class ArchiveStore:
     def __repr__(self):
         return f"{type(self).__name__}({self.url!r})"
 
-    # -- raw storage -------------------------------------------------------------------------------------------
+    # -- files: what verify, anchors, retention and export read and write, by path relative to the root ---------
     def _p(self, rel: str) -> str:
         if not rel:
             return self.root
         return f"{self.root}/{rel}" if self.root else rel
 
-    def _read(self, rel: str) -> bytes:
+    def read(self, rel: str) -> bytes:
+        "The bytes of file `rel`."
         return self.fs.cat_file(self._p(rel))
 
-    def _exists(self, rel: str) -> bool:
+    def exists(self, rel: str) -> bool:
+        "Whether file `rel` exists."
         return self.fs.exists(self._p(rel))
 
-    def _list(self, prefix: str) -> list[str]:
+    def files(self, prefix: str) -> list[str]:
         "Relative paths of the files under `prefix`, sorted."
         base = self._p(prefix)
         try:
@@ -126,7 +128,7 @@ class ArchiveStore:
             out.append(q)
         return sorted(out)
 
-    def _create(self, rel: str, data: bytes) -> None:
+    def create(self, rel: str, data: bytes) -> None:
         "Create `rel` with `data`; refuse if it exists (exclusive create)."
         if self.read_only:
             raise ArchiveError(f"{self.url} is a read-only bundle")
@@ -142,7 +144,8 @@ class ArchiveStore:
         if self._local:
             os.chmod(path, 0o444)
 
-    def _remove(self, rel: str) -> None:
+    def remove(self, rel: str) -> None:
+        "Delete file `rel` (retention's expiry only: everything else is write-once)."
         if self.read_only:
             raise ArchiveError(f"{self.url} is a read-only bundle")
         self.fs.rm(self._p(rel))
@@ -156,7 +159,7 @@ class ArchiveStore:
         "Store `data` at its SHA-256 address; `WriteOnceError` if that address exists."
         sha = sha256_hex(data)
         try:
-            self._create(self.object_path(sha), data)
+            self.create(self.object_path(sha), data)
         except WriteOnceError:
             raise WriteOnceError(f"object {sha}: address already exists; the archive is write-once") from None
         return sha
@@ -164,7 +167,7 @@ class ArchiveStore:
     def get_object(self, sha: str) -> bytes:
         "The bytes at address `sha`, checked against it."
         try:
-            data = self._read(self.object_path(sha))
+            data = self.read(self.object_path(sha))
         except FileNotFoundError:
             raise ArchiveError(f"object {sha}: missing") from None
         if sha256_hex(data) != sha:
@@ -174,22 +177,22 @@ class ArchiveStore:
     def _ensure_object(self, data: bytes) -> str:
         "Store `data` unless the same bytes are already stored (identical environments, re-archived outputs)."
         sha = sha256_hex(data)
-        if self._exists(self.object_path(sha)):
+        if self.exists(self.object_path(sha)):
             self.get_object(sha)  # refuses a corrupted object instead of pointing a new run at it
             return sha
         return self.put_object(data)
 
     # -- chain ----------------------------------------------------------------------------------------------------
     def _chain_names(self) -> list[str]:
-        return [p for p in self._list("chain") if p.endswith(".json")]
+        return [p for p in self.files("chain") if p.endswith(".json")]
 
     def head(self) -> tuple[int, str]:
         "`(seq, manifest hash)` of the newest run; `(0, GENESIS)` for an empty archive."
         seq = getattr(self, "_known_head", 0)
-        if seq and self._exists(
+        if seq and self.exists(
             f"chain/{seq:012d}.json"
         ):  # probe forward from the last head seen: O(1) per write
-            while self._exists(f"chain/{seq + 1:012d}.json"):
+            while self.exists(f"chain/{seq + 1:012d}.json"):
                 seq += 1
             name = f"chain/{seq:012d}.json"
         else:  # first call: one listing of the chain
@@ -197,27 +200,28 @@ class ArchiveStore:
             if not names:
                 return 0, GENESIS
             name = names[-1]
-        e = json.loads(self._read(name))
+        e = json.loads(self.read(name))
         self._known_head = int(e["seq"])
         return int(e["seq"]), e["manifest"]
 
     def _pointer(self, run_id: str) -> dict[str, Any]:
         check_name("run_id", run_id)
         try:
-            return json.loads(self._read(f"runs/{run_id}.json"))
+            return json.loads(self.read(f"runs/{run_id}.json"))
         except FileNotFoundError:
             raise RunNotFound(f"run {run_id}: not in archive {self.url}") from None
 
-    def _manifest(self, sha: str) -> tuple[dict[str, Any], bool]:
-        raw = self._read(self.object_path(sha))
+    def manifest(self, sha: str) -> tuple[dict[str, Any], bool]:
+        "The manifest stored as object `sha`, and whether its bytes still hash to `sha`."
+        raw = self.read(self.object_path(sha))
         return json.loads(raw), sha256_hex(raw) == sha
 
     def _hold_events(self, run_id: str) -> list[dict[str, Any]]:
-        return [json.loads(self._read(p)) for p in self._list(f"holds/{run_id}") if p.endswith(".json")]
+        return [json.loads(self.read(p)) for p in self.files(f"holds/{run_id}") if p.endswith(".json")]
 
     def _tombstone(self, run_id: str) -> dict[str, Any] | None:
         try:
-            return json.loads(self._read(f"deleted/{run_id}.json"))
+            return json.loads(self.read(f"deleted/{run_id}.json"))
         except FileNotFoundError:
             return None
 
@@ -259,7 +263,7 @@ class ArchiveStore:
         "The run `run_id`, with its hold and deletion state."
         ptr = self._pointer(run_id)
         try:
-            m, ok = self._manifest(ptr["manifest"])
+            m, ok = self.manifest(ptr["manifest"])
         except FileNotFoundError:
             raise ArchiveError(
                 f"run {run_id}: manifest {ptr['manifest']} missing; run `aitrade archive verify`"
@@ -290,18 +294,18 @@ class ArchiveStore:
         if status is not None and status not in STATUSES:
             raise ArchiveError(f"status: must be one of {', '.join(STATUSES)} (got {status!r})")
         held: dict[str, list[str]] = {}
-        for p in self._list("holds"):
+        for p in self.files("holds"):
             held.setdefault(p.split("/")[1], []).append(p)
-        deleted = {p.split("/")[1].removesuffix(".json") for p in self._list("deleted")}
+        deleted = {p.split("/")[1].removesuffix(".json") for p in self.files("deleted")}
         out: list[ArchivedRun] = []
         for name in reversed(self._chain_names()):
             if limit is not None and len(out) >= limit:
                 break
-            e = json.loads(self._read(name))
+            e = json.loads(self.read(name))
             if pipeline is not None and e.get("pipeline") != pipeline:
                 continue
             try:
-                m, ok = self._manifest(e["manifest"])
+                m, ok = self.manifest(e["manifest"])
                 r = ArchivedRun.from_manifest(m, e["manifest"], intact=ok)
             except (FileNotFoundError, ValueError, KeyError, TypeError):
                 continue  # `verify` reports it
@@ -313,9 +317,7 @@ class ArchiveStore:
             ):
                 continue
             if r.run_id in held:
-                r.legal_hold = self._hold_in_force(
-                    [json.loads(self._read(p)) for p in sorted(held[r.run_id])]
-                )
+                r.legal_hold = self._hold_in_force([json.loads(self.read(p)) for p in sorted(held[r.run_id])])
             if r.run_id in deleted:
                 r.deleted = self._tombstone(r.run_id)
             out.append(r)
@@ -406,7 +408,7 @@ def _archive_run(
             with session_scope(a.db_url) as s:
                 audit_head = serialise_writers(s)
                 seq, prev = a.head()
-                if a._exists(f"runs/{run_id}.json"):
+                if a.exists(f"runs/{run_id}.json"):
                     raise WriteOnceError(f"run {run_id}: already archived; a run id is written once")
                 archived_at = manifest.now()
                 m = {
@@ -476,7 +478,7 @@ def _archive_run(
                 a._ensure_object(nb_bytes)
                 a.put_object(mbytes)
                 try:
-                    a._create(
+                    a.create(
                         f"chain/{seq + 1:012d}.json",
                         canonical_json(
                             {"seq": seq + 1, "run_id": run_id, "pipeline": pipeline, "manifest": msha}
@@ -484,7 +486,7 @@ def _archive_run(
                     )
                 except WriteOnceError:
                     raise _Conflict from None
-                a._create(f"runs/{run_id}.json", canonical_json({"seq": seq + 1, "manifest": msha}).encode())
+                a.create(f"runs/{run_id}.json", canonical_json({"seq": seq + 1, "manifest": msha}).encode())
             return ArchivedRun.from_manifest(m, msha)
         except _Conflict:
             continue

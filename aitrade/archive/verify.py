@@ -73,13 +73,13 @@ class Verifier:
         "Check every notebook, manifest and link; with `audit=True` also anchor the chain in the audit log."
         probs: list[Problem] = []
         bundle = None
-        if self._exists("BUNDLE.json"):
+        if self.exists("BUNDLE.json"):
             try:
-                bundle = json.loads(self._read("BUNDLE.json"))
+                bundle = json.loads(self.read("BUNDLE.json"))
             except ValueError as e:
                 probs.append(Problem(None, None, f"BUNDLE.json unreadable: {e}"))
         omitted = set((bundle or {}).get("notebooks_not_included", []))
-        pointers = {p.split("/", 1)[1].removesuffix(".json") for p in self._list("runs")}
+        pointers = {p.split("/", 1)[1].removesuffix(".json") for p in self.files("runs")}
         chain: dict[int, tuple[str | None, str]] = {}  # seq -> (run_id, manifest hash)
         prev, prev_run, expected, n = GENESIS, None, 1, 0
         for name in self._chain_names():
@@ -99,7 +99,7 @@ class Verifier:
                 )
             expected = seq + 1
             try:
-                e = json.loads(self._read(name))
+                e = json.loads(self.read(name))
                 run_id, mh = e["run_id"], e["manifest"]
             except (ValueError, KeyError, TypeError):
                 probs.append(Problem(seq, None, f"chain entry {name} altered (unreadable)"))
@@ -114,7 +114,7 @@ class Verifier:
                     )
                 )
             try:
-                raw = self._read(self.object_path(mh))
+                raw = self.read(self.object_path(mh))
             except FileNotFoundError:
                 probs.append(Problem(seq, run_id, f"manifest {mh} missing (removed)"))
                 prev, prev_run = mh, run_id
@@ -147,7 +147,7 @@ class Verifier:
             if run_id not in pointers:
                 probs.append(Problem(seq, run_id, "run pointer runs/<run_id>.json missing"))
             else:
-                ptr = json.loads(self._read(f"runs/{run_id}.json"))
+                ptr = json.loads(self.read(f"runs/{run_id}.json"))
                 if ptr != {"seq": seq, "manifest": mh}:
                     probs.append(Problem(seq, run_id, "run pointer does not agree with the chain (altered)"))
             prev, prev_run = mh, run_id
@@ -169,7 +169,7 @@ class Verifier:
         tomb = self._tombstone(run_id)
         nb_sha = m["notebook"]["sha256"]
         try:
-            nb_ok = sha256_hex(self._read(self.object_path(nb_sha))) == nb_sha
+            nb_ok = sha256_hex(self.read(self.object_path(nb_sha))) == nb_sha
             if not nb_ok:
                 probs.append(Problem(seq, run_id, "notebook does not match its hash (altered)"))
         except FileNotFoundError:
@@ -189,20 +189,20 @@ class Verifier:
                 )
         env = m["environment"]["sha256"]
         try:
-            if sha256_hex(self._read(self.object_path(env))) != env:
+            if sha256_hex(self.read(self.object_path(env))) != env:
                 probs.append(Problem(seq, run_id, "environment lock does not match its hash (altered)"))
         except FileNotFoundError:
             probs.append(Problem(seq, run_id, "environment lock missing (removed)"))
 
     def _verify_bundle(self, bundle: dict, head_seq: int, head_manifest: str, probs: list[Problem]) -> None:
         files = bundle.get("files", {})
-        present = set(self._list("")) - {"BUNDLE.json", "README.txt"}
+        present = set(self.files("")) - {"BUNDLE.json", "README.txt"}
         for rel in sorted(present - set(files)):
             probs.append(Problem(None, None, f"bundle file {rel} is not in BUNDLE.json (added)"))
         for rel, sha in sorted(files.items()):
             if rel not in present:
                 probs.append(Problem(None, None, f"bundle file {rel} missing (removed)"))
-            elif sha256_hex(self._read(rel)) != sha:
+            elif sha256_hex(self.read(rel)) != sha:
                 probs.append(Problem(None, None, f"bundle file {rel} does not match BUNDLE.json (altered)"))
         h = bundle.get("head", {})
         if (h.get("seq"), h.get("manifest")) != (head_seq, head_manifest):
