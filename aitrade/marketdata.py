@@ -31,13 +31,13 @@ from .chains import load_quotes_file, parse_quotes_frame, to_file_layout  # noqa
 from .clock import calendar, is_session, session_close, sessions, time_to_expiry  # noqa: F401
 from .errors import FieldError
 from .rates import RateCurve, synthetic_curve
-from .store import Base, BigId, unique
+from .store import Base, BigId, UTCDateTime, unique, utcnow
 
 # %% auto #0
-__all__ = ['CATALOG', 'BAD_KINDS', 'TICKS_STREAM', 'Underlying', 'UnderlyingPrice', 'OptionQuote', 'as_day', 'UnderlyingSpec',
-           'history', 'expiries', 'corrupt_quote', 'SyntheticMarket', 'ensure_underlyings', 'store_prices',
-           'store_chain', 'chain', 'latest_quote_time', 'quote', 'prices', 'log_returns', 'Feed', 'SyntheticFeed',
-           'run_feed', 'subscribe_ticks']
+__all__ = ['REPLACED', 'CATALOG', 'BAD_KINDS', 'TICKS_STREAM', 'Underlying', 'UnderlyingPrice', 'OptionQuote', 'as_day',
+           'UnderlyingSpec', 'history', 'expiries', 'corrupt_quote', 'SyntheticMarket', 'ensure_underlyings',
+           'supersede', 'store_prices', 'store_chain', 'chain', 'latest_quote_time', 'quote', 'prices', 'log_returns',
+           'Feed', 'SyntheticFeed', 'run_feed', 'subscribe_ticks']
 
 # %% ../nbs/21_marketdata.ipynb #f07d7a54
 class Underlying(Base):
@@ -88,6 +88,27 @@ class OptionQuote(Base):
     bid_size: Mapped[int] = mapped_column(sa.Integer)
     ask_size: Mapped[int] = mapped_column(sa.Integer)
     underlying_price: Mapped[float] = mapped_column(sa.Float)
+
+# %% ../nbs/21_marketdata.ipynb #6ef66479
+def _replaced_table(live: sa.Table, *index: str) -> sa.Table:
+    "The table keeping `live`'s replaced rows: `version_id`, every column of `live`, `replaced_at`."
+    name = f"{live.name}_replaced"
+    return sa.Table(
+        name,
+        Base.metadata,
+        sa.Column("version_id", BigId, primary_key=True, autoincrement=True),
+        *(sa.Column(c.name, c.type, nullable=False) for c in live.columns),
+        sa.Column("replaced_at", UTCDateTime(), nullable=False),
+        sa.Index(f"ix_{name}_id", "id"),
+        sa.Index(f"ix_{name}_{'_'.join(index)}", *index),
+    )
+
+
+#: live table -> the table keeping its replaced rows
+REPLACED = {
+    "option_quotes": _replaced_table(OptionQuote.__table__, "underlying", "ts"),
+    "underlying_prices": _replaced_table(UnderlyingPrice.__table__, "symbol", "date"),
+}
 
 # %% ../nbs/21_marketdata.ipynb #747db670
 def as_day(
@@ -434,6 +455,36 @@ def ensure_underlyings(session: Session, symbols: Iterable[str]) -> None:
     session.flush()
 
 
+def supersede(
+    session: Session,
+    model: type[Base],  # `OptionQuote` or `UnderlyingPrice`
+    where: tuple,  # the stored rows the new ones replace (one underlying's quotes at one time; closes of days)
+    rows: list[dict],  # the new rows
+    key: tuple[str, ...],  # what names a row within `where`
+) -> list[dict]:
+    """The `rows` that are new or changed. Stored rows under `where` that they change, or that they no longer
+    hold, are kept in the model's `_replaced` table first, then deleted (the database refuses otherwise)."""
+    t, kept = model.__table__, REPLACED[model.__tablename__]
+    cols = [c.name for c in t.columns if c.name != "id"]
+    stored = {tuple(r[k] for k in key): r for r in session.execute(sa.select(t).where(*where)).mappings()}
+    fresh, gone = [], []
+    for row in rows:
+        old = stored.pop(tuple(row[k] for k in key), None)
+        if old is not None and all(old[c] == row[c] for c in cols):
+            continue  # unchanged: a replay of the same data writes nothing
+        if old is not None:
+            gone.append(old["id"])
+        fresh.append(row)
+    gone += [r["id"] for r in stored.values()]
+    if gone:
+        now = sa.literal(utcnow(), UTCDateTime()).label("replaced_at")
+        session.execute(
+            sa.insert(kept).from_select([*t.columns.keys(), "replaced_at"], sa.select(*t.columns, now).where(t.c.id.in_(gone)))
+        )  # fmt: skip
+        session.execute(sa.delete(t).where(t.c.id.in_(gone)))
+    return fresh
+
+
 def store_prices(session: Session, df: pd.DataFrame) -> int:
     "Store daily closes (symbol, date, close, div_yield), replacing the same (symbol, date); return the count."
     if len(df) == 0:
@@ -443,21 +494,17 @@ def store_prices(session: Session, df: pd.DataFrame) -> int:
         raise FieldError("close", f"must be a positive number (rows {np.flatnonzero(bad)[:5].tolist()})")
     ensure_underlyings(session, df["symbol"].unique())
     dates = [_d(x) for x in df["date"]]
+    recs = [
+        dict(symbol=s, date=d, close=float(c), div_yield=float(y))
+        for s, d, c, y in zip(df["symbol"], dates, df["close"], df.get("div_yield", 0.0 * df["close"]), strict=True)
+    ]  # fmt: skip
+    fresh = []
     for sym in df["symbol"].unique():
-        session.execute(
-            sa.delete(UnderlyingPrice).where(
-                UnderlyingPrice.symbol == sym, UnderlyingPrice.date.in_(sorted(set(dates)))
-            )
-        )
-    session.execute(
-        sa.insert(UnderlyingPrice),
-        [
-            dict(symbol=s, date=d, close=float(c), div_yield=float(y))
-            for s, d, c, y in zip(
-                df["symbol"], dates, df["close"], df.get("div_yield", 0.0 * df["close"]), strict=True
-            )
-        ],
-    )
+        rows = [r for r in recs if r["symbol"] == sym]
+        where = (UnderlyingPrice.symbol == sym, UnderlyingPrice.date.in_(sorted({r["date"] for r in rows})))
+        fresh += supersede(session, UnderlyingPrice, where, rows, ("date",))
+    if fresh:
+        session.execute(sa.insert(UnderlyingPrice), fresh)
     return len(df)
 
 
@@ -478,10 +525,6 @@ def store_chain(session: Session, df: pd.DataFrame) -> int:
     df = res.good
     ensure_underlyings(session, df["underlying"].unique())
     ts = pd.to_datetime(df["ts"], utc=True)
-    for u, t in set(zip(df["underlying"], ts, strict=True)):
-        session.execute(
-            sa.delete(OptionQuote).where(OptionQuote.underlying == u, OptionQuote.ts == t.to_pydatetime())
-        )
     qd = {x: _d(x) for x in pd.unique(df["quote_date"])}
     ex = {x: _d(x) for x in pd.unique(df["expiry"])}
     tsd = {x: x.to_pydatetime() for x in pd.unique(ts)}
@@ -514,7 +557,15 @@ def store_chain(session: Session, df: pd.DataFrame) -> int:
             strict=True,
         )
     ]
-    session.execute(sa.insert(OptionQuote), recs)
+    groups: dict[tuple, list[dict]] = {}
+    for r in recs:
+        groups.setdefault((r["underlying"], r["ts"]), []).append(r)
+    fresh = []
+    for (u, t), rows in groups.items():
+        where = (OptionQuote.underlying == u, OptionQuote.ts == t)
+        fresh += supersede(session, OptionQuote, where, rows, ("expiry", "strike", "option_type"))
+    if fresh:
+        session.execute(sa.insert(OptionQuote), fresh)
     return len(recs)
 
 # %% ../nbs/21_marketdata.ipynb #b335c48b

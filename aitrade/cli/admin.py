@@ -75,7 +75,8 @@ def db_current() -> None:
 
 
 #: what a read-only research account may read: market data, fitted surfaces, rates, features, the lead/lag graph
-RESEARCH_TABLES = ("underlyings", "underlying_prices", "option_quotes", "vol_surfaces", "rate_curves",
+RESEARCH_TABLES = ("underlyings", "underlying_prices", "option_quotes", "underlying_prices_replaced",
+                   "option_quotes_replaced", "vol_surfaces", "rate_curves",
                    "feature_sets", "feature_values", "lead_lag_graphs", "lead_lag_edges")  # fmt: skip
 
 

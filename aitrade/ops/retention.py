@@ -34,12 +34,17 @@ RECORD_CLASSES: dict[str, list[tuple[str, str, str]]] = {
         ("order_events", "ts", "order_id"),
         ("orders", "created_at", "id"),
     ],
-    "market_data": [("option_quotes", "ts", "underlying"), ("underlying_prices", "date", "symbol")],
+    "market_data": [
+        ("option_quotes", "ts", "underlying"),
+        ("underlying_prices", "date", "symbol"),
+        ("option_quotes_replaced", "ts", "underlying"),
+        ("underlying_prices_replaced", "date", "symbol"),
+    ],
     "runs": [("job_runs", "created_at", "id")],
     "reports": [],  # archived write-once with their runs: the archive's retention removes them
     "archive": [],
 }
-_DATE_COLUMNS = {("underlying_prices", "date")}
+_DATE_COLUMNS = {("underlying_prices", "date"), ("underlying_prices_replaced", "date")}
 
 
 class RetentionRefused(Conflict):
