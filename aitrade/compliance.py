@@ -110,16 +110,26 @@ def hub_holders(hub_db: str | None) -> tuple[list[dict], str]:
                     "SELECT m.user_id, g.name FROM user_group_map m JOIN groups g ON g.id = m.group_id ORDER BY g.name"
                 )
             ).all()
+            # a Hub role granted to the user directly (load_roles with users), not through the role's group
+            direct = c.execute(
+                sa.text("SELECT m.user_id, r.name FROM user_role_map m JOIN roles r ON r.id = m.role_id")
+            ).all()
     finally:
         eng.dispose()
     by_user: dict[int, list[str]] = {}
     for uid, g in groups:
         by_user.setdefault(uid, []).append(g)
+    granted: dict[int, set[str]] = {}
+    for uid, r in direct:
+        if r.removeprefix("aitrade-") in ROLES and r.startswith("aitrade-"):
+            granted.setdefault(uid, set()).add(r.removeprefix("aitrade-"))
     out = []
     for uid, name, admin, last in users:
-        roles = [g for g in by_user.get(uid, []) if g in ROLES]
-        if admin and "admin" not in roles:
-            roles.append("admin")
+        roles = (
+            {g for g in by_user.get(uid, []) if g in ROLES}
+            | granted.get(uid, set())
+            | ({"admin"} if admin else set())
+        )
         out.append({"user": name, "roles": sorted(roles), "groups": sorted(by_user.get(uid, [])),
                     "last_activity": _aware(last)})  # fmt: skip
     return out, f"role holders from the Hub database {u.render_as_string(hide_password=True)}"

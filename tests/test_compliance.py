@@ -176,9 +176,12 @@ def _hub_db(tmp_path, now):
         ("tom", ["trader", "jupyter-users"], now - timedelta(days=1), False),
         ("old", ["trader"], now - timedelta(days=200), False),
         ("root", [], now - timedelta(days=1), True),
+        ("ray", [], now - timedelta(days=1), False),
     ]:
         u = orm.User(name=name, admin=admin, last_activity=last.replace(tzinfo=None))
         u.groups = [groups[g] for g in gs]
+        if name == "ray":  # granted the risk role directly, not through the risk group
+            u.roles = [orm.Role(name="aitrade-risk"), orm.Role(name="user")]
         db.add(u)
     db.commit()
     db.close()
@@ -201,13 +204,13 @@ def test_access_review_from_the_hub_database(db, tmp_path):
     with store.session_scope() as s:
         doc = compliance.build(s, "access", now - timedelta(days=1), now + timedelta(days=1), hub_db=hub)
     holders = [(r[0], r[1], r[5]) for r in doc.section("holders").rows]
-    assert holders == [("ada", "auditor", False), ("old", "trader", False), ("root", "admin", False),
-                       ("tom", "trader", False)]  # fmt: skip
+    assert holders == [("ada", "auditor", False), ("old", "trader", False), ("ray", "risk", False),
+                       ("root", "admin", False), ("tom", "trader", False)]  # fmt: skip
     assert "audit:read" in doc.section("holders").rows[0][2].split()
     assert [(r[3], r[4]) for r in doc.section("changes").rows] == [("hub.group.add_users", "group:auditor")]
     with store.session_scope() as s:  # the same accounts judged 100 days later: ada, root and tom went quiet
         later = compliance.build(s, "access", now + timedelta(days=99), now + timedelta(days=100), hub_db=hub)
-    assert [r[0] for r in later.section("dormant").rows] == ["ada", "old", "root", "tom"]
+    assert [r[0] for r in later.section("dormant").rows] == ["ada", "old", "ray", "root", "tom"]
     with store.session_scope() as s:
         later = compliance.build(s, "access", now, now + timedelta(days=30), hub_db=hub)
     assert [r[0] for r in later.section("dormant").rows] == []
