@@ -1,6 +1,6 @@
 """Backups (aitrade.ops.backup, .pgbackrest, .recovery; `aitrade backup | restore | drill`): encrypted for real,
 refused with the wrong key, a flipped byte found; the measured data loss after destroying SQLite (≤ 300 s) and
-after SIGKILL of PostgreSQL with pgBackRest and WAL archiving (≤ 60 s); a drill of a 100 MB database with its RTO;
+after SIGKILL of PostgreSQL with pgBackRest and WAL archiving (≤ 60 s); drills of 100 MB databases (SQLite and PostgreSQL) with their RTO;
 the `backup` service of `make run`."""
 
 from __future__ import annotations
@@ -267,6 +267,11 @@ def test_postgresql_pgbackrest_wal_archiving_sigkill_restore_loses_at_most_60_s(
 
         with pgs.connect("aitrade", "aitrade_platform") as c:
             c.execute("CREATE TABLE canary (ts timestamptz NOT NULL, note text)")
+            # ballast, so that the drill below restores a database of more than 100 MB (1 kB rows stay
+            # uncompressed in their pages: PostgreSQL compresses only rows over about 2 kB)
+            c.execute(
+                "CREATE TABLE ballast AS SELECT repeat(md5(i::text), 32) AS b FROM generate_series(1, 100000) i"
+            )
         written: list[datetime] = []
         stop = threading.Event()
 
@@ -318,6 +323,7 @@ def test_postgresql_pgbackrest_wal_archiving_sigkill_restore_loses_at_most_60_s(
         r = _cli(tmp_path, "drill", "--pg", **env)
         print(r.stdout)
         assert r.returncode == 0 and "PASSED" in r.stdout and "RTO" in r.stdout, r.stdout + r.stderr
+        assert re.search(r"\((1\d\d|[2-9]\d\d|\d{4,})\.\d MB", r.stdout), r.stdout  # >= 100 MB restored
         assert "audit record 1 present, same hash" in r.stdout, r.stdout
         store.dispose_engines()
         with store.session_scope() as s:
