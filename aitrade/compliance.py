@@ -29,7 +29,7 @@ from .store import utcnow
 # %% auto #0
 __all__ = ['AUDIT_COLUMNS', 'ACCESS_CHANGES', 'PRIVILEGED', 'FOUR_EYES_DENIED', 'ORDER_COLUMNS', 'RETENTION', 'KINDS',
            'parse_period', 'audit_rows', 'hub_holders', 'access_report', 'privileged_report', 'orders_report',
-           'risk_report', 'jobs_report', 'backups_report', 'retention_report', 'build']
+           'limits_in_force', 'risk_report', 'jobs_report', 'backups_report', 'retention_report', 'build']
 
 # %% ../nbs/78_compliance.ipynb #8e6a4100
 def parse_period(start: Any, end: Any) -> tuple[dt.datetime, dt.datetime]:
@@ -289,10 +289,30 @@ def orders_report(session, start, end, symbol: str | None = None) -> tuple[list,
     return summary, sections
 
 # %% ../nbs/78_compliance.ipynb #1d325574
+def limits_in_force(session: Session, at: dt.datetime) -> list[list]:
+    """The limits in force at `at`: [scope, metric, max_abs, reason, updated_by, updated_at] rows, rebuilt from the
+    `limit.set` / `limit.remove` audit records; a limit that no retained record touches is read as it stands."""
+    R = audit.AuditRecord
+    q = sa.select(R).where(R.action.in_(("limit.set", "limit.remove"))).order_by(R.seq)
+    state: dict[str, list | None] = {}  # target -> its row at `at` (None: no limit)
+    first_after: dict[str, Any] = {}  # target -> its first change at or after `at`
+    for r in session.execute(q).scalars():
+        if r.ts < at:
+            a = r.after
+            state[r.target] = None if r.action == "limit.remove" else [a["scope"], a["metric"], a["max_abs"], a["reason"], r.actor, r.ts]  # fmt: skip
+        else:
+            first_after.setdefault(r.target, r)
+    for t, r in first_after.items():  # changed only after `at`: as it was before that change
+        if t not in state:
+            b = r.before
+            state[t] = [b["scope"], b["metric"], b["max_abs"], b["reason"], None, None] if b else None
+    for x in limits.limits(session):  # untouched by any retained record: as it stands
+        state.setdefault(f"limit:{x.scope}:{x.metric}", [x.scope, x.metric, x.max_abs, x.reason, x.updated_by, x.updated_at])  # fmt: skip
+    return sorted((v for v in state.values() if v), key=lambda v: (v[0], v[1]))
+
+
 def risk_report(session, start, end) -> tuple[list, list]:
-    lim = [
-        [x.scope, x.metric, x.max_abs, x.reason, x.updated_by, x.updated_at] for x in limits.limits(session)
-    ]
+    lim = limits_in_force(session, end)
     blocked = [
         [e.order_id, e.ts, o.symbol, o.side, o.quantity, o.submitted_by, e.reason]
         for e, o in session.execute(
@@ -307,7 +327,7 @@ def risk_report(session, start, end) -> tuple[list, list]:
     sections = [
         Section(
             "limits",
-            "Limits in force (at generation)",
+            "Limits in force at the period's end",
             ["scope", "metric", "max_abs", "reason", "updated_by", "updated_at"],
             lim,
         ),  # fmt: skip

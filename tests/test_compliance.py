@@ -120,6 +120,24 @@ def test_one_self_approval_attempt_and_one_privileged_change_show_exactly_those(
     assert risk.section("killswitch").rows == []
 
 
+def test_the_risk_report_shows_the_limits_in_force_at_the_periods_end(desk):
+    "A later change, a later removal and a later new limit do not rewrite what a past period's report says."
+    end = store.utcnow()
+    with store.session_scope() as s:
+        limits.set_limit(s, RITA, "SPX", "vega", 0.5, "loosened after the period")
+        limits.set_limit(s, RITA, "SPX", "delta", 10.0, "new after the period")
+    past = {"from": desk["from"], "to": end}
+    rows = build("risk", past).section("limits").rows
+    assert [(r[0], r[1], r[2], r[3], r[4]) for r in rows] == [
+        ("SPX", "vega", 0.001, "tightened after review", "rita")
+    ]
+    with store.session_scope() as s:
+        limits.remove_limit(s, RITA, "SPX", "vega", "no vega limit from now on")
+    assert build("risk", past).section("limits").rows == rows
+    now = build("risk", {"from": desk["from"], "to": store.utcnow()}).section("limits").rows
+    assert [(r[1], r[2]) for r in now] == [("delta", 10.0)]
+
+
 def test_a_self_approval_that_got_through_is_shown(desk):
     "A control failure (an order approved by its submitter, e.g. written past the API) is a finding of its own."
     import sqlalchemy as sa
