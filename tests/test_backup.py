@@ -306,7 +306,7 @@ def test_postgresql_pgbackrest_wal_archiving_sigkill_restore_loses_at_most_60_s(
         subprocess.run(["rm", "-rf", str(pgs.data)], check=True)  # the server's data is lost
         r = _cli(tmp_path, "restore", "--pg", "--yes", **env)
         assert r.returncode == 0 and "start PostgreSQL to recover" in r.stdout, r.stdout + r.stderr
-        assert "not audited" in r.stdout  # in place, the database is down: said, not hidden
+        assert "not audited yet" in r.stdout  # in place, the database is down: the record waits for it
         t0 = time.monotonic()
         pgs.start()
         with pgs.connect("aitrade", "aitrade_platform") as c:
@@ -327,8 +327,15 @@ def test_postgresql_pgbackrest_wal_archiving_sigkill_restore_loses_at_most_60_s(
         assert "audit record 1 present, same hash" in r.stdout, r.stdout
         store.dispose_engines()
         with store.session_scope() as s:
-            actions = [x.action for x in audit.query(s, action="backup.", limit=10)]
+            recs = audit.query(s, action="backup.", limit=10)
+            actions = [x.action for x in recs]
             assert actions[0] == "backup.drill" and "backup.create" in actions, actions
+            restore = next(
+                x for x in recs if x.action == "backup.restore"
+            )  # the in-place restore, once it could
+            assert (
+                restore.after["into"] == str(pgs.data) and "at" in restore.after and restore.seq < recs[0].seq
+            )
 
         # point in time: restore to the moment of a canary in the middle, into a scratch server
         target = written[len(written) // 2]

@@ -221,17 +221,18 @@ def restore_cmd(
 
 
 def _audit_pg_restore(actor: str, p: pgbackrest.PgBackRest, t: datetime | None, into: Path | None) -> None:
-    "Audit a pgBackRest restore in the platform's database when it is up (a restore --into); else say why not."
+    "Audit a pgBackRest restore: at once when the database is up (a restore --into), else when it is back."
     after = {
         "kind": "pgbackrest",
         "to_time": None if t is None else t.isoformat(),
         "into": str(into or p.pg_data),
     }
-    try:
-        ops.record(actor, "backup.restore", f"pgbackrest:{p.stanza}", after)
-    except Exception as e:  # restored in place: the database is down until PostgreSQL is started
+    if not ops.record(
+        actor, "backup.restore", f"pgbackrest:{p.stanza}", after
+    ):  # in place: the database is down
         typer.echo(
-            f"not audited ({type(e).__name__}): the platform's database is down; pgBackRest's log has the restore"
+            f"not audited yet: the platform's database is down; the record waits in {ops.unaudited_path()} "
+            "and goes into the audit log with the next record (the backup service's next backup)"
         )
 
 

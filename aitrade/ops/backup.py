@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import hashlib
 import hmac
 import json
@@ -45,8 +46,8 @@ from ..errors import Conflict
 # %% auto #0
 __all__ = ['SCHEMA', 'MANIFEST', 'MAGIC', 'CHUNK', 'BackupError', 'BackupKeyError', 'new_key_text', 'BackupKey', 'backup_key',
            'encrypt_stream', 'decrypt_stream', 'new_id', 'id_time', 'BackupStore', 'read_manifest', 'iso', 'parse_time',
-           'sqlite_sources', 'snapshot_sqlite', 'sqlite_state', 'record', 'create_backup', 'prune', 'latest_id',
-           'verify_backup', 'RestoreResult', 'choose_backup', 'check_sqlite', 'holders', 'restore']
+           'sqlite_sources', 'snapshot_sqlite', 'sqlite_state', 'unaudited_path', 'record', 'create_backup', 'prune',
+           'latest_id', 'verify_backup', 'RestoreResult', 'choose_backup', 'check_sqlite', 'holders', 'restore']
 
 # %% ../../nbs/68_ops_backup.ipynb #115eb99c
 SCHEMA = "aitrade.backup/1"
@@ -364,10 +365,39 @@ def sqlite_state(path: Path | str) -> dict[str, Any]:
     return out
 
 # %% ../../nbs/68_ops_backup.ipynb #2378d1bb
-def record(actor: str, action: str, target: str, after: dict, url: str | None = None) -> None:
-    "One audit record in its own transaction (the change it records is outside the database)."
-    with store.session_scope(url) as s:
-        audit.append(s, actor, action, target, after=after)
+def unaudited_path(s: Settings | None = None) -> Path:
+    "Where records wait while the platform's database is down (`record`)."
+    return (s or get_settings()).path("var/audit-pending.jsonl")
+
+
+def record(actor: str, action: str, target: str, after: dict, url: str | None = None) -> bool:
+    """One audit record in its own transaction (the change it records is outside the database); True when written.
+
+    For the platform's database (`url` None) the records that waited for it are written first, in their order.
+    When it is down (a restore in place: PostgreSQL is started afterwards) the record waits in `unaudited_path`,
+    with the time it happened, for the next `record` (the backup service's next backup), and this returns False."""
+    if url is not None:
+        with store.session_scope(url) as s:
+            audit.append(s, actor, action, target, after=after)
+        return True
+    path = unaudited_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(os.open(path, os.O_RDWR | os.O_CREAT, 0o600), "r+") as f:
+        if os.geteuid() == 0:  # root (an operator's restore): the file stays the platform's, as var/ is
+            st = path.parent.stat()
+            os.fchown(f.fileno(), st.st_uid, st.st_gid)
+        fcntl.flock(f, fcntl.LOCK_EX)  # one process writes the waiting records, once
+        waiting = [json.loads(line) for line in f.read().splitlines() if line.strip()]
+        try:
+            with store.session_scope() as s:
+                for w in waiting:
+                    audit.append(s, w["actor"], w["action"], w["target"], after=w["after"])
+                audit.append(s, actor, action, target, after=after)
+        except sa.exc.OperationalError:
+            f.write(canonical_json(dict(actor=actor, action=action, target=target, after={**after, "at": iso(datetime.now(UTC))})) + "\n")  # fmt: skip
+            return False
+        f.truncate(0)
+    return True
 
 
 def create_backup(
