@@ -165,3 +165,30 @@ def test_new_backups_hold_nothing_of_an_erased_person(sqlite_db, tmp_path):
         assert c.exec_driver_sql("SELECT count(*) FROM privacy_keys").scalar() == 0
         assert c.exec_driver_sql("SELECT count(*) FROM privacy_subjects WHERE login IS NULL").scalar() == 1
     eng.dispose()
+
+
+def test_a_restored_older_backup_does_not_bring_an_erased_person_back(sqlite_db, tmp_path):
+    "Backed up, then erased; the older backup restored in place: the restore erases the person again, audited."
+    from aitrade.archive import Archive
+    from aitrade.ops import erasures
+
+    marker = uuid.uuid4().hex[:12]
+    login = f"tr{marker[:6]}"
+    values = _plant(login, marker)
+    assert _cli("backup", "run").returncode == 0  # this backup holds the person's key
+    r = _cli("privacy", "erase", login, "--reason", "data-subject request")
+    assert r.returncode == 0, r.stderr
+    with store.session_scope() as s:
+        sid = s.scalar(sa.select(privacy.Subject.id).where(privacy.Subject.erased_at.is_not(None)))
+    assert erasures.erased_subjects(Archive()) == [sid]  # the ledger, outside the database
+    store.dispose_engines()  # the platform is stopped for a restore in place
+    r = _cli("restore", "--latest", "--yes")
+    assert r.returncode == 0, r.stdout + r.stderr
+    with store.session_scope() as s:
+        assert privacy.export(s, "dpo", login)["personal_data"] == []
+        assert s.scalar(sa.select(sa.func.count()).select_from(privacy.SubjectKey)) == 0
+        again = audit.query(s, action="privacy.erase", limit=1)[0]
+        assert (again.actor, again.target) == (erasures.REAPPLIER, f"subject:{sid}")
+        assert audit.verify(s).ok
+    for v in values.values():
+        assert _grep(_db_files(sqlite_db), v) == [], v

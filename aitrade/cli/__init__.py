@@ -120,10 +120,21 @@ def up(
         fail(f"audit log cannot be checked against its anchors: {e}", 1, prefix="")
     if not chain.ok:
         fail(f"audit chain is broken, investigate before trading: {chain}", 1, prefix="")
+    from aitrade import privacy
+    from aitrade.ops import erasures
+
+    with store.session_scope() as ses:  # after a PostgreSQL restore in place: no erased person comes back
+        again = erasures.reapply(ses)
+    if again:
+        privacy.scrub()
     typer.echo("aitrade platform")
     typer.echo(f"  {'settings':<15} {config.find_settings_file() or 'defaults (no settings.ini)'}")
     typer.echo(f"  {'database':<15} {config.mask_url(s.database_url)}  (revision {store.current()})")
     typer.echo(f"  {'audit log':<15} {chain}")
+    if again:
+        typer.echo(
+            f"  {'privacy':<15} {len(again)} erased person(s) back from a restored backup: erased again"
+        )
     typer.echo(f"  {'bus':<15} {s.redis.url or 'embedded (var/bus.db; no Redis server configured)'}")
     typer.echo(
         f"  {'compute':<15} numba on {_threads()} CPU threads" + (", CuPy GPU" if _gpu() else ", no GPU")

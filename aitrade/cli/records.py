@@ -16,7 +16,7 @@ import typer
 
 from .common import ActorOpt, acting, fail, failing
 from .. import privacy
-from ..ops import retention
+from ..ops import erasures, retention
 from ..store import session_scope
 
 # %% auto #0
@@ -228,11 +228,12 @@ def privacy_export_cmd(
 
 @privacy_app.command("erase")
 def privacy_erase_cmd(login: str, reason: ReasonOpt, actor: ActorOpt = None) -> None:
-    "Erase a person's personal data by destroying their key (GDPR Art. 17); records kept by law are reported."
+    """Erase a person's personal data by destroying their key (GDPR Art. 17); records kept by law are reported.
+    The erasure is also kept in the archive, so that a restore of an older backup erases them again."""
     who = acting(actor)
     with failing():
         with session_scope() as s:
-            out = privacy.erase(s, who, login, reason)
+            out = erasures.erase(s, who, login, reason)
         privacy.scrub()
     erased = ", ".join(f"{n} {c}" for c, n in out["erased"].items()) or "nothing"
     kept = ", ".join(f"{n} {c}" for c, n in out["kept_under_legal_obligation"].items()) or "nothing"

@@ -37,8 +37,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 import aitrade
-from .. import audit, store
+from .. import audit, privacy, store
 from ..audit import canonical_json
+from . import erasures
 from ..bus import bus_path
 from ..config import ConfigError, Settings, get_settings, key_text, mask_url
 from ..errors import Conflict
@@ -678,4 +679,9 @@ def restore(
             "files": res.files,
         }
         record(actor, "backup.restore", f"backup:{bid}", after)
+    if into is None and "aitrade.db" in targets:  # the platform's own database: no erased person comes back
+        with store.session_scope() as s:
+            again = erasures.reapply(s)
+        if again:
+            privacy.scrub()
     return res
