@@ -261,7 +261,12 @@ def test_postgresql_pgbackrest_wal_archiving_sigkill_restore_loses_at_most_60_s(
         config.reload_settings()
         env["AITRADE_DATABASE__URL"] = url
         store.upgrade(url=url)
-        pg.setup()  # what `aitrade backup pg-setup` and the service do: config, stanza-create, check
+        r = _cli(tmp_path, "backup", "pg-setup", **env)  # config, stanza-create, check
+        assert (
+            r.returncode == 0
+            and "archive_timeout = '30s'" in r.stdout
+            and "WAL archiving checked" in r.stdout
+        ), r.stdout + r.stderr
         assert oct((run / "pgbackrest.conf").stat().st_mode & 0o777) == "0o600"
         assert "repo1-cipher-type=aes-256-cbc" in (run / "pgbackrest.conf").read_text()
 

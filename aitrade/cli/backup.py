@@ -164,11 +164,9 @@ def pg_setup_cmd(user: UserOpt = None, role: RoleOpt = None) -> None:
     _who(user, role)
     try:
         pg = pgbackrest.PgBackRest.from_settings()
-        pg.write_config()
         for k, v in pg.server_settings().items():
             typer.echo(f"{k} = '{v}'")
-        pg.run("stanza-create")
-        pg.run("check")
+        pg.setup()
     except AitradeError as e:
         fail(e)
     typer.echo(f"pgbackrest stanza {pg.stanza}: created, WAL archiving checked ({pg.conf})")
