@@ -8,6 +8,7 @@ Docs: https://github.com/aitrade/aitrade/platform.html.md"""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import signal
@@ -18,6 +19,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import psutil
 
 from aitrade.accounts import (
     Account,
@@ -31,8 +34,8 @@ from .cluster import cluster_address, ensure_tls, tls_files
 from .config import Settings, get_settings
 
 # %% auto #0
-__all__ = ['Service', 'free_port', 'port_open', 'hub_config_path', 'plan_services', 'PlatformError', 'secure', 'start', 'stop',
-           'watch']
+__all__ = ['PLATFORM_ID', 'Service', 'free_port', 'port_open', 'hub_config_path', 'platform_id', 'plan_services', 'PlatformError',
+           'secure', 'start', 'stop', 'watch', 'members', 'sweep', 'claim']
 
 # %% ../nbs/95_platform.ipynb #e7450c27
 @dataclass
@@ -78,6 +81,15 @@ def hub_config_path(s: Settings | None = None) -> Path:
         if (p := root / "hub" / "jupyterhub_config.py").is_file():
             return p
     raise FileNotFoundError(f"hub/jupyterhub_config.py: not found under {s.root} or the aitrade checkout")
+
+
+#: the environment variable that names the platform a process belongs to
+PLATFORM_ID = "AITRADE_PLATFORM_ID"
+
+
+def platform_id(s: Settings | None = None) -> str:
+    "This platform's id: its project folder (two platforms on one machine live in two folders)."
+    return str((s or get_settings()).root.resolve())
 
 
 def plan_services(
@@ -137,6 +149,7 @@ def plan_services(
             )
         )
     env["AITRADE_DASK_ADDRESS"] = dask_address
+    env[PLATFORM_ID] = platform_id(s)  # every process of this platform carries it (`sweep`)
     if account is not None:  # numba cannot write its cache beside the package's code as the service account
         env["NUMBA_CACHE_DIR"] = str(s.path("var/cache/numba"))
     services.append(
@@ -292,3 +305,49 @@ def watch(
     finally:
         for sig, h in old.items():
             signal.signal(sig, h)
+
+# %% ../nbs/95_platform.ipynb #e217499a
+def members(pid: str) -> list[psutil.Process]:
+    "The processes, other than this one, whose environment says they belong to platform `pid`."
+    out = []
+    for p in psutil.process_iter():
+        if p.pid == os.getpid():
+            continue
+        with contextlib.suppress(psutil.Error):  # gone, a zombie, or another account's (not readable)
+            if p.environ().get(PLATFORM_ID) == pid:
+                out.append(p)
+    return out
+
+
+def sweep(pid: str, grace: float = 10.0) -> int:
+    "Stop every process of platform `pid` (SIGTERM, SIGKILL after `grace` seconds); how many there were."
+    procs = members(pid)
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            p.terminate()
+    _, alive = psutil.wait_procs(procs, timeout=grace)
+    for p in alive:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    psutil.wait_procs(alive, timeout=5)
+    return len(procs)
+
+
+def claim(s: Settings | None = None):
+    "The lock `up` holds while it runs (keep the returned file open); `PlatformError` if another `up` holds it."
+    s = s or get_settings()
+    path = s.path("var/run/up.lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    f = open(os.open(path, os.O_RDWR | os.O_CREAT, 0o600), "r+")  # noqa: SIM115 (held until the process ends)
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = f.read().strip()
+        f.close()
+        raise PlatformError(
+            f"the platform of {s.root} is already running (aitrade up, pid {holder})"
+        ) from None
+    f.truncate(0)
+    f.write(str(os.getpid()))
+    f.flush()
+    return f

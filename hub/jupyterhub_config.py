@@ -131,10 +131,15 @@ service_env = {
     for k, v in os.environ.items()
     if (k.startswith("AITRADE_") and "OIDC_CLIENT_SECRET" not in k) or k == "NUMBA_CACHE_DIR"
 }
+# every process of the platform carries its id, people's servers and the culler too: `aitrade up` stops them all
+# by it (aitrade.platform.sweep), even those a Hub killed before its cleanup left behind
+platform_tag = {k: v for k, v in service_env.items() if k == "AITRADE_PLATFORM_ID"}
+c.Spawner.environment.update(platform_tag)
 c.JupyterHub.services = [
     {
         "name": "idle-culler",
         "command": [sys.executable, "-m", "jupyterhub_idle_culler", "--timeout=3600"],
+        "environment": platform_tag,
         **services_as,
     },
     {

@@ -111,6 +111,12 @@ def up(
     from aitrade import marketclock, platform
 
     s = config.get_settings()
+    try:
+        lock = platform.claim(s)  # noqa: F841 (held while this process runs)
+    except platform.PlatformError as e:
+        fail(e, 1, prefix="aitrade: ")
+    pid = platform.platform_id(s)
+    earlier = platform.sweep(pid)  # what an `up` killed before it could stop its services left running
     store.upgrade()
     from aitrade.archive import anchors
 
@@ -131,6 +137,10 @@ def up(
     typer.echo(f"  {'settings':<15} {config.find_settings_file() or 'defaults (no settings.ini)'}")
     typer.echo(f"  {'database':<15} {config.mask_url(s.database_url)}  (revision {store.current()})")
     typer.echo(f"  {'audit log':<15} {chain}")
+    if earlier:
+        typer.echo(
+            f"  {'earlier run':<15} stopped {earlier} process(es) an earlier, killed `aitrade up` left running"
+        )
     if again:
         typer.echo(
             f"  {'privacy':<15} {len(again)} erased person(s) back from a restored backup: erased again"
@@ -181,6 +191,8 @@ def up(
         died = platform.watch(services, until=None if exit_after is None else time.monotonic() + exit_after)
     finally:
         platform.stop(services)
+        if left := platform.sweep(pid):  # what the Hub did not stop in time: its services, people's servers
+            typer.echo(f"  stopped {left} process(es) the services left behind")
     if died:
         fail(f"aitrade: {died} stopped; the platform was shut down (see var/log/{died}.log)", 1, prefix="")
     typer.echo("aitrade platform stopped")

@@ -1,0 +1,89 @@
+"""`aitrade up` leaves nothing behind (issue 16's first check): every process of a platform carries its id, a second
+`up` from the same folder is refused, an `up` killed with SIGKILL leaves the Hub's services running and the next
+`up` stops them before it starts, and Ctrl-C stops every process the platform started, the Hub's services too."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+from hubutil import free_port, platform_env
+
+from aitrade import platform
+
+API_HEALTH = "/services/aitrade-api/health"
+
+
+def _up(root: Path, env: dict, name: str, timeout: float = 240) -> tuple[subprocess.Popen, Path]:
+    "`aitrade up` (Hub, API, backups, anchors; no scheduler, clock or desk) in `root`, started: its process and log."
+    log = root / f"{name}.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "from aitrade.cli import main; main()", "up", "--no-market-clock", "--no-desk",
+             "--no-scheduler", "--first-run", ""],
+            env=env, cwd=root, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    deadline = time.monotonic() + timeout
+    while "aitrade platform started" not in log.read_text():
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.5)
+    return proc, log
+
+
+def _healthy(url: str, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if requests.get(url + API_HEALTH, timeout=5).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        assert time.monotonic() < deadline, f"{url}{API_HEALTH} did not answer"
+        time.sleep(0.5)
+
+
+def test_a_killed_platform_leaves_nothing_the_next_start_does_not_stop(tmp_path):
+    port = free_port()
+    (tmp_path / "settings.ini").write_text(
+        f"[hub]\nport = {port}\n[dask]\nscheduler_port = {free_port()}\ndashboard_port = 0\n"
+    )
+    env = platform_env(
+        AITRADE_SETTINGS=str(tmp_path / "settings.ini"),
+        AITRADE_HUB_INTERNAL_PORT=str(free_port()),
+        **{f"AITRADE_{k}_PORT": str(free_port()) for k in ("API", "VOILA", "DASHBOARDS", "HUB_PROXY_API")},
+    )
+    url, pid = f"http://127.0.0.1:{port}", str(tmp_path.resolve())
+    first, _ = _up(tmp_path, env, "up-1")
+    try:
+        _healthy(url)
+        ours = platform.members(pid)
+        api = [p for p in ours if "aitrade.api" in " ".join(p.cmdline())]
+        assert api, [p.cmdline() for p in ours]  # the Hub's own service carries the platform's id
+
+        again = subprocess.run(
+            [sys.executable, "-c", "from aitrade.cli import main; main()", "up"],
+            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert again.returncode == 1 and "is already running" in again.stdout + again.stderr, again
+        assert all(p.is_running() for p in ours)  # refused, not swept
+
+        os.kill(first.pid, signal.SIGKILL)  # no chance to stop anything
+        first.wait(30)
+        assert api[0].is_running()  # orphaned, still holding its port: what the next start must clean up
+
+        second, log = _up(tmp_path, env, "up-2")
+        assert "an earlier, killed `aitrade up` left running" in log.read_text(), log.read_text()
+        assert not any(p.is_running() for p in ours)
+        _healthy(url)  # the new API answers, on the same port
+
+        second.send_signal(signal.SIGINT)  # Ctrl-C
+        second.wait(120)
+        assert "aitrade platform stopped" in log.read_text(), log.read_text()[-3000:]
+        assert platform.members(pid) == [], [p.cmdline() for p in platform.members(pid)]
+    finally:
+        platform.sweep(pid)
