@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ from .config import Settings, get_settings
 
 # %% auto #0
 __all__ = ['PLATFORM_ID', 'Service', 'free_port', 'port_open', 'hub_config_path', 'platform_id', 'plan_services', 'PlatformError',
-           'secure', 'start', 'stop', 'watch', 'members', 'sweep', 'claim']
+           'secure', 'start', 'launch', 'stop', 'write_metrics', 'supervise', 'members', 'sweep', 'claim']
 
 # %% ../nbs/95_platform.ipynb #e7450c27
 @dataclass
@@ -50,6 +51,7 @@ class Service:
     account: Account | None = None  # the system account it runs as (None: the one starting it)
     proc: subprocess.Popen | None = None
     log: Path | None = None
+    restarts: int = 0  # times `supervise` started it again
 
 
 def free_port() -> int:
@@ -239,23 +241,7 @@ def start(
     logs.mkdir(parents=True, exist_ok=True)
     try:
         for svc in services:
-            svc.log = logs / f"{svc.name}.log"
-            as_account = {}
-            env = {**os.environ, **svc.env}
-            if (a := svc.account) is not None:
-                as_account = dict(user=a.uid, group=a.gid, extra_groups=[], umask=0o077)
-                env |= {"HOME": str(a.home), "USER": a.name, "LOGNAME": a.name}
-            with open(os.open(svc.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as out:
-                if a is not None:
-                    os.chown(svc.log, a.uid, a.gid)
-                svc.proc = subprocess.Popen(
-                    svc.cmd,
-                    env=env,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                    **as_account,
-                )
+            launch(svc, logs)
             deadline = time.monotonic() + timeout
             while not svc.ready():
                 if svc.proc.poll() is not None:
@@ -267,6 +253,22 @@ def start(
     except BaseException:
         stop(services)
         raise
+
+
+def launch(svc: Service, logs: Path) -> None:
+    "Start `svc`'s process in a session of its own, as its account, appending to `logs/<name>.log`."
+    svc.log = logs / f"{svc.name}.log"
+    as_account = {}
+    env = {**os.environ, **svc.env}
+    if (a := svc.account) is not None:
+        as_account = dict(user=a.uid, group=a.gid, extra_groups=[], umask=0o077)
+        env |= {"HOME": str(a.home), "USER": a.name, "LOGNAME": a.name}
+    with open(os.open(svc.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as out:
+        if a is not None:
+            os.chown(svc.log, a.uid, a.gid)
+        svc.proc = subprocess.Popen(
+            svc.cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, **as_account
+        )
 
 
 def stop(services: list[Service], grace: float = 15.0) -> None:
@@ -283,23 +285,69 @@ def stop(services: list[Service], grace: float = 15.0) -> None:
                 os.killpg(p.pid, signal.SIGKILL)
 
 
-def watch(
+def write_metrics(services: list[Service], path: Path) -> None:
+    "Each service's state and restarts, in Prometheus' text format, at `path` (a textfile collector's folder)."
+    from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+
+    reg = CollectorRegistry()
+    up = Gauge("aitrade_service_up", "1 while the service's process runs", ["service"], registry=reg)
+    restarts = Gauge("aitrade_service_restarts", "times the supervisor restarted the service", ["service"], registry=reg)  # fmt: skip
+    for svc in services:
+        up.labels(svc.name).set(1.0 if svc.proc is not None and svc.proc.poll() is None else 0.0)
+        restarts.labels(svc.name).set(svc.restarts)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_to_textfile(str(path), reg)
+
+
+def supervise(
     services: list[Service],  # the started services
-    poll: float = 1.0,  # seconds between checks
+    logs: Path,  # their log folder (`start`'s)
     until: float | None = None,  # a `time.monotonic()` deadline; None: until a signal
+    echo: Callable[[str], None] = print,  # says what it restarted
+    poll: float = 1.0,  # seconds between checks
+    backoff: tuple[float, float] = (1.0, 60.0),  # the first wait before a restart, and the longest
+    give_up: tuple[int, float] = (5, 600.0),  # that many exits of one service within that many seconds: stop
+    metrics: Path | None = None,  # where `write_metrics` keeps the services' state (None: nowhere)
 ) -> str | None:
-    "Block until a service exits (return its name), SIGTERM/SIGINT arrives, or `until` (monotonic time) passes."
-    stopping = []
+    """Keep the services running until SIGTERM/SIGINT or `until`: a service that exits is started again after
+    `backoff` seconds, doubling with each exit inside the `give_up` window. Returns None, or the name of a
+    service that exited `give_up[0]` times within `give_up[1]` seconds (the caller stops the platform)."""
+    stopping: list[int] = []
+    exits: dict[str, list[float]] = {}
+    due: dict[str, float] = {}  # service -> when it is started again
 
     def _sig(signum, _):
         stopping.append(signum)
 
-    old = {sig: signal.signal(sig, _sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    main = threading.current_thread() is threading.main_thread()  # only the main thread may take signals
+    old = {sig: signal.signal(sig, _sig) for sig in (signal.SIGTERM, signal.SIGINT)} if main else {}
     try:
+        if metrics is not None:
+            write_metrics(services, metrics)
         while not stopping and (until is None or time.monotonic() < until):
+            now = time.monotonic()
             for svc in services:
-                if svc.proc is not None and svc.proc.poll() is not None:
-                    return svc.name
+                if svc.name in due:
+                    if now >= due[svc.name]:
+                        del due[svc.name]
+                        launch(svc, logs)
+                        svc.restarts += 1
+                        echo(f"  restarted {svc.name} (restart {svc.restarts})")
+                elif svc.proc is not None and svc.proc.poll() is not None:
+                    recent = [t for t in exits.get(svc.name, []) if now - t < give_up[1]] + [now]
+                    exits[svc.name] = recent
+                    if len(recent) >= give_up[0]:
+                        echo(f"  {svc.name} exited {len(recent)} times in {give_up[1]:.0f} s: giving up")
+                        return svc.name
+                    wait = min(backoff[1], backoff[0] * 2 ** (len(recent) - 1))
+                    due[svc.name] = now + wait
+                    echo(
+                        f"  {svc.name} exited with {svc.proc.returncode}; restarting in {wait:g} s (see {svc.log})"
+                    )
+                else:
+                    continue
+                if metrics is not None:
+                    write_metrics(services, metrics)
             time.sleep(poll)
         return None
     finally:

@@ -1,6 +1,7 @@
 """`aitrade up` leaves nothing behind (issue 16's first check): every process of a platform carries its id, a second
 `up` from the same folder is refused, an `up` killed with SIGKILL leaves the Hub's services running and the next
-`up` stops them before it starts, and Ctrl-C stops every process the platform started, the Hub's services too."""
+`up` stops them before it starts, a crashed service is started again by the supervisor, and Ctrl-C stops every
+process the platform started, the Hub's services too."""
 
 from __future__ import annotations
 
@@ -80,6 +81,17 @@ def test_a_killed_platform_leaves_nothing_the_next_start_does_not_stop(tmp_path)
         assert "an earlier, killed `aitrade up` left running" in log.read_text(), log.read_text()
         assert not any(p.is_running() for p in ours)
         _healthy(url)  # the new API answers, on the same port
+
+        backup = [p for p in platform.members(pid) if p.cmdline()[-4:-2] == ["backup", "run"]]
+        assert len(backup) == 1, [p.cmdline() for p in platform.members(pid)]
+        backup[0].kill()  # a crashed service: the supervisor starts it again after its backoff
+        deadline = time.monotonic() + 60
+        while "restarted backup (restart 1)" not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.5)
+        assert "backup exited with -9; restarting in 1 s" in log.read_text()
+        prom = (tmp_path / "var" / "metrics" / "platform.prom").read_text()
+        assert 'aitrade_service_restarts{service="backup"} 1.0' in prom, prom
 
         second.send_signal(signal.SIGINT)  # Ctrl-C
         second.wait(120)

@@ -188,13 +188,18 @@ def up(
     )
     typer.echo("  logs in " + str(s.path("var/log")) + "; Ctrl-C stops the platform")
     try:
-        died = platform.watch(services, until=None if exit_after is None else time.monotonic() + exit_after)
+        died = platform.supervise(
+            services, s.path("var/log"), until=None if exit_after is None else time.monotonic() + exit_after,
+            echo=typer.echo, metrics=s.path("var/metrics/platform.prom"),
+        )  # fmt: skip
     finally:
         platform.stop(services)
         if left := platform.sweep(pid):  # what the Hub did not stop in time: its services, people's servers
             typer.echo(f"  stopped {left} process(es) the services left behind")
     if died:
-        fail(f"aitrade: {died} stopped; the platform was shut down (see var/log/{died}.log)", 1, prefix="")
+        fail(
+            f"aitrade: {died} kept exiting; the platform was shut down (see var/log/{died}.log)", 1, prefix=""
+        )
     typer.echo("aitrade platform stopped")
 
 
