@@ -442,6 +442,8 @@ def test_metrics_need_read_metrics_and_hide_parameters(client):
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     assert 'route="/services/aitrade-api/v1/orders/{order_id}",status="404"' in r.text
     assert "12345" not in r.text and "u-trader" not in r.text
+    # the run history and the backups, read from the database at each scrape
+    assert "aitrade_jobs_metrics_up 1.0" in r.text and "aitrade_backup_metrics_up 1.0" in r.text, r.text
 
 
 def test_cookie_credentials_need_the_xsrf_header(client):

@@ -26,6 +26,7 @@ from .. import store
 from .identity import Identity, metrics_reader
 from .models import JSON_ERRORS, ResponseModel
 from ..hub import API_SERVICE
+from ..jobs.runs import JobsCollector
 from ..ops.recovery import BackupCollector
 
 # %% auto #0
@@ -58,7 +59,8 @@ class ApiMetrics:
         self.ws_dropped = Counter("aitrade_api_ws_dropped", "messages dropped for slow clients", registry=r)
         r.register(
             BackupCollector()
-        )  # the newest backup and restore drill, read from the audit log at each scrape
+        )  # the newest backup and restore drill, from the audit log at each scrape
+        r.register(JobsCollector())  # the run history by pipeline and status, at each scrape
 
 # %% ../../nbs/87_api_metrics.ipynb #9f511e47
 class HealthOut(ResponseModel):

@@ -27,7 +27,7 @@ from ..store import Base, BigId, session_scope, unique, utcnow
 # %% auto #0
 __all__ = ['RUN_STATUSES', 'NB_STATUSES', 'TERMINAL', 'JobRun', 'JobNotebookRun', 'JobLog', 'RunNotFound', 'utc_iso',
            'new_run_id', 'create_run', 'claim_run', 'renew_lease', 'run_status', 'list_runs', 'read_logs',
-           'follow_logs', 'cancel', 'retry']
+           'follow_logs', 'cancel', 'retry', 'JobsCollector']
 
 # %% ../../nbs/71_jobs_runs.ipynb #7de3a490
 RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
@@ -471,3 +471,61 @@ def retry(
             after={"status": "queued", "attempt": r.attempt, "notebooks": again},
         )
         return "queued"
+
+# %% ../../nbs/71_jobs_runs.ipynb #a4a3e40a
+class JobsCollector:
+    "Prometheus collector of the run history (read at each scrape)."
+
+    def __init__(self, db_url: str | None = None):
+        self.db_url = db_url
+
+    def describe(self):
+        return []  # registering must not read the database
+
+    def collect(self):
+        from prometheus_client.core import GaugeMetricFamily
+
+        try:
+            families, up = self._families(GaugeMetricFamily), 1.0
+        except Exception:  # the database is down: say so rather than fail the whole scrape
+            families, up = [], 0.0
+        yield from families
+        yield GaugeMetricFamily("aitrade_jobs_metrics_up", "1 when the run history could be read", value=up)
+
+    def _families(self, G) -> list:
+        R = JobRun
+        runs = G(
+            "aitrade_job_runs", "runs in the history, by pipeline and status", labels=["pipeline", "status"]
+        )
+        last = G("aitrade_job_last_success_timestamp_seconds", "end of the newest succeeded run (unix)", labels=["pipeline"])  # fmt: skip
+        took = G(
+            "aitrade_job_last_duration_seconds", "duration of the newest finished run", labels=["pipeline"]
+        )
+        again = G("aitrade_job_retries", "times runs were queued again by a retry", labels=["pipeline"])
+        late = G("aitrade_job_deadline_missed", "runs that passed their deadline", labels=["pipeline"])
+        newest = (
+            sa.select(R.pipeline, sa.func.max(R.finished_at).label("f"))
+            .where(R.started_at.is_not(None), R.finished_at.is_not(None))
+            .group_by(R.pipeline)
+            .subquery()
+        )
+        with session_scope(self.db_url) as s:
+            for p, st, n in s.execute(sa.select(R.pipeline, R.status, sa.func.count()).group_by(R.pipeline, R.status)):  # fmt: skip
+                runs.add_metric([p, st], n)
+            q = (
+                sa.select(R.pipeline, sa.func.max(R.finished_at))
+                .where(R.status == "succeeded")
+                .group_by(R.pipeline)
+            )
+            for p, t in s.execute(q):
+                last.add_metric([p], t.timestamp())
+            q = sa.select(R.pipeline, R.started_at, R.finished_at).join(
+                newest, (R.pipeline == newest.c.pipeline) & (R.finished_at == newest.c.f)
+            )
+            for p, t0, t1 in s.execute(q):
+                took.add_metric([p], (t1 - t0).total_seconds())
+            missed = sa.func.sum(sa.case((R.deadline_alerted, 1), else_=0))
+            for p, a, m in s.execute(sa.select(R.pipeline, sa.func.sum(R.attempt - 1), missed).group_by(R.pipeline)):  # fmt: skip
+                again.add_metric([p], a or 0)
+                late.add_metric([p], m or 0)
+        return [runs, last, took, again, late]
