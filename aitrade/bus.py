@@ -109,6 +109,7 @@ class Bus(Protocol):
     def length(self, stream: str) -> int: ...
     def delete(self, stream: str) -> None: ...
     def missed(self, stream: str, last_id: str) -> bool: ...
+    def ping(self) -> None: ...  # raises when the bus cannot be reached
 
 # %% ../nbs/20_bus.ipynb #d366b983
 class Doorbell:
@@ -207,6 +208,10 @@ class SqliteBus:
 
     def __repr__(self) -> str:
         return f"SqliteBus({str(self.path)!r})"
+
+    def ping(self) -> None:
+        "Raise when the bus file cannot be read."
+        self._conn().execute("SELECT 1 FROM bus_entries LIMIT 1")
 
     def _conn(self) -> sqlite3.Connection:
         c = getattr(self._local, "conn", None)
@@ -311,6 +316,10 @@ class RedisBus:
 
     def __repr__(self) -> str:
         return f"RedisBus(prefix={self.prefix!r})"
+
+    def ping(self) -> None:
+        "Raise when Redis does not answer."
+        self.r.ping()
 
     def _key(self, stream: str) -> str:
         return self.prefix + check_stream(stream)

@@ -6,6 +6,7 @@ correlation id."""
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 
@@ -444,6 +445,28 @@ def test_metrics_need_read_metrics_and_hide_parameters(client):
     assert "12345" not in r.text and "u-trader" not in r.text
     # the run history and the backups, read from the database at each scrape
     assert "aitrade_jobs_metrics_up 1.0" in r.text and "aitrade_backup_metrics_up 1.0" in r.text, r.text
+
+
+def test_liveness_and_readiness_probes(client):
+    "`/livez` answers while the process runs; `/readyz` only while the database and the bus do, naming what does not."
+    from aitrade import config
+
+    assert client.get(P + "/livez").json() == {"status": "ok"}
+    r = client.get(P + "/readyz")
+    assert (r.status_code, r.json()) == (200, {"status": "ready", "checks": {"database": "ok", "bus": "ok"}})
+    url = config.get_settings().database_url
+    os.environ["AITRADE_DATABASE__URL"] = (
+        "postgresql+psycopg://nobody@127.0.0.1:1/down"  # nothing listens there
+    )
+    config.reload_settings()
+    try:
+        r = client.get(P + "/readyz")
+        assert r.status_code == 503 and r.json()["status"] == "not ready", r.text
+        assert r.json()["checks"]["database"].startswith("error: ") and r.json()["checks"]["bus"] == "ok"
+        assert "127.0.0.1" not in r.text and client.get(P + "/livez").status_code == 200  # alive, not ready
+    finally:
+        os.environ["AITRADE_DATABASE__URL"] = url
+        config.reload_settings()
 
 
 def test_cookie_credentials_need_the_xsrf_header(client):

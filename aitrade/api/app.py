@@ -171,7 +171,7 @@ def create_app(
     limiter = RateLimiter(api.rate_limit, get_settings().redis.url) if api.rate_limit else None
     upload = 4 * (registry.MAX_UPLOAD_BYTES // 3 + 1) + api.max_body_bytes  # base64 artifact + its lineage
     app.add_middleware(EdgeMiddleware, max_body_bytes=api.max_body_bytes, limiter=limiter,
-                       large={prefix + "/v1/models/[^/]+/versions": upload}, exempt=("/health", "/metrics"),
+                       large={prefix + "/v1/models/[^/]+/versions": upload}, exempt=("/health", "/livez", "/readyz", "/metrics"),
                        on_refuse=lambda reason: app.state.metrics.refused.labels(reason).inc())  # fmt: skip
     app.add_middleware(CorrelationMiddleware, metrics=app.state.metrics, templates=templates)
     app.add_exception_handler(RequestValidationError, validation_error)

@@ -22,7 +22,7 @@ from prometheus_client import (
 )
 
 import aitrade
-from .. import store
+from .. import bus, store
 from .identity import Identity, metrics_reader
 from .models import JSON_ERRORS, ResponseModel
 from ..hub import API_SERVICE
@@ -30,7 +30,7 @@ from ..jobs.runs import JobsCollector
 from ..ops.recovery import BackupCollector
 
 # %% auto #0
-__all__ = ['router', 'ApiMetrics', 'HealthOut', 'health', 'metrics']
+__all__ = ['router', 'ApiMetrics', 'HealthOut', 'health', 'LiveOut', 'ReadyOut', 'livez', 'readyz', 'metrics']
 
 # %% ../../nbs/87_api_metrics.ipynb #1e440ad2
 class ApiMetrics:
@@ -93,6 +93,46 @@ def health():
         database=db,
     )
     return JSONResponse(out.model_dump(), status_code=200 if db == "ok" else 503)
+
+
+class LiveOut(ResponseModel):
+    status: Literal["ok"]
+
+
+class ReadyOut(ResponseModel):
+    status: Literal["ready", "not ready"]
+    checks: dict[str, str]  # what was checked: "ok", or the error's type
+
+
+@router.get("/livez", response_model=LiveOut, summary="Liveness: the process answers (no authentication)")
+def livez():
+    return LiveOut(status="ok")
+
+
+def _check(probe) -> str:
+    try:
+        probe()
+    except Exception as e:  # the type only: a probe's message may carry addresses or credentials
+        return f"error: {type(e).__name__}"
+    return "ok"
+
+
+def _database() -> None:
+    with store.session_scope() as s:
+        s.execute(sa.text("SELECT 1"))
+
+
+@router.get(
+    "/readyz",
+    response_model=ReadyOut,
+    responses={503: {"model": ReadyOut}},
+    summary="Readiness: the database and the bus answer (no authentication)",
+)
+def readyz():
+    checks = {"database": _check(_database), "bus": _check(lambda: bus.get_bus().ping())}
+    ok = all(v == "ok" for v in checks.values())
+    out = ReadyOut(status="ready" if ok else "not ready", checks=checks)
+    return JSONResponse(out.model_dump(), status_code=200 if ok else 503)
 
 
 @router.get(
