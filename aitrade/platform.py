@@ -36,7 +36,7 @@ from .config import Settings, get_settings
 
 # %% auto #0
 __all__ = ['PLATFORM_ID', 'Service', 'free_port', 'port_open', 'hub_config_path', 'platform_id', 'plan_services', 'PlatformError',
-           'secure', 'start', 'launch', 'stop', 'write_metrics', 'supervise', 'members', 'sweep', 'claim']
+           'secure', 'start', 'launch', 'wait_ready', 'stop', 'write_metrics', 'supervise', 'members', 'sweep', 'claim']
 
 # %% ../nbs/95_platform.ipynb #e7450c27
 @dataclass
@@ -269,6 +269,19 @@ def launch(svc: Service, logs: Path) -> None:
         svc.proc = subprocess.Popen(
             svc.cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, **as_account
         )
+
+
+def wait_ready(url: str, timeout: float = 120.0, poll: float = 0.5) -> bool:
+    "Whether `url` (a readiness probe, e.g. the API's `/readyz` behind the Hub) answers 200 within `timeout` seconds."
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=5).status_code == 200:
+                return True
+        time.sleep(poll)
+    return False
 
 
 def stop(services: list[Service], grace: float = 15.0) -> None:

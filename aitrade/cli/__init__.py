@@ -175,7 +175,16 @@ def up(
         typer.echo(f"  {'market-clock':<15} skipped: {why}")
     try:
         platform.start(services, s.path("var/log"), echo=typer.echo)
+        from aitrade.hub import API_SERVICE
+
+        ready = f"http://{s.hub.ip}:{s.hub.port}/services/{API_SERVICE}/readyz"  # the API, through the Hub's proxy
+        if hub and not platform.wait_ready(ready):
+            platform.stop(services)
+            raise platform.PlatformError(
+                f"the API did not become ready at {ready}; see var/log/jupyterhub.log"
+            )
     except platform.PlatformError as e:
+        platform.sweep(pid)
         fail(e, 1, prefix="aitrade: ")
     typer.echo(
         "aitrade platform started"
