@@ -73,6 +73,20 @@ class HealthOut(ResponseModel):
 router = APIRouter()
 
 
+def _check(probe) -> str:
+    "'ok', or the error's type only: a probe's message may carry addresses or credentials."
+    try:
+        probe()
+    except Exception as e:
+        return f"error: {type(e).__name__}"
+    return "ok"
+
+
+def _database() -> None:
+    with store.session_scope() as s:
+        s.execute(sa.text("SELECT 1"))
+
+
 @router.get(
     "/health",
     response_model=HealthOut,
@@ -80,12 +94,7 @@ router = APIRouter()
     summary="Liveness and database reachability (no authentication)",
 )
 def health():
-    try:
-        with store.session_scope() as s:
-            s.execute(sa.text("SELECT 1"))
-        db = "ok"
-    except Exception as e:
-        db = f"error: {type(e).__name__}"
+    db = _check(_database)
     out = HealthOut(
         status="ok" if db == "ok" else "degraded",
         service=API_SERVICE,
@@ -107,19 +116,6 @@ class ReadyOut(ResponseModel):
 @router.get("/livez", response_model=LiveOut, summary="Liveness: the process answers (no authentication)")
 def livez():
     return LiveOut(status="ok")
-
-
-def _check(probe) -> str:
-    try:
-        probe()
-    except Exception as e:  # the type only: a probe's message may carry addresses or credentials
-        return f"error: {type(e).__name__}"
-    return "ok"
-
-
-def _database() -> None:
-    with store.session_scope() as s:
-        s.execute(sa.text("SELECT 1"))
 
 
 @router.get(
