@@ -110,8 +110,9 @@ class OrderIn(RequestModel):
 )
 def submit(request: Request, body: OrderIn) -> OrderOut:
     req = execution.OrderRequest(**body.model_dump())
-    with store.session_scope() as s:
-        o = execution.submit_order(s, principal(request), req)
+    broker = execution.PaperBroker()  # the platform's venue, as for `aitrade orders submit`
+    with store.session_scope() as s:  # an auto-approved order goes to the venue and takes its fills at once
+        o = execution.fill_now(s, execution.submit_order(s, principal(request), req, broker=broker), broker)
         out = OrderOut.model_validate(o)
         rejection = o.rejection
     if rejection is not None:
@@ -136,22 +137,25 @@ def get_order(order_id: int = _ORDER_ID) -> OrderDetailOut:
 def _move(
     verb: str,  # the last part of the path: `approve`, `reject` or `cancel`
     right: str,  # the aitrade right the move needs
-    change,  # the platform function: `change(session, principal, order_id, reason)` -> the order
+    change,  # the platform function: `change(session, principal, order_id, reason[, broker=...])` -> the order
     summary: str,  # the OpenAPI summary
+    send: bool = False,  # hand `change` the paper broker (approving sends as the platform's order router)
 ):
     "Add `POST /orders/{order_id}/<verb>` to the router and return its endpoint, `<verb>_order`."
 
     def endpoint(request: Request, body: ReasonIn, order_id: int = _ORDER_ID) -> OrderOut:
-        with store.session_scope() as s:
-            return OrderOut.model_validate(change(s, principal(request), order_id, body.reason))
+        b = execution.PaperBroker()
+        with store.session_scope() as s:  # then the venue's fills, as `aitrade orders approve|cancel` does
+            o = change(s, principal(request), order_id, body.reason, **({"broker": b} if send else {}))
+            return OrderOut.model_validate(execution.fill_now(s, o, b))
 
     endpoint.__name__ = f"{verb}_order"
     return add_post(router, f"/orders/{{order_id}}/{verb}", endpoint, right, OrderOut, summary, ERRORS_409)
 
 
-approve_order = _move("approve", "orders:approve", execution.approve_order, "Approve an order")
+approve_order = _move("approve", "orders:approve", execution.approve_order, "Approve an order and send it", send=True)  # fmt: skip
 reject_order = _move("reject", "orders:approve", execution.reject_order, "Reject an order")
-cancel_order = _move("cancel", "orders:cancel", execution.cancel_order, "Cancel an order")
+cancel_order = _move("cancel", "orders:cancel", execution.cancel_order, "Cancel an order", send=True)
 
 # %% ../../nbs/87_api_routes_orders.ipynb #f4f879e8
 class PositionOut(ResponseModel):

@@ -37,7 +37,7 @@ from ..store import utcnow
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'BrokerFill', 'BrokerAdapter', 'PaperBroker', 'unpublished', 'record_fill', 'process_fills']
+__all__ = ['log', 'BrokerFill', 'BrokerAdapter', 'PaperBroker', 'unpublished', 'record_fill', 'fill_now', 'process_fills']
 
 # %% ../../nbs/43_execution_broker.ipynb #7bf19919
 @dataclass(frozen=True)
@@ -233,6 +233,18 @@ def record_fill(
     message = dict(order_id=order.id, **contract, quantity=qty, price=f.price, commission=f.commission)
     _publish_after_commit(session, "fills", message | dict(fees=f.fees, ts=f.ts.isoformat(), state=to))
     return f
+
+
+def fill_now(
+    session: Session,  # the caller's transaction
+    order: Order,  # an order just submitted, approved or cancelled
+    broker: BrokerAdapter,  # the venue it went to (the paper broker fills at once, against the stored quotes)
+) -> Order:
+    "The order after its venue's fills so far, when it is working (sent or partly filled); else as it is."
+    if order.state in WORKING:
+        process_fills(session, broker, None, order_ids=[order.id])
+        session.refresh(order)
+    return order
 
 
 def process_fills(
