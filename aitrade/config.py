@@ -22,9 +22,9 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 # %% auto #0
 __all__ = ['SECTIONS', 'ENV_PREFIX', 'ENV_ALIASES', 'DatabaseSettings', 'RedisSettings', 'DaskSettings', 'JobsSettings',
            'ArchiveSettings', 'AuditSettings', 'HubSettings', 'ApiSettings', 'RiskSettings', 'LoggingSettings',
-           'AccountsSettings', 'ComputeSettings', 'ReplaySettings', 'BackupSettings', 'ConfigError',
-           'find_settings_file', 'Settings', 'load_settings', 'get_settings', 'reload_settings', 'mask_url',
-           'effective_settings', 'key_text']
+           'AccountsSettings', 'ComputeSettings', 'ReplaySettings', 'BackupSettings', 'TelemetrySettings',
+           'ConfigError', 'find_settings_file', 'Settings', 'load_settings', 'get_settings', 'reload_settings',
+           'mask_url', 'effective_settings', 'key_text']
 
 # %% ../nbs/00_config.ipynb #06ec5c69
 class _Section(BaseModel):
@@ -317,6 +317,24 @@ class BackupSettings(_Section):
         "production recovery point)",
     )
 
+
+class TelemetrySettings(_Section):
+    metrics_port: int = Field(
+        9470,
+        ge=0,
+        le=65530,
+        description="first port of the services' /metrics, /livez and /readyz on 127.0.0.1 (aitrade up, then the "
+        "job scheduler, market clock, desk, backup and audit anchor at +1..+5); 0 = none",
+    )
+    alertmanager: str = Field(
+        "127.0.0.1:9093", description="host:port of the Alertmanager the scrape configuration sends alerts to"
+    )
+    otlp_endpoint: str = Field(
+        "",
+        description="OpenTelemetry collector's OTLP/HTTP traces URL (e.g. http://127.0.0.1:4318/v1/traces); "
+        "empty = no tracing, at no cost",
+    )
+
 # %% ../nbs/00_config.ipynb #07ff82fb
 SECTIONS: dict[str, type[_Section]] = {
     "database": DatabaseSettings,
@@ -333,6 +351,7 @@ SECTIONS: dict[str, type[_Section]] = {
     "jobs": JobsSettings,
     "replay": ReplaySettings,
     "backup": BackupSettings,
+    "telemetry": TelemetrySettings,
 }
 ENV_PREFIX = "AITRADE_"
 #: short names the architecture uses for the production column
@@ -471,6 +490,7 @@ class Settings(BaseSettings):
     jobs: JobsSettings = JobsSettings()
     replay: ReplaySettings = ReplaySettings()
     backup: BackupSettings = BackupSettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
 
     # set by load_settings; not operator settings
     _root: Path = Path(".")

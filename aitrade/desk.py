@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from . import marketdata, rates, risk, surfaces
+from . import marketdata, rates, risk, surfaces, telemetry
 from .auth import Principal
 from .bus import get_bus
 from .chains import validate_chain
@@ -35,15 +35,39 @@ from .marketdata import TICKS_STREAM
 from .pricing.black import bsm_price
 from .pricing.iv import implied_vol_bsm
 from .store import session_scope
+from prometheus_client import Counter, Gauge
 
 log = logging.getLogger("aitrade.desk")
+#: what the desk service sees and says, on its `/metrics` (`aitrade.telemetry`): the alerts on stale market data,
+#: limit breaches and the kill switch read these
+DESK_TICKS = Counter("aitrade_desk_ticks", "ticks taken from the bus")
+DESK_LAST_TICK = Gauge("aitrade_desk_last_tick_timestamp_seconds", "when the desk last took a tick (unix, wall clock)")  # fmt: skip
+DESK_PUBLISHED = Counter("aitrade_desk_messages_published", "messages published, by stream", ["stream"])
+DESK_ERRORS = Counter("aitrade_desk_publish_errors", "rounds whose valuation or publication failed")
+DESK_PNL = Gauge("aitrade_desk_pnl", "the book's P&L (realized + unrealized) in the last message")
+KILL_SWITCH = Gauge("aitrade_kill_switch_engaged", "1 while the kill switch stops all order flow")
+LIMIT_UTILISATION = Gauge("aitrade_limit_utilisation", "|value| / max of each limit in the last message", ["limit"])  # fmt: skip
+LIMIT_BREACHED = Gauge("aitrade_limit_breached", "1 while the limit is breached", ["limit"])
+
+
+def _observe(msgs: dict[str, dict]) -> None:
+    "Set the gauges from the messages just published."
+    if (pnl := msgs.get(PNL_STREAM)) and pnl.get("total") is not None:
+        DESK_PNL.set(pnl["total"])
+    if ks := msgs.get(KILLSWITCH_STREAM):
+        KILL_SWITCH.set(1.0 if ks["engaged"] else 0.0)
+    for lim in (msgs.get(LIMITS_STREAM) or {}).get("limits", []):
+        LIMIT_UTILISATION.labels(lim["name"]).set(lim["utilisation"] or 0.0)
+        LIMIT_BREACHED.labels(lim["name"]).set(1.0 if lim["breached"] else 0.0)
 
 # %% auto #0
-__all__ = ['log', 'FILLS_STREAM', 'PNL_STREAM', 'GREEKS_STREAM', 'LIMITS_STREAM', 'KILLSWITCH_STREAM', 'ORDERS_STREAM',
-           'JOBS_STREAM', 'MARKS_STREAM', 'STREAM_RIGHTS', 'PARTS', 'BOOK_COLUMNS', 'GREEK_FIELDS', 'DEMO_STRATEGY',
-           'DEMO_TRADER', 'DEMO_APPROVER', 'DEMO_LEGS', 'contract_key', 'usable_mid', 'Marks', 'value_book', 'explain',
-           'position_key', 'reference', 'pnl_message', 'book_risk', 'greeks_message', 'limits_message', 'Desk',
-           'follow', 'demo_contracts', 'seed_demo', 'remove_demo', 'demo_wanted', 'demo_chains', 'serve']
+__all__ = ['log', 'DESK_TICKS', 'DESK_LAST_TICK', 'DESK_PUBLISHED', 'DESK_ERRORS', 'DESK_PNL', 'KILL_SWITCH', 'LIMIT_UTILISATION',
+           'LIMIT_BREACHED', 'FILLS_STREAM', 'PNL_STREAM', 'GREEKS_STREAM', 'LIMITS_STREAM', 'KILLSWITCH_STREAM',
+           'ORDERS_STREAM', 'JOBS_STREAM', 'MARKS_STREAM', 'STREAM_RIGHTS', 'PARTS', 'BOOK_COLUMNS', 'GREEK_FIELDS',
+           'DEMO_STRATEGY', 'DEMO_TRADER', 'DEMO_APPROVER', 'DEMO_LEGS', 'contract_key', 'usable_mid', 'Marks',
+           'value_book', 'explain', 'position_key', 'reference', 'pnl_message', 'book_risk', 'greeks_message',
+           'limits_message', 'Desk', 'follow', 'demo_contracts', 'seed_demo', 'remove_demo', 'demo_wanted',
+           'demo_chains', 'serve']
 
 # %% ../nbs/79_desk.ipynb #bfb0df71
 FILLS_STREAM = "fills"
@@ -392,8 +416,9 @@ class Desk:
         self.marks.update(tick)
 
     def on_fill(self, msg: dict) -> None:
-        "A fill was recorded: the book is read again before the next valuation."
-        self.dirty = True
+        "A fill was recorded: the book is read again before the next valuation (a span in the order's trace)."
+        with telemetry.span("desk.fill", parent=msg, order_id=str(msg.get("order_id", ""))):
+            self.dirty = True
 
     def now(self) -> datetime:
         "The market time: the latest tick's, else the wall clock."
@@ -500,9 +525,12 @@ class Desk:
         if not force and t - self.sent.get(PNL_STREAM, -np.inf) < self.throttle_s:
             return {}
         ids = {}
-        for stream, msg in self.messages().items():
+        msgs = self.messages()
+        for stream, msg in msgs.items():
             ids[stream] = self.bus.publish(stream, msg)
             self.sent[stream] = t
+            DESK_PUBLISHED.labels(stream).inc()
+        _observe(msgs)
         if self.ticks_id is not None and t - self.snapped >= self.snapshot_s:
             self.bus.delete(
                 MARKS_STREAM
@@ -527,6 +555,7 @@ class Desk:
         ticks_from: str
         | None = None,  # where to start reading the ticks (None: `resume`; '0': every kept tick)
         batch: int = 5000,  # the most ticks taken between two publications
+        heartbeat=None,  # a `telemetry.Heartbeat`, beaten each round
     ) -> None:
         "Follow the ticks and fills and publish, throttled, until `stop` is set."
         stop = stop or threading.Event()
@@ -534,18 +563,26 @@ class Desk:
         ticks = self.bus.subscribe(TICKS_STREAM, last_id=ticks_from, block_ms=block_ms, count=1000)
         fills = self.bus.subscribe(FILLS_STREAM, last_id="$", block_ms=0)
         while not stop.is_set():
-            for i, (_, tick) in enumerate(ticks):
+            n = 0
+            for _, tick in ticks:
                 self.on_tick(tick)
                 self.ticks_id = ticks.last_id
-                if i + 1 >= batch:
+                n += 1
+                if n >= batch:
                     break
+            if n:
+                DESK_TICKS.inc(n)
+                DESK_LAST_TICK.set(time.time())
             for _, msg in fills:
                 self.on_fill(msg)
             try:
                 self.publish()
             except Exception as e:  # a bad tick or a database outage: say so and carry on
+                DESK_ERRORS.inc()
                 log.warning("desk: publishing failed: %s", e)
                 time.sleep(self.throttle_s)
+            if heartbeat is not None:
+                heartbeat.beat()
 
 # %% ../nbs/79_desk.ipynb #ea9786d8
 def follow(
@@ -687,6 +724,7 @@ def serve(
     demo: bool | None = None,  # seed the demo book first (None: on a first start of the embedded default)
     stop: threading.Event | None = None,  # set it to stop (default: run until killed)
     echo: Callable[[str], None] = print,
+    heartbeat=None,  # a `telemetry.Heartbeat`, beaten each round
 ) -> None:
     "The desk service (`aitrade desk run`, started by `aitrade up`): the demo book on a first start, then `Desk.run`."
     if demo or (demo is None and demo_wanted(url)):
@@ -699,4 +737,4 @@ def serve(
             log.warning("desk: the demo book was not seeded: %s", e)
             echo(f"desk: the demo book was not seeded: {e}")
     echo(f"desk: publishing {', '.join(s for s in STREAM_RIGHTS if s not in (TICKS_STREAM, FILLS_STREAM))}")
-    Desk(bus=bus, url=url, throttle_s=throttle_s).run(stop=stop)
+    Desk(bus=bus, url=url, throttle_s=throttle_s).run(stop=stop, heartbeat=heartbeat)

@@ -14,6 +14,7 @@ import re
 import secrets
 import stat
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import SplitResult, urlsplit
 
@@ -26,11 +27,12 @@ log = logging.getLogger("aitrade.hub")
 
 # %% auto #0
 __all__ = ['log', 'API_SERVICE', 'VOILA_SERVICE', 'DASHBOARDS_SERVICE', 'DASHBOARDS_RIGHTS', 'VOILA_RIGHTS', 'SERVER_ROLES',
-           'BASE_USER_SCOPES', 'SERVER_SCOPES', 'DOORS', 'LOGIN_ATTEMPTS', 'PERSONAL_CLAIMS', 'custom_scopes',
-           'role_scopes', 'hub_roles', 'server_token_scopes', 'opens', 'landing', 'landing_vars', 'landing_url',
-           'audit_hub_event', 'classify_request', 'audit_request', 'read_login_attempts', 'write_login_attempts',
-           'native_authenticator_class', 'remember_claims', 'oidc_authenticator_class', 'oidc_endpoints', 'hub_dir',
-           'hub_db_url', 'ensure_admin', 'person_spawner_class', 'service_address']
+           'BASE_USER_SCOPES', 'SERVER_SCOPES', 'DOORS', 'LOGIN_ATTEMPTS', 'PERSONAL_CLAIMS', 'SERVICE_PORTS',
+           'PROMETHEUS_SERVICE', 'custom_scopes', 'role_scopes', 'hub_roles', 'server_token_scopes', 'opens', 'landing',
+           'landing_vars', 'landing_url', 'audit_hub_event', 'classify_request', 'audit_request', 'read_login_attempts',
+           'write_login_attempts', 'native_authenticator_class', 'remember_claims', 'oidc_authenticator_class',
+           'oidc_endpoints', 'hub_dir', 'hub_db_url', 'ensure_admin', 'person_spawner_class', 'service_address',
+           'service_port', 'prometheus_token', 'prometheus_service', 'metrics_authorizer']
 
 # %% ../nbs/80_hub.ipynb #d59d61c6
 API_SERVICE = "aitrade-api"
@@ -589,3 +591,52 @@ def service_address(
             f"JUPYTERHUB_SERVICE_URL is not set: {what} runs as a JupyterHub service (`make run`)"
         )
     return urlsplit(url), os.environ.get("JUPYTERHUB_SERVICE_PREFIX") or f"/services/{name}/"
+
+# %% ../nbs/80_hub.ipynb #847e4471
+#: a Hub-managed service's port: the Hub's port plus this offset, unless `AITRADE_<NAME>_PORT` says otherwise
+SERVICE_PORTS = {API_SERVICE: ("AITRADE_API_PORT", 2), VOILA_SERVICE: ("AITRADE_VOILA_PORT", 5), DASHBOARDS_SERVICE: ("AITRADE_DASHBOARDS_PORT", 6)}  # fmt: skip
+PROMETHEUS_SERVICE = "prometheus"
+
+
+def service_port(
+    name: str,  # a key of `SERVICE_PORTS`
+    settings: Settings | None = None,
+) -> int:
+    "The loopback port the Hub runs service `name` on."
+    var, offset = SERVICE_PORTS[name]
+    return int(os.environ.get(var) or (settings or get_settings()).hub.port + offset)
+
+
+def prometheus_token(settings: Settings | None = None) -> tuple[Path, str]:
+    "The file of Prometheus' Hub token (`read:metrics` only) and the token, made 0600 on first use."
+    path = (settings or get_settings()).path("var/metrics/prometheus-token")
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+    return path, path.read_text().strip()
+
+
+def prometheus_service(settings: Settings | None = None) -> tuple[dict, dict]:
+    "The Hub service `prometheus` (a token, no process) and its role: `read:metrics`, nothing else."
+    _, token = prometheus_token(settings)
+    return (
+        {"name": PROMETHEUS_SERVICE, "api_token": token},
+        {"name": PROMETHEUS_SERVICE, "scopes": ["read:metrics"], "services": [PROMETHEUS_SERVICE]},
+    )
+
+# %% ../nbs/80_hub.ipynb #948996dd
+def metrics_authorizer(auth) -> Callable[[str | None], bool]:
+    "Whether a bearer token may read metrics, asked of the Hub through `auth` (a `HubAuth`)."
+
+    def may(token: str | None) -> bool:
+        if not token:
+            return False
+        try:
+            model = auth.user_for_token(token, sync=True)
+        except Exception:  # the Hub does not answer: no metrics, rather than an open door
+            return False
+        return bool(model) and "read:metrics" in model.get("scopes", [])
+
+    return may

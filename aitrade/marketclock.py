@@ -30,10 +30,11 @@ from aitrade.marketdata import (
     run_feed,
 )
 from .rates import RateCurve
+from prometheus_client import Gauge
 
 # %% auto #0
-__all__ = ['RULES', 'session_index', 'next_session', 'today', 'first_session', 'ReplayMapping', 'ReplayClock', 'ReplayMarket',
-           'history_end', 'market_for', 'ReplayFeed', 'live_unavailable', 'open_feed', 'serve']
+__all__ = ['RULES', 'SESSION_OPEN', 'session_index', 'next_session', 'today', 'first_session', 'ReplayMapping', 'ReplayClock',
+           'ReplayMarket', 'history_end', 'market_for', 'ReplayFeed', 'live_unavailable', 'open_feed', 'serve']
 
 # %% ../nbs/21_marketclock.ipynb #cd5506a5
 def session_index(
@@ -370,6 +371,10 @@ def open_feed(
     return factory(s)
 
 # %% ../nbs/21_marketclock.ipynb #60a8ca9d
+#: 1 while the session the clock replays is open: ticks are due (the stale market data alert asks)
+SESSION_OPEN = Gauge("aitrade_market_session_open", "1 while the replayed session is open (ticks are due)")
+
+
 def serve(
     s: ReplaySettings | None = None,  # the `[replay]` settings (default: the platform's)
     bus=None,  # the bus (default: the platform's)
@@ -389,7 +394,9 @@ def serve(
     cal = calendar()
     while max_sessions is None or k < max_sessions:
         feed = open_feed(s, d)
-        hours = f"{cal.session_open(d):%H:%M}-{cal.session_close(d):%H:%M} UTC"
+        t0, t1 = cal.session_open(d), cal.session_close(d)
+        SESSION_OPEN.set_function(lambda t0=t0, t1=t1: float(t0 <= pd.Timestamp.now(tz="UTC") < t1))
+        hours = f"{t0:%H:%M}-{t1:%H:%M} UTC"
         echo(
             f"market-clock: session {d.date()} ({hours}) replays {feed.mapping.of.date()} "
             f"at speed {s.speed:g} -> {stream}"

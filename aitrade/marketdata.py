@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
+from prometheus_client import Counter, Gauge
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from .pricing.black import bsm_greeks, bsm_price
@@ -34,10 +35,11 @@ from .rates import RateCurve, synthetic_curve
 from .store import Base, BigId, UTCDateTime, unique, utcnow
 
 # %% auto #0
-__all__ = ['REPLACED', 'CATALOG', 'BAD_KINDS', 'TICKS_STREAM', 'Underlying', 'UnderlyingPrice', 'OptionQuote', 'as_day',
-           'UnderlyingSpec', 'history', 'expiries', 'corrupt_quote', 'SyntheticMarket', 'ensure_underlyings',
-           'supersede', 'store_prices', 'store_chain', 'chain', 'latest_quote_time', 'quote', 'prices', 'log_returns',
-           'Feed', 'SyntheticFeed', 'run_feed', 'subscribe_ticks']
+__all__ = ['REPLACED', 'CATALOG', 'BAD_KINDS', 'TICKS_STREAM', 'TICKS_PUBLISHED', 'LAST_TICK_PUBLISHED', 'Underlying',
+           'UnderlyingPrice', 'OptionQuote', 'as_day', 'UnderlyingSpec', 'history', 'expiries', 'corrupt_quote',
+           'SyntheticMarket', 'ensure_underlyings', 'supersede', 'store_prices', 'store_chain', 'chain',
+           'latest_quote_time', 'quote', 'prices', 'log_returns', 'Feed', 'SyntheticFeed', 'run_feed',
+           'subscribe_ticks']
 
 # %% ../nbs/21_marketdata.ipynb #f07d7a54
 class Underlying(Base):
@@ -726,6 +728,11 @@ class SyntheticFeed:
             yield tick
 
 # %% ../nbs/21_marketdata.ipynb #ffad0729
+#: the market clock's `/metrics` (`aitrade.telemetry`): what it published, and when last
+TICKS_PUBLISHED = Counter("aitrade_market_ticks_published", "ticks published on the bus")
+LAST_TICK_PUBLISHED = Gauge("aitrade_market_last_tick_timestamp_seconds", "when a tick was last published (unix, wall clock)")  # fmt: skip
+
+
 def run_feed(feed: Feed, stream: str = TICKS_STREAM, bus=None, max_ticks: int | None = None) -> int:
     "Publish the feed's ticks to `stream` on `bus` (default: the platform bus); return how many were sent."
     from aitrade.bus import get_bus
@@ -737,6 +744,8 @@ def run_feed(feed: Feed, stream: str = TICKS_STREAM, bus=None, max_ticks: int | 
             break
         b.publish(stream, tick)
         n += 1
+        TICKS_PUBLISHED.inc()
+        LAST_TICK_PUBLISHED.set_to_current_time()
     return n
 
 

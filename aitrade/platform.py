@@ -36,7 +36,8 @@ from .config import Settings, get_settings
 
 # %% auto #0
 __all__ = ['PLATFORM_ID', 'Service', 'free_port', 'port_open', 'hub_config_path', 'platform_id', 'plan_services', 'PlatformError',
-           'secure', 'start', 'launch', 'wait_ready', 'stop', 'write_metrics', 'supervise', 'members', 'sweep', 'claim']
+           'secure', 'start', 'launch', 'wait_ready', 'stop', 'SupervisorMetrics', 'supervise', 'members', 'sweep',
+           'claim']
 
 # %% ../nbs/95_platform.ipynb #e7450c27
 @dataclass
@@ -298,18 +299,25 @@ def stop(services: list[Service], grace: float = 15.0) -> None:
                 os.killpg(p.pid, signal.SIGKILL)
 
 
-def write_metrics(services: list[Service], path: Path) -> None:
-    "Each service's state and restarts, in Prometheus' text format, at `path` (a textfile collector's folder)."
-    from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+class SupervisorMetrics:
+    "What the supervisor knows, read at each scrape of `up`'s own `/metrics`: each service's state and restarts."
 
-    reg = CollectorRegistry()
-    up = Gauge("aitrade_service_up", "1 while the service's process runs", ["service"], registry=reg)
-    restarts = Gauge("aitrade_service_restarts", "times the supervisor restarted the service", ["service"], registry=reg)  # fmt: skip
-    for svc in services:
-        up.labels(svc.name).set(1.0 if svc.proc is not None and svc.proc.poll() is None else 0.0)
-        restarts.labels(svc.name).set(svc.restarts)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_to_textfile(str(path), reg)
+    def __init__(self, services: list[Service]):
+        self.services = services
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        up = GaugeMetricFamily("aitrade_service_up", "1 while the service's process runs", labels=["service"])
+        again = CounterMetricFamily("aitrade_service_restarts", "times the supervisor restarted the service", labels=["service"])  # fmt: skip
+        for svc in self.services:
+            up.add_metric([svc.name], 1.0 if svc.proc is not None and svc.proc.poll() is None else 0.0)
+            again.add_metric([svc.name], svc.restarts)
+        yield up
+        yield again
 
 
 def supervise(
@@ -320,7 +328,7 @@ def supervise(
     poll: float = 1.0,  # seconds between checks
     backoff: tuple[float, float] = (1.0, 60.0),  # the first wait before a restart, and the longest
     give_up: tuple[int, float] = (5, 600.0),  # that many exits of one service within that many seconds: stop
-    metrics: Path | None = None,  # where `write_metrics` keeps the services' state (None: nowhere)
+    heartbeat=None,  # a `telemetry.Heartbeat`, beaten each round
 ) -> str | None:
     """Keep the services running until SIGTERM/SIGINT or `until`: a service that exits is started again after
     `backoff` seconds, doubling with each exit inside the `give_up` window. Returns None, or the name of a
@@ -335,8 +343,6 @@ def supervise(
     main = threading.current_thread() is threading.main_thread()  # only the main thread may take signals
     old = {sig: signal.signal(sig, _sig) for sig in (signal.SIGTERM, signal.SIGINT)} if main else {}
     try:
-        if metrics is not None:
-            write_metrics(services, metrics)
         while not stopping and (until is None or time.monotonic() < until):
             now = time.monotonic()
             for svc in services:
@@ -357,10 +363,8 @@ def supervise(
                     echo(
                         f"  {svc.name} exited with {svc.proc.returncode}; restarting in {wait:g} s (see {svc.log})"
                     )
-                else:
-                    continue
-                if metrics is not None:
-                    write_metrics(services, metrics)
+            if heartbeat is not None:
+                heartbeat.beat()
             time.sleep(poll)
         return None
     finally:

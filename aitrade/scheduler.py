@@ -25,12 +25,19 @@ from .jobs.runs import TERMINAL, JobRun, claim_run, create_run, run_status
 from .jobs.spec import PipelineSpec, load_pipelines
 from .logs import get_logger
 from .store import session_scope, utcnow
+from prometheus_client import Counter, Gauge
 
 # %% auto #0
-__all__ = ['log', 'is_trading_day', 'due_times', 'Scheduler']
+__all__ = ['log', 'TICKS', 'FIRED', 'CLAIMED', 'DEADLINES', 'DRIVING', 'is_trading_day', 'due_times', 'Scheduler']
 
 # %% ../nbs/77_scheduler.ipynb #07a68a86
 log = get_logger("aitrade.scheduler")
+#: what the daemon did, on its `/metrics` (`aitrade.telemetry`); the run history itself is the API's (`JobsCollector`)
+TICKS = Counter("aitrade_scheduler_ticks", "rounds of the scheduler (fire, claim, deadlines)", ["result"])
+FIRED = Counter("aitrade_scheduler_runs_created", "runs this daemon created on their schedule")
+CLAIMED = Counter("aitrade_scheduler_runs_claimed", "runs this daemon claimed and drove (new or taken over)")
+DEADLINES = Counter("aitrade_scheduler_deadline_alerts", "deadline alerts this daemon sent")
+DRIVING = Gauge("aitrade_scheduler_runs_driving", "runs this daemon drives now")
 
 
 @lru_cache(maxsize=16)
@@ -229,14 +236,26 @@ class Scheduler:
             "deadline_alerts": self.check_deadlines(now, pipes),
         }
 
-    def serve(self, max_seconds: float | None = None) -> None:
+    def serve(
+        self,
+        max_seconds: float | None = None,
+        heartbeat=None,  # a `telemetry.Heartbeat`, beaten each round
+    ) -> None:
         "Tick every `poll_s` until `stop()` (or SIGTERM/SIGINT in the main thread), then let the drivers finish their step."
         t_end = None if max_seconds is None else time.monotonic() + max_seconds
         while not self.stopping.is_set():
             try:
-                self.tick()
+                done = self.tick()
+                TICKS.labels("ok").inc()
+                FIRED.inc(len(done["created"]))
+                CLAIMED.inc(len(done["claimed"]))
+                DEADLINES.inc(len(done["deadline_alerts"]))
             except Exception as e:  # a bad pipelines file or a database hiccup must not stop the daemon
+                TICKS.labels("failed").inc()
                 log.error("scheduler tick failed", error=f"{type(e).__name__}: {e}")
+            DRIVING.set(len(self.drivers))
+            if heartbeat is not None:
+                heartbeat.beat()
             if t_end is not None and time.monotonic() > t_end:
                 break
             self.stopping.wait(self.poll_s)

@@ -24,7 +24,7 @@ from .surfaces import VolSurface, latest_surface
 
 # %% auto #0
 __all__ = ['ATM_COLUMNS', 'DASHBOARDS_DIR', 'latest_message', 'atm_vols', 'last_report', 'Summary', 'daily_summary',
-           'HubIdentityProvider', 'voila_config', 'main']
+           'HubIdentityProvider', 'voila_config', 'main', 'voila_app_class']
 
 # %% ../nbs/81_voila.ipynb #6295aff3
 def latest_message(
@@ -135,7 +135,6 @@ def main(
 ) -> None:
     "Run Voila as the Hub service `aitrade-voila` (`JUPYTERHUB_SERVICE_URL` and `_PREFIX` come from the Hub)."
     from traitlets.config import Config
-    from voila.app import Voila
 
     url, prefix = service_address(VOILA_SERVICE, "Voila")
     root = Path(folder or get_settings().path(DASHBOARDS_DIR))
@@ -143,6 +142,43 @@ def main(
     os.environ["JUPYTER_PATH"] = os.pathsep.join(
         filter(None, [str(root / "jupyter"), os.environ.get("JUPYTER_PATH")])
     )
-    app = Voila(config=Config(voila_config(prefix, url.port or 80)))
+    app = voila_app_class()(config=Config(voila_config(prefix, url.port or 80)))
     app.initialize([str(root)])
     app.start()
+
+# %% ../nbs/81_voila.ipynb #c9e6e3c3
+def voila_app_class():
+    "Voila with the platform's `/metrics`, `/livez` and `/readyz` under its base URL."
+    from jupyterhub.services.auth import HubAuth
+    from prometheus_client import CollectorRegistry, ProcessCollector
+    from prometheus_client.core import GaugeMetricFamily
+    from voila.app import Voila
+
+    from aitrade import telemetry
+    from aitrade.hub import metrics_authorizer
+
+    class AitradeVoila(Voila):
+        def init_handlers(self):
+            app = self
+
+            class Kernels:
+                def describe(self):
+                    return []
+
+                def collect(self):
+                    km = getattr(app, "kernel_manager", None)
+                    n = len(km.list_kernel_ids()) if km is not None else 0
+                    yield GaugeMetricFamily(
+                        "aitrade_voila_kernels", "kernels held (pre-heated or viewing)", value=n
+                    )
+
+            reg = CollectorRegistry()
+            ProcessCollector(registry=reg)
+            reg.register(Kernels())
+            auth = metrics_authorizer(HubAuth(cache_max_age=20))
+            mine = telemetry.tornado_handlers(
+                self.server_url or self.base_url, {"database": telemetry.database}, auth, reg
+            )
+            return [*mine, *super().init_handlers()]
+
+    return AitradeVoila

@@ -119,7 +119,7 @@ c.Spawner.http_timeout = 60
 # The API listens on 127.0.0.1:AITRADE_API_PORT (default: Hub port + 2); the Hub passes it that URL as
 # JUPYTERHUB_SERVICE_URL, its token and OAuth client, and the platform's AITRADE_* settings. Browser logins get
 # OAuth tokens that may carry the aitrade scopes (never more than the user holds) and read:metrics.
-api_port = int(os.environ.get("AITRADE_API_PORT", cfg.port + 2))
+api_port = hub.service_port(hub.API_SERVICE, settings)
 api_url = f"http://127.0.0.1:{api_port}/services/{hub.API_SERVICE}"  # inside the machine: no proxy hop
 # people's servers reach the API as their owner (aitrade.client.Client): the address, and a server token that
 # carries the owner's aitrade scopes (the Hub grants only those the owner holds)
@@ -156,7 +156,7 @@ c.JupyterHub.services = [
 ]
 # Voila for managers (aitrade.voila) at /services/aitrade-voila, for people without a server: the notebooks of
 # dashboards/, rendered read-only in pre-heated kernels, after the Hub's OAuth (access:services!service=aitrade-voila)
-voila_port = int(os.environ.get("AITRADE_VOILA_PORT", cfg.port + 5))
+voila_port = hub.service_port(hub.VOILA_SERVICE, settings)
 c.JupyterHub.services.append(
     {
         "name": hub.VOILA_SERVICE,
@@ -175,7 +175,7 @@ c.JupyterHub.services.append(
 )
 # the desk's live pages (aitrade.dashboards, Panel) at /services/aitrade-dashboards, for roles that may view
 # dashboards: the Hub's OAuth (with PKCE), tokens that carry the viewer's aitrade scopes for the API calls it makes
-dashboards_port = int(os.environ.get("AITRADE_DASHBOARDS_PORT", cfg.port + 6))
+dashboards_port = hub.service_port(hub.DASHBOARDS_SERVICE, settings)
 c.JupyterHub.services.append(
     {
         "name": hub.DASHBOARDS_SERVICE,
@@ -212,6 +212,11 @@ if settings.dask.gateway == "hub":
             "environment": service_env | {"AITRADE_DASK_GATEWAY_PORT": str(cluster.gateway_port(settings))},
         }
     )
+# Prometheus scrapes the Hub's /hub/metrics and the services' /metrics with a token whose only scope is read:metrics
+# (var/metrics/prometheus-token; aitrade.monitoring writes the scrape configuration that names it)
+prometheus_service, prometheus_role = hub.prometheus_service(settings)
+c.JupyterHub.services.append(prometheus_service)
+c.JupyterHub.load_roles.append(prometheus_role)
 c.JupyterHub.load_roles.append(
     {
         "name": "idle-culler",

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import (
@@ -22,7 +21,7 @@ from prometheus_client import (
 )
 
 import aitrade
-from .. import bus, store
+from .. import bus, telemetry
 from .identity import Identity, metrics_reader
 from .models import JSON_ERRORS, ResponseModel
 from ..hub import API_SERVICE
@@ -73,20 +72,6 @@ class HealthOut(ResponseModel):
 router = APIRouter()
 
 
-def _check(probe) -> str:
-    "'ok', or the error's type only: a probe's message may carry addresses or credentials."
-    try:
-        probe()
-    except Exception as e:
-        return f"error: {type(e).__name__}"
-    return "ok"
-
-
-def _database() -> None:
-    with store.session_scope() as s:
-        s.execute(sa.text("SELECT 1"))
-
-
 @router.get(
     "/health",
     response_model=HealthOut,
@@ -94,7 +79,7 @@ def _database() -> None:
     summary="Liveness and database reachability (no authentication)",
 )
 def health():
-    db = _check(_database)
+    db = telemetry.check(telemetry.database)
     out = HealthOut(
         status="ok" if db == "ok" else "degraded",
         service=API_SERVICE,
@@ -125,8 +110,7 @@ def livez():
     summary="Readiness: the database and the bus answer (no authentication)",
 )
 def readyz():
-    checks = {"database": _check(_database), "bus": _check(lambda: bus.get_bus().ping())}
-    ok = all(v == "ok" for v in checks.values())
+    ok, checks = telemetry.readiness({"database": telemetry.database, "bus": bus.ping})
     out = ReadyOut(status="ready" if ok else "not ready", checks=checks)
     return JSONResponse(out.model_dump(), status_code=200 if ok else 503)
 

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from prometheus_client import Counter, Gauge
 
 from .manifest import ArchiveError, iso_time, now, sha256_hex
 from .store import ArchiveStore
@@ -30,9 +31,9 @@ from ..config import ConfigError, get_settings, key_text
 from ..store import session_scope
 
 # %% auto #0
-__all__ = ['ANCHOR_SCHEMA', 'AnchorError', 'key_id', 'public_key_b64', 'public_key_from_b64', 'anchor_key', 'Anchor',
-           'anchor_names', 'read_anchor', 'check_signature', 'write_anchor', 'LogVerifyResult', 'verify_log',
-           'anchor_forever']
+__all__ = ['ANCHOR_SCHEMA', 'ANCHOR_ROUNDS', 'LAST_ANCHOR', 'AnchorError', 'key_id', 'public_key_b64', 'public_key_from_b64',
+           'anchor_key', 'Anchor', 'anchor_names', 'read_anchor', 'check_signature', 'write_anchor', 'LogVerifyResult',
+           'verify_log', 'anchor_forever']
 
 # %% ../../nbs/63_archive_anchors.ipynb #7c65e322
 ANCHOR_SCHEMA = "aitrade.audit.anchor/1"
@@ -331,11 +332,17 @@ def _run_anchor(a: ArchiveStore) -> Anchor | None:
     return Anchor(int(h["seq"]), h["hash"], m["archived_at"], None, None, f"run {m['run_id']}")
 
 # %% ../../nbs/63_archive_anchors.ipynb #1ce141a5
+#: the `audit-anchor` service's `/metrics` (`aitrade.telemetry`)
+ANCHOR_ROUNDS = Counter("aitrade_audit_anchor_rounds", "anchoring rounds, by result (written, unchanged, refused, failed)", ["result"])  # fmt: skip
+LAST_ANCHOR = Gauge("aitrade_audit_last_anchor_timestamp_seconds", "when this service last wrote an anchor (unix)")  # fmt: skip
+
+
 def anchor_forever(
     every: float | None = None,  # seconds between two anchors (default `[audit] anchor_interval_s`)
     archive: ArchiveStore | None = None,  # default: `[archive] url`
     log=None,  # a structlog logger
     stop: threading.Event | None = None,  # set it to stop (default: run until the process is stopped)
+    heartbeat=None,  # a `telemetry.Heartbeat`, beaten each round
 ) -> None:
     "Write an anchor every `every` seconds until `stop` is set."
     import structlog
@@ -354,8 +361,16 @@ def anchor_forever(
             if (anc := write_anchor(a, key=key, last=last)) is not None:
                 log.info("audit anchored", seq=anc.seq, anchor=anc.where)
                 last = anc
+                ANCHOR_ROUNDS.labels("written").inc()
+                LAST_ANCHOR.set_to_current_time()
+            else:
+                ANCHOR_ROUNDS.labels("unchanged").inc()
         except AnchorError as e:
+            ANCHOR_ROUNDS.labels("refused").inc()
             log.error("audit anchor refused", error=str(e))
         except Exception as e:  # the database or the archive is down: try again next tick
+            ANCHOR_ROUNDS.labels("failed").inc()
             log.warning("audit anchor failed", error=f"{type(e).__name__}: {e}")
+        if heartbeat is not None:
+            heartbeat.beat()
         stop.wait(max(0.0, every - (time.monotonic() - t0)))

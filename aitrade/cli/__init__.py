@@ -173,6 +173,12 @@ def up(
     )
     if market_clock and (why := marketclock.live_unavailable(s.replay)):
         typer.echo(f"  {'market-clock':<15} skipped: {why}")
+    from aitrade import telemetry
+    from aitrade import monitoring
+
+    beat = telemetry.start_service(  # `up`'s own /metrics: each service's state and restarts
+        "platform", {"database": telemetry.database}, 60.0, s, (platform.SupervisorMetrics(services),)
+    )
     try:
         platform.start(services, s.path("var/log"), echo=typer.echo)
         from aitrade.hub import API_SERVICE
@@ -195,11 +201,16 @@ def up(
             else ""
         )
     )
+    if hub:
+        scrape = monitoring.write_config(s)
+        typer.echo(f"  {'metrics':<15} Prometheus configuration in {scrape}; targets:")
+        for t in monitoring.targets(s):
+            typer.echo(f"  {'':<15} {t['service']:<20} {t['url']}" + (" (Hub token)" if t["token"] else ""))
     typer.echo("  logs in " + str(s.path("var/log")) + "; Ctrl-C stops the platform")
     try:
         died = platform.supervise(
             services, s.path("var/log"), until=None if exit_after is None else time.monotonic() + exit_after,
-            echo=typer.echo, metrics=s.path("var/metrics/platform.prom"),
+            echo=typer.echo, heartbeat=beat,
         )  # fmt: skip
     finally:
         platform.stop(services)

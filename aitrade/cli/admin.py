@@ -127,7 +127,12 @@ def audit_anchor(
     from aitrade.archive import anchors
 
     if every is not None:
-        anchors.anchor_forever(every)
+        from aitrade import telemetry
+
+        hb = telemetry.start_service(
+            "audit-anchor", {"database": telemetry.database}, stuck_after=3 * every + 60
+        )
+        anchors.anchor_forever(every, heartbeat=hb)
         return
     try:
         a = anchors.write_anchor()
@@ -182,9 +187,11 @@ def desk_run(
     ] = None,
 ) -> None:
     "Run the desk service until stopped (the `desk` service of `aitrade up`)."
-    from aitrade import desk
+    from aitrade import bus, desk, telemetry
 
-    desk.serve(throttle_s=throttle, demo=demo, echo=typer.echo)
+    probes = {"database": telemetry.database, "bus": bus.ping}
+    hb = telemetry.start_service("desk", probes, stuck_after=max(120.0, 30 * throttle))
+    desk.serve(throttle_s=throttle, demo=demo, echo=typer.echo, heartbeat=hb)
 
 
 @demo_app.command("seed")

@@ -85,7 +85,11 @@ def run_cmd(
     "Take an encrypted backup of the embedded databases (and a pgBackRest base backup when due)."
     actor = _who(user, role)
     if every is not None:
-        recovery.backup_forever(every, drill_every, actor=actor)
+        from aitrade import telemetry
+
+        # a round may hold a drill (a restore of the whole database): the heartbeat allows an hour for it
+        hb = telemetry.start_service("backup", {"database": telemetry.database}, stuck_after=3 * every + 3600)
+        recovery.backup_forever(every, drill_every, actor=actor, heartbeat=hb)
         return
     try:
         for line in recovery.run_backup(actor, pg=pg):

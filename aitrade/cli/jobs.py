@@ -229,7 +229,10 @@ def scheduler_cmd(
             for _, th in list(sch.drivers.values()):
                 th.join()
         else:
-            sch.serve()
+            from aitrade import telemetry
+
+            hb = telemetry.start_service("job-scheduler", {"database": telemetry.database}, stuck_after=max(60.0, 30 * poll))  # fmt: skip
+            sch.serve(heartbeat=hb)
     finally:
         close_client(client)
     typer.echo(f"scheduler {sch.owner} stopped")

@@ -349,7 +349,9 @@ def market_replay(
     ] = None,
 ) -> None:
     "The market clock: publish the replayed (or live) ticks on the bus, session after session."
-    from aitrade import config, marketclock
+    from aitrade import bus, config, marketclock, telemetry
+
+    telemetry.start_service("market-clock", {"bus": bus.ping})  # it sleeps between sessions: no heartbeat
 
     s = config.get_settings().replay
     with _errors():
@@ -487,12 +489,6 @@ def _order_line(o: execution.Order) -> str:
         + (f" (needs approval: {o.approval_reason})" if o.state == "pending_approval" else "")
     )
 
-
-def _fill(s, order: execution.Order, broker) -> execution.Order:
-    if order.state in execution.WORKING:
-        execution.process_fills(s, broker, None, order_ids=[order.id])
-    return execution.get_order(s, order.id)
-
 # %% ../../nbs/91_cli_trading.ipynb #7eab6a9e
 @orders_app.command("list")
 def orders_list(
@@ -550,7 +546,7 @@ def orders_submit(
         )
         broker = execution.PaperBroker()
         with store.session_scope() as s:
-            o = _fill(s, execution.submit_order(s, p, req, broker=broker), broker)
+            o = execution.fill_now(s, execution.submit_order(s, p, req, broker=broker), broker)
             line, rejected = _order_line(o), o.state == "rejected"
         typer.echo(line)
         if rejected:
@@ -582,7 +578,11 @@ def _order_command(
     def command(order_id: OrderIdArg, reason: ReasonOpt, user: UserOpt = None, role: RoleOpt = None) -> None:
         b = execution.PaperBroker()
         extra = {"broker": b} if send else {}
-        _as_principal(user, role, lambda s, p: _order_line(_fill(s, fn(s, p, order_id, reason, **extra), b)))
+        _as_principal(
+            user,
+            role,
+            lambda s, p: _order_line(execution.fill_now(s, fn(s, p, order_id, reason, **extra), b)),
+        )
 
     return command
 

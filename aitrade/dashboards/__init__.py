@@ -14,8 +14,10 @@ import threading
 import panel as pn
 from jupyterhub.services.auth import HubOAuthCallbackHandler
 
+from .. import telemetry
+from ..bus import ping as bus_ping
 from ..client import Client
-from ..hub import DASHBOARDS_SERVICE, service_address
+from ..hub import DASHBOARDS_SERVICE, metrics_authorizer, service_address
 
 from .core import *
 from .desk import *
@@ -23,7 +25,7 @@ from .ops import *
 from .signals import *
 
 # %% auto #0
-__all__ = ['PAGE_CLASSES', 'pages_of', 'app_for', 'serve', 'main']
+__all__ = ['PAGE_CLASSES', 'pages_of', 'app_for', 'metrics_registry', 'serve', 'main']
 
 # %% ../../nbs/83_dashboards.ipynb #f052842f
 PAGE_CLASSES = {"Desk": DeskPage, "Vol": VolPage, "Signals": SignalsPage, "Risk": RiskPage, "Jobs": JobsPage,
@@ -106,6 +108,32 @@ def app_for(
     return root
 
 
+def metrics_registry(live: Live):
+    "A registry of this process (CPU, memory) and of its live state: open sessions, messages taken by stream."
+    from prometheus_client import CollectorRegistry, ProcessCollector
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    class LiveCollector:
+        def describe(self):
+            return []
+
+        def collect(self):
+            yield GaugeMetricFamily(
+                "aitrade_dashboards_sessions", "open sessions fed by this process", value=len(live.listeners)
+            )
+            taken = CounterMetricFamily(
+                "aitrade_dashboards_messages", "bus messages taken, by stream", labels=["stream"]
+            )
+            for stream, n in live.version.items():
+                taken.add_metric([stream], n)
+            yield taken
+
+    reg = CollectorRegistry()
+    ProcessCollector(registry=reg)
+    reg.register(LiveCollector())
+    return reg
+
+
 def serve(
     port: int,  # where to listen on 127.0.0.1 (the Hub's proxy sends the service's traffic there)
     prefix: str,  # the service's path under the proxy, e.g. `/services/aitrade-dashboards/`
@@ -133,7 +161,13 @@ def serve(
         show=False,
         start=start,
         auth_provider=HubAuthProvider(),
-        extra_patterns=[("/oauth_callback", HubOAuthCallbackHandler)],
+        extra_patterns=[
+            ("/oauth_callback", HubOAuthCallbackHandler),
+            # /metrics (for a read:metrics token), /livez and /readyz (the bus this process reads)
+            *telemetry.tornado_handlers(
+                "", {"bus": bus_ping}, metrics_authorizer(auth), metrics_registry(live)
+            ),
+        ],
         cookie_secret=secrets.token_hex(
             32
         ),  # signs the Hub's token in its cookie; a restart asks the Hub again

@@ -8,7 +8,6 @@ Docs: https://github.com/aitrade/aitrade/ops_recovery.html.md"""
 # %% ../../nbs/68_ops_recovery.ipynb #d2c0d87d
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 import subprocess
@@ -21,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from prometheus_client import Counter
 
 from .. import audit, store
-from ..config import Settings, get_settings
+from ..config import get_settings
 from aitrade.ops.backup import (
     BackupError,
     BackupKey,
@@ -39,7 +39,7 @@ from aitrade.ops.backup import (
 from .pgbackrest import PgBackRest, run_as
 
 # %% auto #0
-__all__ = ['BackupCollector', 'metrics_path', 'write_metrics', 'Check', 'DrillResult', 'drill', 'drill_pg', 'run_backup',
+__all__ = ['BACKUP_ROUNDS', 'BackupCollector', 'metrics_text', 'Check', 'DrillResult', 'drill', 'drill_pg', 'run_backup',
            'backup_forever']
 
 # %% ../../nbs/68_ops_recovery.ipynb #99bdfd57
@@ -71,6 +71,11 @@ class BackupCollector:
         )
 
     def _collect(self, GaugeMetricFamily):
+        yield GaugeMetricFamily(
+            "aitrade_backup_interval_seconds",
+            "[backup] interval_s: a backup older than twice this is late",
+            value=get_settings().backup.interval_s,
+        )
         ts, after = _newest("backup.create")
         if ts is not None:
             yield GaugeMetricFamily(
@@ -106,20 +111,13 @@ class BackupCollector:
             )
 
 
-def metrics_path(s: Settings | None = None) -> Path:
-    return (s or get_settings()).path("var/metrics/backup.prom")
+def metrics_text() -> str:
+    "`BackupCollector`'s metrics now, in Prometheus' text format."
+    from prometheus_client import CollectorRegistry, generate_latest
 
-
-def write_metrics(path: Path | None = None) -> Path:
-    "Write the backup metrics in Prometheus' text format (node_exporter textfile collector); the path."
-    from prometheus_client import CollectorRegistry, write_to_textfile
-
-    path = path or metrics_path()
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     reg = CollectorRegistry()
     reg.register(BackupCollector())
-    write_to_textfile(str(path), reg)
-    return path
+    return generate_latest(reg).decode()
 
 # %% ../../nbs/68_ops_recovery.ipynb #25215129
 @dataclass
@@ -228,8 +226,6 @@ def _archive_check() -> Check:
 
 def _record_drill(res: DrillResult, actor: str) -> None:
     record(actor, "backup.drill", f"backup:{res.backup}", res.to_dict())
-    with contextlib.suppress(OSError):
-        write_metrics()
 
 
 def drill(
@@ -391,6 +387,10 @@ def run_backup(
     return done
 
 
+#: the `backup` service's `/metrics` (`aitrade.telemetry`); the newest backup and drill are the API's (`BackupCollector`)
+BACKUP_ROUNDS = Counter("aitrade_backup_rounds", "backup rounds of this service, by result (ok, failed)", ["result"])  # fmt: skip
+
+
 def backup_forever(
     every: float | None = None,  # seconds between two rounds (default `[backup] interval_s`)
     drill_every: float
@@ -398,6 +398,7 @@ def backup_forever(
     stop: threading.Event | None = None,  # set it to stop
     log=None,
     actor: str = "system:backup",  # who takes the backups (audited)
+    heartbeat=None,  # a `telemetry.Heartbeat`, beaten each round
 ) -> None:
     "The `backup` service: `run_backup` every `every` seconds and a drill every `drill_every`, until `stop`."
     import structlog
@@ -418,9 +419,12 @@ def backup_forever(
         try:
             for line in run_backup(actor):
                 log.info("backup taken", what=line)
-            write_metrics()
+            BACKUP_ROUNDS.labels("ok").inc()
         except Exception as e:  # the database or the target is down: try again next tick
+            BACKUP_ROUNDS.labels("failed").inc()
             log.error("backup failed", error=f"{type(e).__name__}: {e}")
+        if heartbeat is not None:
+            heartbeat.beat()
         if time.monotonic() >= next_drill:
             next_drill = time.monotonic() + drill_every
             kinds = [drill] if any(p.is_file() for p in sqlite_sources(s).values()) else []
