@@ -27,10 +27,11 @@ from typing import Any, Protocol
 
 from .config import get_settings
 from .errors import FieldError
+from .telemetry import carrier
 
 # %% auto #0
 __all__ = ['check_stream', 'encode_message', 'Subscription', 'Bus', 'Doorbell', 'SqliteBus', 'RedisBus', 'bus_path', 'get_bus',
-           'publish', 'subscribe']
+           'publish', 'ping', 'subscribe']
 
 # %% ../nbs/20_bus.ipynb #b6174038
 _STREAM_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,200}$")
@@ -57,6 +58,8 @@ def encode_message(message: Any) -> str:
         raise FieldError("message", f"must be a dict, got {type(message).__name__}")
     if not all(isinstance(k, str) for k in message):
         raise FieldError("message", "keys must be strings")
+    if trace := carrier():  # tracing on: the message carries the publisher's trace context (W3C traceparent)
+        message = {**message, **trace}
     try:
         return json.dumps(message, default=_default, separators=(",", ":"), allow_nan=True)
     except (TypeError, ValueError) as e:
@@ -312,7 +315,8 @@ class RedisBus:
         import redis
 
         self.url, self.prefix, self.maxlen = url, prefix, int(maxlen)
-        self.r = redis.Redis.from_url(url)
+        # a Redis that does not accept connections is an error after 5 s, not a hang (reads block on XREAD's own timeout)
+        self.r = redis.Redis.from_url(url, socket_connect_timeout=5, health_check_interval=30)
 
     def __repr__(self) -> str:
         return f"RedisBus(prefix={self.prefix!r})"
@@ -391,6 +395,11 @@ def get_bus() -> Bus:
 def publish(stream: str, message: dict) -> str:
     "Append `message` (a dict of JSON values) to `stream` on the platform bus; return its id."
     return get_bus().publish(stream, message)
+
+
+def ping() -> None:
+    "Raise when the platform bus does not answer (a readiness probe, `aitrade.telemetry`)."
+    get_bus().ping()
 
 
 def subscribe(stream: str, last_id: str = "$", block_ms: int | None = None, count: int = 100) -> Subscription:

@@ -16,9 +16,9 @@ from functools import lru_cache
 import httpx
 import pandas as pd
 
-from .config import get_settings
+from . import telemetry
 from .errors import FieldError
-from .hub import API_SERVICE
+from .hub import API_SERVICE, service_port
 
 # %% auto #0
 __all__ = ['Refused', 'api_url', 'Client']
@@ -52,7 +52,7 @@ def api_url() -> str:
     "The API's address inside the machine: `AITRADE_API_URL`, else the Hub's default (its port + 2)."
     if url := os.environ.get("AITRADE_API_URL"):
         return url.rstrip("/")
-    return f"http://127.0.0.1:{get_settings().hub.port + 2}/services/{API_SERVICE}"
+    return f"http://127.0.0.1:{service_port(API_SERVICE)}/services/{API_SERVICE}"
 
 
 def _rows(x) -> pd.DataFrame:
@@ -87,6 +87,7 @@ class Client:
                 "token", "no token given and JUPYTERHUB_API_TOKEN is not set (run inside JupyterLab)"
             )
         self.base = (base or api_url()).rstrip("/")
+        telemetry.setup_tracing("aitrade-client")  # on when [telemetry] otlp_endpoint is set
         auth = {"Authorization": f"token {token}"}
         if session is not None:
             session.base_url, self.client = self.base + "/v1", session
@@ -100,7 +101,10 @@ class Client:
 
     def raw(self, method: str, path: str, **kw) -> bytes:
         "The body of the answer to `method path`; `Refused` when the API says no."
-        r = self.client.request(method, path, **kw)
+        with telemetry.span(f"client {method} {path}"):  # in a job's kernel: a child of the run's trace
+            if trace := telemetry.carrier():
+                kw["headers"] = {**kw.get("headers", {}), **trace}
+            r = self.client.request(method, path, **kw)
         if r.status_code >= 400:
             raise Refused.of(r)
         return r.content

@@ -19,6 +19,7 @@ from typing import Any
 
 from jupyter_client.manager import AsyncKernelManager
 
+from . import telemetry
 from .config import get_settings
 
 # %% auto #0
@@ -206,6 +207,31 @@ def _hook_progress(nb_man, on_progress: Callable[[int, int], Any] | None) -> Non
     on_progress(0, total)
 
 
+def _hook_tracing(nb_man) -> None:
+    "A span per executed code cell (`notebook.cell`, its index and its first line), children of the current span."
+    if not telemetry.tracing_on():
+        return
+    from opentelemetry import context, trace
+
+    parent, tracer, open_ = context.get_current(), telemetry.tracer(), {}
+    start, complete = nb_man.cell_start, nb_man.cell_complete
+
+    def cell_start(cell, cell_index=None, **kw):
+        start(cell, cell_index=cell_index, **kw)
+        if cell.cell_type == "code":
+            first = (cell.source.strip().splitlines() or [""])[0][:120]
+            open_[cell_index] = tracer.start_span("notebook.cell", context=parent, attributes={"cell.index": cell_index or 0, "cell.first_line": first})  # fmt: skip
+
+    def cell_complete(cell, cell_index=None, **kw):
+        complete(cell, cell_index=cell_index, **kw)
+        if (sp := open_.pop(cell_index, None)) is not None:
+            if cell.get("metadata", {}).get("papermill", {}).get("exception"):
+                sp.set_status(trace.StatusCode.ERROR)
+            sp.end()
+
+    nb_man.cell_start, nb_man.cell_complete = cell_start, cell_complete
+
+
 @functools.cache
 def _engine_classes() -> dict[str, type]:
     """Build the engine classes on first use.
@@ -228,6 +254,9 @@ def _engine_classes() -> dict[str, type]:
             kc = super().start_new_kernel_client()
             if self._on_kernel is not None:
                 self._on_kernel(self.km)
+            if trace := telemetry.carrier():  # the kernel's own spans (aitrade's calls) join the run's trace
+                code = f"__import__('os').environ['TRACEPARENT'] = {trace['traceparent']!r}"
+                self.wait_for_reply(kc.execute(code, silent=True, store_history=False), None)
             if self._chdir:  # a pooled kernel was started elsewhere: move it to the notebook's folder
                 code = f"__import__('os').chdir({self._chdir!r}); __import__('sys').path.insert(0, {self._chdir!r})"
                 reply = self.wait_for_reply(kc.execute(code, silent=True, store_history=False), None)
@@ -250,8 +279,9 @@ def _engine_classes() -> dict[str, type]:
             on_progress=None,
             **kwargs,  # the rest goes to nbclient, as papermill's own engine passes it
         ):
-            "The client of one run: progress hooked, papermill's arguments renamed as nbclient names them."
+            "The client of one run: progress hooked, a span per cell, papermill's arguments renamed as nbclient names them."
             _hook_progress(nb_man, on_progress)
+            _hook_tracing(nb_man)
             kwargs = {
                 k: v for k, v in kwargs.items() if k not in ("input_path", "timeout", "startup_timeout")
             }

@@ -15,14 +15,18 @@ import structlog
 
 from .audit import current_correlation_id
 from .config import Settings, get_settings
+from .telemetry import trace_ids
 
 # %% auto #0
 __all__ = ['configure_logging', 'get_logger']
 
 # %% ../nbs/04_logs.ipynb #a1a887c5
 def _add_correlation(_, __, event: dict) -> dict:
+    "The audit correlation id, and the trace and span ids when a span is current (`aitrade.telemetry`)."
     if (cid := current_correlation_id()) and "correlation_id" not in event:
         event["correlation_id"] = cid
+    if "trace_id" not in event and (ids := trace_ids()):
+        event["trace_id"], event["span_id"] = ids
     return event
 
 # %% ../nbs/04_logs.ipynb #4c1d06a9

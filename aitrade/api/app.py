@@ -22,7 +22,7 @@ from swagger_ui_bundle import swagger_ui_path
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import aitrade
-from .. import errors, surfaces
+from .. import errors, surfaces, telemetry
 from aitrade.api import (
     archive,
     audit,
@@ -159,6 +159,10 @@ def create_app(
         swagger_ui_oauth2_redirect_url=None,
     )
     offline_docs(app, prefix)
+    if telemetry.setup_tracing(
+        API_SERVICE
+    ):  # [telemetry] otlp_endpoint set (each uvicorn worker makes its app)
+        telemetry.instrument_app(app)
     app.state.prefix = prefix
     app.state.resolver = resolver or HubResolver()
     app.state.metrics = ApiMetrics()

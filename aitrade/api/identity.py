@@ -412,6 +412,9 @@ class CorrelationMiddleware:
                 await self.app(scope, receive, send_)
             finally:
                 if scope["type"] == "http":
-                    route = self.template(scope)
-                    self.metrics.requests.labels(scope["method"], route, str(status[0] or 500)).inc()
-                    self.metrics.latency.labels(scope["method"], route).observe(time.perf_counter() - t0)
+                    route, took, code = self.template(scope), time.perf_counter() - t0, status[0] or 500
+                    self.metrics.requests.labels(scope["method"], route, str(code)).inc()
+                    self.metrics.latency.labels(scope["method"], route).observe(took)
+                    # the access log: every change and every failure (with the correlation and trace ids); reads at DEBUG
+                    quiet = scope["method"] in ("GET", "HEAD") and code < 500
+                    log.log(logging.DEBUG if quiet else logging.INFO, "%s %s -> %s in %.1f ms", scope["method"], route, code, took * 1e3)  # fmt: skip

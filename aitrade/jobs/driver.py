@@ -22,6 +22,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from .. import telemetry
 from ..audit import append
 from ..auth import SCHEDULER
 from ..cluster import security
@@ -160,6 +161,17 @@ def _end_attempt(row: JobNotebookRun, status: str, now: datetime, **fields) -> N
 # %% ../../nbs/74_jobs_driver.ipynb #114d8f38
 def run_notebook_task(t: dict[str, Any]) -> dict[str, Any]:
     "Execute attempt `t['attempt']` of notebook `t['notebook']` of run `t['run_id']` (a Dask task)."
+    with telemetry.span(
+        "job.notebook",
+        parent=t.get("trace"),
+        run_id=t["run_id"],
+        notebook=t["notebook"],
+        attempt=t["attempt"],
+    ):
+        return _run_notebook_task(t)
+
+
+def _run_notebook_task(t: dict[str, Any]) -> dict[str, Any]:
     from papermill.exceptions import PapermillExecutionError
 
     from aitrade import engine as _engine
@@ -378,6 +390,7 @@ class RunDriver:
             "pipeline": spec.name,
             "user": run.user,
             "trigger": run.trigger,
+            "trace": telemetry.carrier(),  # the run's trace context, into the worker and its kernel
             "retention": spec.retention,
             "cwd": spec.base_dir,
             "heartbeat_s": min(1.0, self.cfg.stale_s / 4),
@@ -541,6 +554,12 @@ class RunDriver:
 
     def run(self, timeout: float | None = None) -> str:
         "Step until the run finishes (or the lease is lost, `stop` is set, or `timeout` s pass: then 'stopped')."
+        with telemetry.span(
+            "job.run", run_id=self.run_id, lease_epoch=self.epoch
+        ):  # its tasks carry the context
+            return self._run(timeout)
+
+    def _run(self, timeout: float | None) -> str:
         t_end = None if timeout is None else time.monotonic() + timeout
         last_err = None
         while not self.stop.is_set():
