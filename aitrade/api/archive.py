@@ -17,6 +17,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from .. import archive
 from .identity import guarded, principal
+from .edges import bulkhead
 from .models import ERRORS_409, JSON_ERRORS, RUN_ID, ResponseModel, clean
 
 # %% auto #0
@@ -43,7 +44,7 @@ class ArchivedRunDetailOut(ArchivedRunOut):
     manifest: dict[str, Any]
 
 
-router = APIRouter(tags=["archive"])
+router = APIRouter(tags=["archive"], dependencies=[bulkhead("archive", 8)])  # its own threads (api.edges)
 _HTML_CSP = "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 
 

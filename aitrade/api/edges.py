@@ -19,12 +19,12 @@ from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from limits.storage import storage_from_string
 
-from .. import errors
+from .. import errors, resilience
 from .models import error_response
 from ..logs import get_logger
 
 # %% auto #0
-__all__ = ['log', 'SECURITY_HEADERS', 'HSTS', 'client_key', 'RateLimiter', 'EdgeMiddleware']
+__all__ = ['log', 'SECURITY_HEADERS', 'HSTS', 'client_key', 'RateLimiter', 'EdgeMiddleware', 'bulkhead']
 
 # %% ../../nbs/88_api_edges.ipynb #12bdb903
 log = get_logger("aitrade.api")
@@ -176,3 +176,20 @@ class EdgeMiddleware:
             await send(message)
 
         return send_
+
+# %% ../../nbs/88_api_edges.ipynb #d6b213d8
+def bulkhead(
+    name: str,  # the router's bulkhead, `api:<name>` in the metrics
+    limit: int,  # requests of this router at once
+    wait_s: float = 2.0,  # how long a request waits for a slot before 503
+):
+    "A router dependency that holds one slot of the bulkhead `api:<name>` for the request."
+    from fastapi import Depends
+
+    b = resilience.Bulkhead(f"api:{name}", limit, wait_s)
+
+    def slot():
+        with b():
+            yield
+
+    return Depends(slot)

@@ -19,6 +19,7 @@ from pydantic import Field
 
 from .. import errors, registry, store
 from .identity import add_post, guarded, principal
+from .edges import bulkhead
 from .models import ERRORS_404, ERRORS_409, FINITE, ReasonIn, RequestModel, ResponseModel
 
 # %% auto #0
@@ -145,7 +146,7 @@ def _artifact(b64: str) -> bytes:
     return data
 
 # %% ../../nbs/87_api_routes_registry.ipynb #cb76b589
-router = APIRouter(tags=["models"])
+router = APIRouter(tags=["models"], dependencies=[bulkhead("registry", 4)])  # its own threads (api.edges)
 
 
 @router.get("/models", response_model=list[ModelOut], summary="Registered models", **guarded("reports:read"))

@@ -15,6 +15,7 @@ from fastapi.responses import Response
 
 from .. import archive, compliance, documents, store
 from .identity import guarded, principal
+from .edges import bulkhead
 from .models import ERRORS_404
 from ..errors import NotFound
 from ..hub import hub_db_url
@@ -23,7 +24,7 @@ from ..hub import hub_db_url
 __all__ = ['router', 'compliance_report']
 
 # %% ../../nbs/87_api_routes_reports.ipynb #d21b90b7
-router = APIRouter(tags=["reports"])
+router = APIRouter(tags=["reports"], dependencies=[bulkhead("reports", 4)])  # its own threads (api.edges)
 _BINARY = {"schema": {"type": "string", "format": "binary"}}
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import fsspec
 import sqlalchemy as sa
 
-from .. import __version__
+from .. import __version__, resilience
 from . import manifest
 from aitrade.archive.manifest import (
     GENESIS,
@@ -103,19 +103,25 @@ class ArchiveStore:
             return self.root
         return f"{self.root}/{rel}" if self.root else rel
 
+    def _io(self, fn, *args, idempotent: bool = True):
+        "`fn(*args)` on the store: on object storage through the `archive` breaker (reads retried); on disk as is."
+        if self._local or self.read_only:
+            return fn(*args)
+        return resilience.call("archive", fn, *args, idempotent=idempotent)
+
     def read(self, rel: str) -> bytes:
         "The bytes of file `rel`."
-        return self.fs.cat_file(self._p(rel))
+        return self._io(self.fs.cat_file, self._p(rel))
 
     def exists(self, rel: str) -> bool:
         "Whether file `rel` exists."
-        return self.fs.exists(self._p(rel))
+        return self._io(self.fs.exists, self._p(rel))
 
     def files(self, prefix: str) -> list[str]:
         "Relative paths of the files under `prefix`, sorted."
         base = self._p(prefix)
         try:
-            found = self.fs.find(base)
+            found = self._io(self.fs.find, base)
         except FileNotFoundError:
             return []
         r, out = self.root.strip("/"), []
@@ -134,11 +140,15 @@ class ArchiveStore:
             raise ArchiveError(f"{self.url} is a read-only bundle")
         path = self._p(rel)
         parent = path.rsplit("/", 1)[0]
-        if parent:
-            self.fs.makedirs(parent, exist_ok=True)
-        try:
+
+        def write():
+            if parent:
+                self.fs.makedirs(parent, exist_ok=True)
             with self.fs.open(path, "xb") as f:
                 f.write(data)
+
+        try:
+            self._io(write, idempotent=False)  # never retried: a timeout may have written it
         except FileExistsError:
             raise WriteOnceError(f"{rel}: already exists; the archive is write-once") from None
         if self._local:
@@ -148,7 +158,7 @@ class ArchiveStore:
         "Delete file `rel` (retention's expiry only: everything else is write-once)."
         if self.read_only:
             raise ArchiveError(f"{self.url} is a read-only bundle")
-        self.fs.rm(self._p(rel))
+        self._io(self.fs.rm, self._p(rel), idempotent=False)
 
     # -- content-addressed objects -------------------------------------------------------------------------------
     @staticmethod

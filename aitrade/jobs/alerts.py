@@ -13,6 +13,7 @@ from typing import Any
 
 from .spec import PipelineSpec
 from ..logs import get_logger
+from .. import resilience
 
 # %% auto #0
 __all__ = ['alert_payload', 'post_json', 'send_alerts']
@@ -53,21 +54,21 @@ def post_json(
     timeout: float = 5.0,  # seconds per attempt
     attempts: int = 3,  # attempts in all, with exponential backoff
 ) -> None:
-    "POST `payload` as JSON to `url`, retried with exponential backoff; raise the last error."
+    """POST `payload` as JSON to `url`, through the breaker of its host (`resilience`), retried with backoff and
+    jitter (a webhook takes a repeated alert); raise the last error, or `resilience.CircuitOpen` while it is open."""
     import urllib.request
-
-    from tenacity import Retrying, stop_after_attempt, wait_exponential
+    from urllib.parse import urlsplit
 
     data = json.dumps(payload).encode()
-    for at in Retrying(
-        stop=stop_after_attempt(attempts), wait=wait_exponential(multiplier=0.2, max=2), reraise=True
-    ):
-        with at:
-            req = urllib.request.Request(
-                url, data=data, headers={"Content-Type": "application/json"}, method="POST"
-            )
-            with urllib.request.urlopen(req, timeout=timeout) as r:
-                r.read()
+
+    def post():
+        req = urllib.request.Request(
+            url, data=data, headers={"Content-Type": "application/json"}, method="POST"
+        )
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            r.read()
+
+    resilience.call(f"webhook:{urlsplit(url).hostname}", post, idempotent=True, attempts=attempts)
 
 
 def send_alerts(
