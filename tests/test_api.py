@@ -205,11 +205,15 @@ def test_orders_four_eyes_kill_switch_and_correlation(client):
     assert (r.status_code, r.json()["error"]) == (409, "four_eyes")
     r = client.post(P + f"/v1/orders/{o['id']}/approve", headers=H("tok-ann", **{"X-Request-Id": "req-approve-1"}),
                     json={"reason": "hedge checked"})  # fmt: skip
-    assert (r.status_code, r.json()["state"], r.json()["approved_by"]) == (200, "approved", "ann")
+    # approved, sent to the paper venue and filled as far as the quote's 7 contracts at the ask go
+    assert (r.status_code, r.json()["state"], r.json()["approved_by"]) == (200, "partially_filled", "ann")
+    assert (r.json()["filled_quantity"], r.json()["avg_fill_price"]) == (7.0, 5.1)
     r = client.post(P + f"/v1/orders/{o['id']}/approve", headers=H("tok-ann"), json={"reason": "again"})
     assert (r.status_code, r.json()["error"]) == (409, "illegal_transition")
     detail = client.get(P + f"/v1/orders/{o['id']}", headers=H("tok-manager")).json()
-    assert [e["to_state"] for e in detail["history"]] == ["new", "pending_approval", "approved"]
+    hist = [(e["to_state"], e["actor"]) for e in detail["history"]]
+    assert hist == [("new", "u-trader"), ("pending_approval", "system:pre-trade"), ("approved", "ann"),
+                    ("sent", "system:order-router"), ("partially_filled", "system:broker")]  # fmt: skip
     assert client.get(P + "/v1/orders/424242", headers=H("tok-manager")).status_code == 404
     # the audit records of the change carry the request's correlation id, with the acting user
     with store.session_scope() as s:

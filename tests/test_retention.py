@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 from hubutil import run_cli_here as _cli
 
-from aitrade import audit, config, marketdata, store
+from aitrade import audit, clock, config, marketdata, store
 from aitrade.archive import anchors
 from aitrade.audit import AuditHead, AuditRecord
 from aitrade.ops import retention
@@ -357,9 +357,16 @@ def _chain(ts, bids) -> pd.DataFrame:
     )  # fmt: skip
 
 
+def _session_before(t):
+    "`t`, or the last XNYS trading day before it (at the same time of day)."
+    while not clock.is_session(t.date()):
+        t -= timedelta(days=1)
+    return t
+
+
 def test_market_data_inside_retention_goes_only_as_a_kept_version(db):
     "By hand, a quote or close inside retention cannot be deleted; a re-ingest keeps each row it replaces."
-    t = NOW - timedelta(days=1)
+    t = _session_before(NOW - timedelta(days=1))  # a quote's date must be a trading day
     with store.session_scope() as s:
         marketdata.store_chain(s, _chain(t, [12.0, 5.0, 1.0]))
         marketdata.store_prices(s, pd.DataFrame({"symbol": ["SPX"], "date": [t.date()], "close": [100.0]}))
@@ -393,7 +400,7 @@ def test_market_data_inside_retention_goes_only_as_a_kept_version(db):
             with pytest.raises(sa.exc.DatabaseError, match="TRUNCATE refused"), store.session_scope() as s:
                 s.execute(sa.text(f"TRUNCATE {table} CASCADE"))
     # past retention, the retention job removes live and kept versions alike; what is inside stays
-    old = PAST("market_data")
+    old = _session_before(PAST("market_data"))
     with store.session_scope() as s:
         for bid, close in ((3.0, 90.0), (3.5, 91.0)):  # stored, then corrected
             marketdata.store_chain(s, _chain(old, [bid]))

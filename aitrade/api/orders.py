@@ -16,14 +16,14 @@ from fastapi import APIRouter, Query, Request
 from fastapi import Path as PathParam
 from pydantic import Field
 
-from .. import errors, execution, store
+from .. import bus, errors, execution, store
 from .identity import add_post, guarded, principal
 from .models import ERRORS_404, ERRORS_409, FINITE, Num, ReasonIn, RequestModel, ResponseModel
 from .models import day, error_response, num
 
 # %% auto #0
 __all__ = ['router', 'approve_order', 'reject_order', 'cancel_order', 'OrderOut', 'OrderEventOut', 'OrderDetailOut',
-           'list_orders', 'OrderIn', 'submit', 'get_order', 'PositionOut', 'get_positions']
+           'list_orders', 'OrderIn', 'bus_up', 'submit', 'get_order', 'PositionOut', 'get_positions']
 
 # %% ../../nbs/87_api_routes_orders.ipynb #ca955104
 class OrderOut(ResponseModel):
@@ -101,6 +101,17 @@ class OrderIn(RequestModel):
     multiplier: float | None = Field(None, gt=0, le=1e6, **FINITE)
 
 # %% ../../nbs/87_api_routes_orders.ipynb #a5f39787
+def bus_up() -> None:
+    "New orders and approvals fail closed while the bus is down (the fills they make would reach no one)."
+    try:
+        bus.ping()
+    except Exception as e:
+        raise errors.Unavailable(
+            f"the bus does not answer ({type(e).__name__}): new orders and approvals fail closed until it is "
+            "back; reads, cancels and the kill switch still work"
+        ) from None
+
+
 @router.post(
     "/orders",
     response_model=OrderOut,
@@ -109,6 +120,7 @@ class OrderIn(RequestModel):
     **guarded("orders:submit", ERRORS_409),
 )
 def submit(request: Request, body: OrderIn) -> OrderOut:
+    bus_up()
     req = execution.OrderRequest(**body.model_dump())
     broker = execution.PaperBroker()  # the platform's venue, as for `aitrade orders submit`
     with store.session_scope() as s:  # an auto-approved order goes to the venue and takes its fills at once
@@ -144,6 +156,8 @@ def _move(
     "Add `POST /orders/{order_id}/<verb>` to the router and return its endpoint, `<verb>_order`."
 
     def endpoint(request: Request, body: ReasonIn, order_id: int = _ORDER_ID) -> OrderOut:
+        if verb == "approve":
+            bus_up()
         b = execution.PaperBroker()
         with store.session_scope() as s:  # then the venue's fills, as `aitrade orders approve|cancel` does
             o = change(s, principal(request), order_id, body.reason, **({"broker": b} if send else {}))
