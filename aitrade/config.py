@@ -512,6 +512,10 @@ class Settings(BaseSettings):
         p = Path(p).expanduser()
         return p if p.is_absolute() else (self._root / p)
 
+    def location(self, p: str) -> str:
+        "Resolve a setting that is a folder or an fsspec URL: a URL (`s3://...`) as it is, a path as `path` does."
+        return p if "://" in p else str(self.path(p))
+
     @property
     def database_url(self) -> str:
         "The database URL with a relative SQLite path made absolute under the root."

@@ -69,7 +69,7 @@ class ArchiveStore:
     ):
         s = get_settings()
         if url is None:
-            url = str(s.path(s.archive.url))
+            url = s.location(s.archive.url)
         url = str(url)
         self.db_url = db_url
         self.policies = dict(policies or {})
@@ -88,7 +88,8 @@ class ArchiveStore:
             self.url = url if "://" in url else os.path.abspath(url)
             self._local = False
         else:
-            self.fs, root = fsspec.core.url_to_fs(url)
+            # no listings cache: another process (the scheduler) adds runs, and a cached listing would hide them
+            self.fs, root = fsspec.core.url_to_fs(url, use_listings_cache=False)
             self.root = root.rstrip("/")
             self._local = is_local(self.fs)
             #: the canonical name of the archive (recorded in its audit records)

@@ -375,7 +375,7 @@ class RunDriver:
         from aitrade.engine import engine_name
 
         outdir = Path(self.cfg.output_dir) if self.cfg.output_dir else _default_output_dir()
-        archive_url = self.cfg.archive_url or str(get_settings().path(get_settings().archive.url))
+        archive_url = self.cfg.archive_url or get_settings().location(get_settings().archive.url)
         return {
             "run_id": self.run_id,
             "notebook": name,
