@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .clock import EXCHANGE_TZ, calendar, is_session, sessions
+from . import resilience
 from .config import ReplaySettings, get_settings
 from .errors import FieldError
 from aitrade.marketdata import (
@@ -385,8 +386,10 @@ def serve(
 ) -> int:
     "Publish the market clock's ticks on the bus, session after session; return how many were sent."
     s = s or get_settings().replay
-    if s.source == "live":
-        feed = open_feed(s)
+    if (
+        s.source == "live"
+    ):  # opened through the adapter's breaker, retried with backoff; a crash is the supervisor's
+        feed = resilience.call(f"feed:{s.live_adapter}", open_feed, s, idempotent=True)
         echo(f"market-clock: live feed {s.live_adapter} -> {stream}")
         return run_feed(feed, stream, bus)
     now = pd.Timestamp.now(tz="UTC")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -116,12 +117,20 @@ def call(
 ) -> Any:
     "`fn(*args, **kw)` through the breaker of `name` (and retried when `idempotent`)."
     b = breaker(name)
+
+    def once():
+        # pybreaker's `call` holds the breaker's lock for the whole call, one call at a time per dependency (found by
+        # tests/test_chaos.py: 8 slow archive reads took 8 times as long); `calling()` decides under the lock and
+        # runs the call outside it
+        with b.calling():
+            return fn(*args, **kw)
+
     try:
         if not idempotent:
-            return b.call(fn, *args, **kw)
+            return once()
         for at in retrying(attempts):
             with at:
-                return b.call(fn, *args, **kw)
+                return once()
     except pybreaker.CircuitBreakerError as e:
         if isinstance(e, CircuitOpen):
             raise
@@ -142,16 +151,38 @@ class Bulkhead:
         self._sem = threading.BoundedSemaphore(self.limit)
         BULKHEAD_IN_USE.labels(name).set(0)
 
+    def _refuse(self) -> BulkheadFull:
+        BULKHEAD_REFUSED.labels(self.name).inc()
+        return BulkheadFull(
+            f"{self.name}: all {self.limit} slots busy for {self.wait_s:g} s; try again shortly"
+        )
+
     @contextlib.contextmanager
-    def __call__(self):
-        if not self._sem.acquire(timeout=self.wait_s):
-            BULKHEAD_REFUSED.labels(self.name).inc()
-            raise BulkheadFull(
-                f"{self.name}: all {self.limit} slots busy for {self.wait_s:g} s; try again shortly"
-            )
+    def _held(self):
         BULKHEAD_IN_USE.labels(self.name).inc()
         try:
             yield
         finally:
             BULKHEAD_IN_USE.labels(self.name).dec()
             self._sem.release()
+
+    @contextlib.contextmanager
+    def __call__(self):
+        "Hold a slot for the block (a thread waits for it)."
+        if not self._sem.acquire(timeout=self.wait_s):
+            raise self._refuse()
+        with self._held():
+            yield
+
+    @contextlib.asynccontextmanager
+    async def waiting(self):
+        "Hold a slot for the block of a coroutine: it waits on the event loop, holding no thread of the pool."
+        import anyio
+
+        deadline = time.monotonic() + self.wait_s
+        while not self._sem.acquire(blocking=False):
+            if time.monotonic() >= deadline:
+                raise self._refuse()
+            await anyio.sleep(0.005)
+        with self._held():
+            yield

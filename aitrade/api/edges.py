@@ -188,8 +188,8 @@ def bulkhead(
 
     b = resilience.Bulkhead(f"api:{name}", limit, wait_s)
 
-    def slot():
-        with b():
+    async def slot():  # waits on the event loop: a queue of requests for a full bulkhead holds no worker thread
+        async with b.waiting():
             yield
 
     return Depends(slot)

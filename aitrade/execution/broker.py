@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
+from .. import resilience
 from ..errors import FieldError
 from aitrade.execution.model import (
     WORKING,
@@ -261,7 +262,10 @@ def process_fills(
         q = q.where(Order.id.in_(list(order_ids)))
     out = []
     for order in session.execute(q.execution_options(populate_existing=True)).scalars().all():
-        for bf in broker.fills(session, order, now):
+        # asking a venue for its executions is idempotent: retried, through the venue's breaker
+        for bf in resilience.call(
+            f"broker:{broker.venue}", broker.fills, session, order, now, idempotent=True
+        ):
             f = record_fill(session, order, bf)
             if f is not None:
                 out.append(f)

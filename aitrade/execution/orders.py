@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
+from .. import resilience
 from ..audit import append as audit_append
 from ..auth import ORDER_ROUTER, Principal, require
 from ..config import get_settings
@@ -397,7 +398,7 @@ def cancel_order(
             raise FieldError(
                 "broker", f"order {order.id} is working at {order.venue}; pass its broker", subject="cancel"
             )
-        if not broker.cancel(session, order):
+        if not resilience.call(f"broker:{broker.venue}", broker.cancel, session, order):
             raise RuntimeError(f"order {order.id}: venue {order.venue} refused the cancel")
     return transition(session, order, "cancelled", principal.name, reason)
 
@@ -416,7 +417,9 @@ def send_order(
         raise KillSwitchEngaged(ks)
     if order.state != "approved":
         raise IllegalTransition(order.id, order.state, "sent")
-    bid = broker.submit(session, order)
+    bid = resilience.call(
+        f"broker:{broker.venue}", broker.submit, session, order
+    )  # never retried: it may have gone
     return transition(
         session,
         order,
