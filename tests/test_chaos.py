@@ -1,8 +1,11 @@
 """Chaos (issue 16, item 4), bounded and on this machine's loopback only: PostgreSQL killed with SIGKILL in the
-middle of a burst of 500 orders, then started again; Redis killed under a running bus and started again."""
+middle of a burst of 500 orders, then started again; Redis killed under a running bus and started again; 2 s of
+latency injected on one dependency (the archive's object storage, behind a TCP proxy) while the other endpoints
+are timed. A service process killed and restarted by the supervisor is tests/test_platform_lifecycle.py's."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import threading
@@ -205,3 +208,122 @@ def test_redis_killed_orders_fail_closed_nothing_is_lost_and_readers_resume(
     finally:
         store.dispose_engines()
         config.get_settings.cache_clear()
+
+
+class LatencyProxy:
+    "A TCP proxy on 127.0.0.1 that holds each answer coming back from upstream for `delay` seconds."
+
+    def __init__(self, upstream: int, delay: float):
+        import socket
+
+        self.upstream, self.delay = upstream, delay
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(128)
+        self.port = self.sock.getsockname()[1]
+        self.closed = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        import socket
+
+        while not self.closed.is_set():
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            up = socket.create_connection(("127.0.0.1", self.upstream))
+            threading.Thread(target=self._pump, args=(client, up, 0.0), daemon=True).start()
+            threading.Thread(target=self._pump, args=(up, client, self.delay), daemon=True).start()
+
+    @staticmethod
+    def _pump(src, dst, delay):
+        last = 0.0
+        try:
+            while data := src.recv(65536):
+                if delay and time.monotonic() - last > 0.1:  # the first chunk of each answer waits
+                    time.sleep(delay)
+                last = time.monotonic()
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.close()
+
+    def close(self):
+        self.closed.set()
+        self.sock.close()
+
+
+def _p99(xs: list[float]) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(0.99 * len(xs)))]
+
+
+def test_two_seconds_on_one_dependency_leave_the_other_endpoints_p99_unchanged(tmp_path, monkeypatch):
+    "The archive on object storage behind a 2 s latency proxy, flooded: its bulkhead holds it; limits stay fast."
+    from functools import partial
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    (tmp_path / "archive").mkdir()
+    handler = partial(SimpleHTTPRequestHandler, directory=str(tmp_path / "archive"))
+    handler.log_message = lambda *a: None
+    store_server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=store_server.serve_forever, daemon=True).start()
+    proxy = LatencyProxy(store_server.server_address[1], delay=2.0)
+    (tmp_path / "settings.ini").write_text(
+        f"[database]\nurl = sqlite:///{tmp_path}/t.db\n[archive]\nurl = http://127.0.0.1:{proxy.port}/\n"
+        "[api]\nrate_limit =\n"
+    )
+    monkeypatch.setenv("AITRADE_SETTINGS", str(tmp_path / "settings.ini"))
+    for k in ("AITRADE_DATABASE_URL", "AITRADE_REDIS_URL"):
+        monkeypatch.delenv(k, raising=False)
+    config.reload_settings()
+    store.dispose_engines()
+    store.upgrade()
+    tokens = {"tok": hub_model("ann", ["archive:read", "risk:read"])}
+    H = {"Authorization": "token tok"}
+    try:
+        with TestClient(create_app(resolver=StaticResolver(tokens))) as client:
+
+            def limits_latencies(n: int = 60) -> list[float]:
+                out = []
+                for _ in range(n):
+                    t0 = time.perf_counter()
+                    assert client.get(P + "/v1/risk/limits", headers=H).status_code == 200
+                    out.append(time.perf_counter() - t0)
+                return out
+
+            limits_latencies(10)  # warm
+            quiet = _p99(limits_latencies())
+            slow: list[tuple[int, float]] = []
+
+            def archive_call():
+                t0 = time.perf_counter()
+                r = client.get(P + "/v1/archive/verify", headers=H)  # reads the store: every file it lists
+                slow.append((r.status_code, time.perf_counter() - t0))
+
+            flood = [
+                threading.Thread(target=archive_call) for _ in range(60)
+            ]  # more than the thread pool's 40
+            for t in flood:
+                t.start()
+            time.sleep(0.5)
+            loaded = _p99(limits_latencies())
+            for t in flood:
+                t.join(120)
+            client.app.state.fanout.close()
+    finally:
+        proxy.close()
+        store_server.shutdown()
+        store.dispose_engines()
+        config.get_settings.cache_clear()
+    codes = sorted({c for c, _ in slow})
+    assert len(slow) == 60 and set(codes) <= {200, 503}, slow
+    assert all(d >= 2.0 for c, d in slow if c == 200), sorted(slow)  # the dependency was slow indeed
+    assert 503 in codes  # the bulkhead refused what it could not hold
+    print(f"\nGET /v1/risk/limits p99: {quiet * 1e3:.1f} ms quiet, {loaded * 1e3:.1f} ms while 60 archive requests "
+          f"wait on a 2 s dependency ({sum(c == 503 for c, _ in slow)} refused by the bulkhead)")  # fmt: skip
+    assert loaded < quiet + 0.25, (quiet, loaded)  # unchanged, within a 2-core machine's noise
