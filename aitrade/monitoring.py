@@ -62,6 +62,8 @@ FAMILIES: dict[str, list[str]] = {
         "aitrade_job_last_duration_seconds",
         "aitrade_job_retries",
         "aitrade_job_deadline_missed",
+        "aitrade_job_notebooks_archived",
+        "aitrade_job_archive_failures",
         "aitrade_jobs_metrics_up",
         "aitrade_backup_interval_seconds",
         "aitrade_backup_metrics_up",

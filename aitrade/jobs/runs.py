@@ -503,6 +503,8 @@ class JobsCollector:
         )
         again = G("aitrade_job_retries", "times runs were queued again by a retry", labels=["pipeline"])
         late = G("aitrade_job_deadline_missed", "runs that passed their deadline", labels=["pipeline"])
+        kept = G("aitrade_job_notebooks_archived", "executed notebooks written to the archive", labels=["pipeline"])  # fmt: skip
+        lost = G("aitrade_job_archive_failures", "notebooks whose archiving failed (the run fails)", labels=["pipeline"])  # fmt: skip
         newest = (
             sa.select(R.pipeline, sa.func.max(R.finished_at).label("f"))
             .where(R.started_at.is_not(None), R.finished_at.is_not(None))
@@ -528,4 +530,10 @@ class JobsCollector:
             for p, a, m in s.execute(sa.select(R.pipeline, sa.func.sum(R.attempt - 1), missed).group_by(R.pipeline)):  # fmt: skip
                 again.add_metric([p], a or 0)
                 late.add_metric([p], m or 0)
-        return [runs, last, took, again, late]
+            N = JobNotebookRun
+            failed = sa.func.sum(sa.case((N.error.like("archive:%"), 1), else_=0))
+            q = sa.select(R.pipeline, sa.func.count(N.archive_id), failed).join(R, R.id == N.run_id).group_by(R.pipeline)  # fmt: skip
+            for p, k, f in s.execute(q):
+                kept.add_metric([p], k or 0)
+                lost.add_metric([p], f or 0)
+        return [runs, last, took, again, late, kept, lost]
