@@ -122,7 +122,12 @@ def make_engine(
     else:
         if "poolclass" not in kw:
             kw.setdefault("pool_size", s.database.pool_size)
-            kw.setdefault("pool_pre_ping", True)
+            kw.setdefault(
+                "pool_pre_ping", True
+            )  # a connection the server dropped (a restart) is replaced, not used
+            kw.setdefault("pool_timeout", 10)  # a request waits at most 10 s for a pooled connection
+        # a server that does not answer is an error after 10 s, not a hang (libpq's connect_timeout)
+        kw.setdefault("connect_args", {"connect_timeout": 10})
         eng = sa.create_engine(url, echo=s.database.echo, **kw)
     return eng
 
