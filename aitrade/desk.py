@@ -43,7 +43,7 @@ log = logging.getLogger("aitrade.desk")
 DESK_TICKS = Counter("aitrade_desk_ticks", "ticks taken from the bus")
 DESK_LAST_TICK = Gauge("aitrade_desk_last_tick_timestamp_seconds", "when the desk last took a tick (unix, wall clock)")  # fmt: skip
 DESK_PUBLISHED = Counter("aitrade_desk_messages_published", "messages published, by stream", ["stream"])
-DESK_ERRORS = Counter("aitrade_desk_publish_errors", "rounds whose valuation or publication failed")
+DESK_ERRORS = Counter("aitrade_desk_publish_errors", "rounds whose bus reads, valuation or publication failed")
 DESK_PNL = Gauge("aitrade_desk_pnl", "the book's P&L (realized + unrealized) in the last message")
 KILL_SWITCH = Gauge("aitrade_kill_switch_engaged", "1 while the kill switch stops all order flow")
 LIMIT_UTILISATION = Gauge("aitrade_limit_utilisation", "|value| / max of each limit in the last message", ["limit"])  # fmt: skip
@@ -564,17 +564,22 @@ class Desk:
         fills = self.bus.subscribe(FILLS_STREAM, last_id="$", block_ms=0)
         while not stop.is_set():
             n = 0
-            for _, tick in ticks:
-                self.on_tick(tick)
-                self.ticks_id = ticks.last_id
-                n += 1
-                if n >= batch:
-                    break
+            try:  # the subscriptions keep their last id: after a bus outage they carry on from it
+                for _, tick in ticks:
+                    self.on_tick(tick)
+                    self.ticks_id = ticks.last_id
+                    n += 1
+                    if n >= batch:
+                        break
+                for _, msg in fills:
+                    self.on_fill(msg)
+            except Exception as e:  # the bus is down: say so, wait, read again
+                DESK_ERRORS.inc()
+                log.warning("desk: reading the bus failed: %s", e)
+                time.sleep(self.throttle_s or 1.0)
             if n:
                 DESK_TICKS.inc(n)
                 DESK_LAST_TICK.set(time.time())
-            for _, msg in fills:
-                self.on_fill(msg)
             try:
                 self.publish()
             except Exception as e:  # a bad tick or a database outage: say so and carry on

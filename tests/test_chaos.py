@@ -13,13 +13,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import redis
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from hubutil import free_port, unavailable
 from pgutil import PrivatePostgres
 from seed import fresh_quote
 
-from aitrade import audit, bus, config, store
+from aitrade import audit, bus, config, desk, store
 from aitrade.api import StaticResolver, create_app, hub_model
 from aitrade.execution import Order
 
@@ -174,19 +175,25 @@ def test_redis_killed_orders_fail_closed_nothing_is_lost_and_readers_resume(
     try:
         exp = fresh_quote("SPX")
         tokens = {
-            "tok": hub_model("tom", ["orders:submit", "orders:read", "orders:cancel", "killswitch:engage"])
+            "tok": hub_model("tom", ["orders:submit", "orders:read", "orders:cancel", "killswitch:engage"]),
+            "risk": hub_model("rita", ["killswitch:release"]),
         }
         order = lambda cid: dict(client_order_id=cid, symbol="SPX", side="buy", quantity=1, option_type="C",
                                  expiry=str(exp), strike=100.0)  # fmt: skip
         H = {"Authorization": "token tok"}
         b = bus.get_bus()
         fills = b.subscribe("fills", last_id="$", block_ms=100)
+        stop = threading.Event()
+        d = desk.Desk(throttle_s=0.1)  # a consumer that runs through the outage
+        reader = threading.Thread(target=d.run, kwargs=dict(stop=stop, block_ms=50), daemon=True)
+        reader.start()
         with TestClient(create_app(resolver=StaticResolver(tokens))) as client:
             assert client.post(P + "/v1/orders", headers=H, json=order("r-1")).status_code == 201
             first = [m for _, m in fills]
             assert [m["order_id"] for m in first] == [1]
 
             redis_server.kill()
+            time.sleep(0.5)  # the desk meets the outage
             r = client.post(P + "/v1/orders", headers=H, json=order("r-2"))
             assert r.status_code == 503 and "bus" in r.json()["detail"], r.text  # fail closed, said why
             assert client.get(P + "/readyz").json()["checks"]["bus"].startswith("error")
@@ -201,10 +208,28 @@ def test_redis_killed_orders_fail_closed_nothing_is_lost_and_readers_resume(
             while client.get(P + "/readyz").status_code != 200:
                 assert time.monotonic() < deadline
                 time.sleep(0.2)
+            r = client.post(P + "/v1/killswitch/release", headers={"Authorization": "token risk"}, json={"reason": "back"})  # fmt: skip
+            assert r.status_code == 200, r.text
+            r = client.post(P + "/v1/orders", headers=H, json=order("r-3"))
+            assert r.status_code == 201 and r.json()["state"] == "filled", r.text
             client.app.state.fanout.close()
-        # the reader resumes where it was: the old message is still there, nothing was lost
-        again = bus.get_bus().subscribe("fills", last_id="0", block_ms=100)
-        assert [m["order_id"] for _, m in again] == [1]
+        # the subscription taken before the outage carries on from its last id: the new fill, and only it
+        got = []
+        deadline = time.monotonic() + 10
+        while not got and time.monotonic() < deadline:
+            try:
+                got = [m["order_id"] for _, m in fills]
+            except redis.RedisError:
+                time.sleep(0.2)
+        assert got == [2], got
+        assert reader.is_alive()  # the desk read through the outage
+        stop.set()
+        reader.join(10)
+        # nothing was lost: the stream holds both fills
+        assert [m["order_id"] for _, m in bus.get_bus().subscribe("fills", last_id="0", block_ms=100)] == [
+            1,
+            2,
+        ]
     finally:
         store.dispose_engines()
         config.get_settings.cache_clear()
