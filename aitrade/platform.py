@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import psutil
@@ -33,11 +34,12 @@ from aitrade.accounts import (
 )
 from .cluster import cluster_address, ensure_tls, tls_files
 from .config import Settings, get_settings
+from . import telemetry
 
 # %% auto #0
-__all__ = ['PLATFORM_ID', 'Service', 'free_port', 'port_open', 'hub_config_path', 'platform_id', 'plan_services', 'PlatformError',
-           'secure', 'start', 'launch', 'wait_ready', 'stop', 'SupervisorMetrics', 'supervise', 'members', 'sweep',
-           'claim']
+__all__ = ['PLATFORM_ID', 'Service', 'free_port', 'port_open', 'hub_config_path', 'platform_id', 'plan_services', 'http_ready',
+           'PlatformError', 'secure', 'start', 'launch', 'wait_ready', 'stop', 'SupervisorMetrics', 'supervise',
+           'members', 'sweep', 'claim']
 
 # %% ../nbs/95_platform.ipynb #e7450c27
 @dataclass
@@ -196,7 +198,19 @@ def plan_services(
         svc.env = {**env, **svc.env}
         if svc.name != "jupyterhub":  # the Hub stays root to start people's servers as them; it runs its
             svc.account = account  # own services (API, dashboards, Voila) as the service account
+        if svc.name in telemetry.SERVICES and (probe := telemetry.metrics_port(svc.name, s)) is not None:
+            svc.ready = partial(http_ready, f"http://127.0.0.1:{probe}/readyz")  # ready: its probes answer
     return services
+
+
+def http_ready(url: str) -> bool:
+    "Whether `url` (a `/readyz`) answers 200 now."
+    import httpx
+
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 # %% ../nbs/95_platform.ipynb #3e7e28ac
 class PlatformError(RuntimeError):
@@ -274,13 +288,10 @@ def launch(svc: Service, logs: Path) -> None:
 
 def wait_ready(url: str, timeout: float = 120.0, poll: float = 0.5) -> bool:
     "Whether `url` (a readiness probe, e.g. the API's `/readyz` behind the Hub) answers 200 within `timeout` seconds."
-    import httpx
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=5).status_code == 200:
-                return True
+        if http_ready(url):
+            return True
         time.sleep(poll)
     return False
 

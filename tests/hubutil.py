@@ -50,7 +50,9 @@ def platform_env(**overrides: str) -> dict:
     env = {
         k: v for k, v in os.environ.items() if not k.startswith("AITRADE_") or k.startswith("AITRADE_TEST_")
     }
-    return env | {"AITRADE_ACCOUNTS__SERVICE_ACCOUNT": ""} | overrides
+    # each platform's services serve /metrics and /readyz on ports of its own: two test modules run at once
+    ports = {"AITRADE_TELEMETRY__METRICS_PORT": str(free_port_block(6))}
+    return env | {"AITRADE_ACCOUNTS__SERVICE_ACCOUNT": ""} | ports | overrides
 
 
 def run_cli(*args, env: dict | None = None, cwd=None) -> subprocess.CompletedProcess:
@@ -81,6 +83,27 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def free_port_block(n: int) -> int:
+    "A first port p with p..p+n-1 all free on 127.0.0.1 now."
+    for _ in range(200):
+        p = free_port()
+        if p + n > 65530:
+            continue
+        socks = []
+        try:
+            for i in range(n):
+                sock = socket.socket()
+                socks.append(sock)
+                sock.bind(("127.0.0.1", p + i))
+            return p
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise RuntimeError(f"no block of {n} free ports")
 
 
 class Hub:

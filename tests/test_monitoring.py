@@ -9,7 +9,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
-from hubutil import free_port, platform_env
+from hubutil import free_port, free_port_block, platform_env
 from prometheus_client.parser import text_string_to_metric_families
 
 from aitrade import monitoring, platform
@@ -160,27 +159,6 @@ def test_readme_lists_every_family():
 
 
 # --- a running platform, scraped -----------------------------------------------------------------------------
-def _port_block(n: int) -> int:
-    "A first port p with p..p+n-1 all free on 127.0.0.1."
-    for _ in range(200):
-        p = free_port()
-        if p + n > 65530:
-            continue
-        socks = []
-        try:
-            for i in range(n):
-                s = socket.socket()
-                s.bind(("127.0.0.1", p + i))
-                socks.append(s)
-            return p
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no block of free ports")
-
-
 def _families(text: str) -> set[str]:
     "Family and sample names of a scrape (a counter's `_total`, a histogram's `_bucket`, even without samples)."
     out = set()
@@ -210,7 +188,7 @@ def _scrape(cfg: dict) -> dict[str, tuple[str, str]]:
 
 
 def test_every_service_of_a_running_platform_exports_its_metrics(tmp_path):
-    hub_port, base = free_port(), _port_block(6)
+    hub_port, base = free_port(), free_port_block(6)
     (tmp_path / "settings.ini").write_text(
         f"[hub]\nport = {hub_port}\n[dask]\nscheduler_port = {free_port()}\ndashboard_port = {free_port()}\n"
         f"[telemetry]\nmetrics_port = {base}\n[backup]\ninterval_s = 10\ndrill_interval_s = 1\n"
@@ -218,6 +196,7 @@ def test_every_service_of_a_running_platform_exports_its_metrics(tmp_path):
     env = platform_env(
         AITRADE_SETTINGS=str(tmp_path / "settings.ini"),
         AITRADE_HUB_INTERNAL_PORT=str(free_port()),
+        AITRADE_TELEMETRY__METRICS_PORT=str(base),
         **{f"AITRADE_{k}_PORT": str(free_port()) for k in ("API", "VOILA", "DASHBOARDS", "HUB_PROXY_API")},
     )
     cli = [sys.executable, "-c", "from aitrade.cli import main; main()"]

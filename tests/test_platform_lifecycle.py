@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import requests
-from hubutil import free_port, platform_env
+from hubutil import free_port, free_port_block, platform_env
 
 from aitrade import platform
 
@@ -38,10 +38,7 @@ def _up(root: Path, env: dict, name: str, timeout: float = 240) -> tuple[subproc
 
 
 def test_a_killed_platform_leaves_nothing_the_next_start_does_not_stop(tmp_path):
-    port, metrics = (
-        free_port(),
-        free_port(),
-    )  # `up`'s own /metrics (the services' at +1..+5 may be taken: said, not fatal)
+    port, metrics = free_port(), free_port_block(6)  # `up`'s own /metrics, the services' at +1..+5
     (tmp_path / "settings.ini").write_text(
         f"[hub]\nport = {port}\n[dask]\nscheduler_port = {free_port()}\ndashboard_port = 0\n"
         f"[telemetry]\nmetrics_port = {metrics}\n"
@@ -49,6 +46,7 @@ def test_a_killed_platform_leaves_nothing_the_next_start_does_not_stop(tmp_path)
     env = platform_env(
         AITRADE_SETTINGS=str(tmp_path / "settings.ini"),
         AITRADE_HUB_INTERNAL_PORT=str(free_port()),
+        AITRADE_TELEMETRY__METRICS_PORT=str(metrics),
         **{f"AITRADE_{k}_PORT": str(free_port()) for k in ("API", "VOILA", "DASHBOARDS", "HUB_PROXY_API")},
     )
     url, pid = f"http://127.0.0.1:{port}", str(tmp_path.resolve())

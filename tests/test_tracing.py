@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 
 import nbformat
 import pytest
@@ -28,9 +29,14 @@ def traced(tmp_path, monkeypatch):
     store.upgrade()
     mem = InMemorySpanExporter()
     assert telemetry.setup_tracing("test", exporter=mem)
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
     yield mem
     telemetry.stop_tracing()
-    logs.configure_logging()
+    root.handlers[:], root.level = (
+        handlers,
+        level,
+    )  # as before (a handler on pytest's captured stream would outlive it)
     store.dispose_engines()
     config.get_settings.cache_clear()
 

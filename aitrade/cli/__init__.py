@@ -181,14 +181,14 @@ def up(
     )
     try:
         platform.start(services, s.path("var/log"), echo=typer.echo)
-        from aitrade.hub import API_SERVICE
+        from aitrade.hub import API_SERVICE, DASHBOARDS_SERVICE, VOILA_SERVICE
 
-        ready = f"http://{s.hub.ip}:{s.hub.port}/services/{API_SERVICE}/readyz"  # the API, through the Hub's proxy
-        if hub and not platform.wait_ready(ready):
-            platform.stop(services)
-            raise platform.PlatformError(
-                f"the API did not become ready at {ready}; see var/log/jupyterhub.log"
-            )
+        # the Hub's web services, through its proxy: 'started' means every service answers its /readyz
+        for name in (API_SERVICE, DASHBOARDS_SERVICE, VOILA_SERVICE) if hub else ():
+            ready = f"http://{s.hub.ip}:{s.hub.port}/services/{name}/readyz"
+            if not platform.wait_ready(ready):
+                platform.stop(services)
+                raise platform.PlatformError(f"{name} did not become ready at {ready}; see var/log/jupyterhub.log")  # fmt: skip
     except platform.PlatformError as e:
         platform.sweep(pid)
         fail(e, 1, prefix="aitrade: ")
