@@ -118,6 +118,9 @@ class Hub:
             AITRADE_SETTINGS=str(root / "settings.ini"),
             AITRADE_HUB_PROXY_API_PORT=str(free_port()),
             AITRADE_HUB_INTERNAL_PORT=str(free_port()),
+            AITRADE_PLATFORM_ID=str(
+                root.resolve()
+            ),  # every process it starts carries it (aitrade.platform.members)
             **(env or {}),
         )
         self.proc = None

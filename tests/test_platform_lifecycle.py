@@ -91,3 +91,25 @@ def test_a_killed_platform_leaves_nothing_the_next_start_does_not_stop(tmp_path)
         assert platform.members(pid) == [], [p.cmdline() for p in platform.members(pid)]
     finally:
         platform.sweep(pid)
+
+
+def test_a_benchmarks_hub_leaves_no_process_and_no_port_behind(tmp_path):
+    "bench/bench_api.py and bench/bench_dashboards.py start the platform's Hub with hubutil.Hub: its stop leaves nothing."
+    from hubutil import Hub
+
+    api_port = free_port()
+    hub = Hub(tmp_path, env={"AITRADE_API_PORT": str(api_port)})
+    hub.prepare()
+    hub.start()
+    pid = str(tmp_path.resolve())
+    try:
+        deadline = time.monotonic() + 90
+        while requests.get(hub.url + READY, timeout=10).status_code != 200:
+            assert time.monotonic() < deadline, "the API did not become ready behind the Hub"
+            time.sleep(0.5)
+        ours = platform.members(pid)
+        assert any("aitrade.api" in " ".join(p.cmdline()) for p in ours), [p.cmdline() for p in ours]
+    finally:
+        hub.stop()
+    assert platform.members(pid) == [], [p.cmdline() for p in platform.members(pid)]
+    assert not platform.port_open("127.0.0.1", hub.port) and not platform.port_open("127.0.0.1", api_port)
