@@ -179,10 +179,11 @@ class Bulkhead:
         "Hold a slot for the block of a coroutine: it waits on the event loop, holding no thread of the pool."
         import anyio
 
-        deadline = time.monotonic() + self.wait_s
+        deadline, pause = time.monotonic() + self.wait_s, 0.002
         while not self._sem.acquire(blocking=False):
             if time.monotonic() >= deadline:
                 raise self._refuse()
-            await anyio.sleep(0.005)
+            await anyio.sleep(pause)
+            pause = min(0.05, pause * 2)  # a queue of waiters must not keep the event loop busy
         with self._held():
             yield
