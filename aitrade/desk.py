@@ -43,7 +43,9 @@ log = logging.getLogger("aitrade.desk")
 DESK_TICKS = Counter("aitrade_desk_ticks", "ticks taken from the bus")
 DESK_LAST_TICK = Gauge("aitrade_desk_last_tick_timestamp_seconds", "when the desk last took a tick (unix, wall clock)")  # fmt: skip
 DESK_PUBLISHED = Counter("aitrade_desk_messages_published", "messages published, by stream", ["stream"])
-DESK_ERRORS = Counter("aitrade_desk_publish_errors", "rounds whose bus reads, valuation or publication failed")
+DESK_ERRORS = Counter(
+    "aitrade_desk_publish_errors", "rounds whose bus reads, valuation or publication failed"
+)
 DESK_PNL = Gauge("aitrade_desk_pnl", "the book's P&L (realized + unrealized) in the last message")
 KILL_SWITCH = Gauge("aitrade_kill_switch_engaged", "1 while the kill switch stops all order flow")
 LIMIT_UTILISATION = Gauge("aitrade_limit_utilisation", "|value| / max of each limit in the last message", ["limit"])  # fmt: skip
