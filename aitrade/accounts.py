@@ -151,9 +151,16 @@ def service_account(
 
 
 def is_platform(settings: Settings | None = None) -> bool:
-    "True when this process runs as root or as the platform's service account."
-    name = (settings or get_settings()).accounts.service_account
-    return os.geteuid() == 0 or (bool(name) and current().name == name)
+    """True when this process runs as root, as the platform's service account, or as the owner of the platform's
+    `var/` (a platform started without root runs everything as the account that started it)."""
+    s = settings or get_settings()
+    name = s.accounts.service_account
+    if os.geteuid() == 0 or (bool(name) and current().name == name):
+        return True
+    try:
+        return s.path("var").stat().st_uid == os.geteuid()
+    except OSError:
+        return False
 
 
 def people_get_servers(settings: Settings | None = None) -> str | None:
