@@ -28,6 +28,17 @@ P = "/services/aitrade-api"
 N_ORDERS = 500
 
 
+def _project(tmp_path, monkeypatch, ini: str) -> None:
+    "This test's platform: `ini` as its settings.ini (no inherited database or Redis), migrated."
+    (tmp_path / "settings.ini").write_text(ini)
+    monkeypatch.setenv("AITRADE_SETTINGS", str(tmp_path / "settings.ini"))
+    for k in ("AITRADE_DATABASE_URL", "AITRADE_REDIS_URL"):
+        monkeypatch.delenv(k, raising=False)
+    config.reload_settings()
+    store.dispose_engines()
+    store.upgrade()
+
+
 @pytest.fixture
 def pg_platform(tmp_path, monkeypatch):
     "A platform in `tmp_path` on a private PostgreSQL server (killable), embedded bus."
@@ -36,16 +47,8 @@ def pg_platform(tmp_path, monkeypatch):
         pg.init()
         pg.start()
         url = pg.platform_database()
-        (tmp_path / "settings.ini").write_text(
-            f"[database]\nurl = {url}\npool_size = 8\n[api]\nrate_limit =\n"
-            "[risk]\napproval_notional = 1e12\napproval_vega = 1e12\n"
-        )
-        monkeypatch.setenv("AITRADE_SETTINGS", str(tmp_path / "settings.ini"))
-        for k in ("AITRADE_DATABASE_URL", "AITRADE_REDIS_URL"):
-            monkeypatch.delenv(k, raising=False)
-        config.reload_settings()
-        store.dispose_engines()
-        store.upgrade()
+        _project(tmp_path, monkeypatch, f"[database]\nurl = {url}\npool_size = 8\n[api]\nrate_limit =\n"
+                 "[risk]\napproval_notional = 1e12\napproval_vega = 1e12\n")  # fmt: skip
         yield pg
     finally:
         store.dispose_engines()
@@ -162,16 +165,8 @@ def redis_server(tmp_path):
 def test_redis_killed_orders_fail_closed_nothing_is_lost_and_readers_resume(
     redis_server, tmp_path, monkeypatch
 ):
-    (tmp_path / "settings.ini").write_text(
-        f"[database]\nurl = sqlite:///{tmp_path}/t.db\n[redis]\nurl = {redis_server.url}\n[api]\nrate_limit =\n"
-        "[risk]\napproval_notional = 1e12\napproval_vega = 1e12\n"
-    )
-    monkeypatch.setenv("AITRADE_SETTINGS", str(tmp_path / "settings.ini"))
-    for k in ("AITRADE_DATABASE_URL", "AITRADE_REDIS_URL"):
-        monkeypatch.delenv(k, raising=False)
-    config.reload_settings()
-    store.dispose_engines()
-    store.upgrade()
+    _project(tmp_path, monkeypatch, f"[database]\nurl = sqlite:///{tmp_path}/t.db\n[redis]\nurl = {redis_server.url}\n"
+             "[api]\nrate_limit =\n[risk]\napproval_notional = 1e12\napproval_vega = 1e12\n")  # fmt: skip
     try:
         exp = fresh_quote("SPX")
         tokens = {
@@ -298,16 +293,8 @@ def test_two_seconds_on_one_dependency_leave_the_other_endpoints_p99_unchanged(t
     store_server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=store_server.serve_forever, daemon=True).start()
     proxy = LatencyProxy(store_server.server_address[1], delay=2.0)
-    (tmp_path / "settings.ini").write_text(
-        f"[database]\nurl = sqlite:///{tmp_path}/t.db\n[archive]\nurl = http://127.0.0.1:{proxy.port}/\n"
-        "[api]\nrate_limit =\n"
-    )
-    monkeypatch.setenv("AITRADE_SETTINGS", str(tmp_path / "settings.ini"))
-    for k in ("AITRADE_DATABASE_URL", "AITRADE_REDIS_URL"):
-        monkeypatch.delenv(k, raising=False)
-    config.reload_settings()
-    store.dispose_engines()
-    store.upgrade()
+    _project(tmp_path, monkeypatch, f"[database]\nurl = sqlite:///{tmp_path}/t.db\n[archive]\nurl = http://127.0.0.1:{proxy.port}/\n"
+        "[api]\nrate_limit =\n")  # fmt: skip
     tokens = {"tok": hub_model("ann", ["archive:read", "risk:read"])}
     H = {"Authorization": "token tok"}
     try:
