@@ -19,13 +19,14 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.orm.attributes import set_committed_value
 
 from .store import ROLLBACK_HOOKS, Base, BigId, session_scope, utcnow
 
 # %% auto #0
 __all__ = ['GENESIS_HASH', 'CHECKPOINT_ACTION', 'AuditRecord', 'AuditHead', 'canonical_json', 'new_correlation_id',
-           'current_correlation_id', 'correlation', 'append', 'query', 'VerifyResult', 'checkpoint_before', 'verify',
-           'AuditedRefusal']
+           'current_correlation_id', 'correlation', 'append', 'chain', 'query', 'VerifyResult', 'checkpoint_before',
+           'verify', 'AuditedRefusal']
 
 # %% ../nbs/02_audit.ipynb #0c44992c
 GENESIS_HASH = "0" * 64
@@ -148,6 +149,7 @@ def append(
     before: Any = None,  # the state before (JSON-serialisable), None for a creation
     after: Any = None,  # the state after, None for a removal
     correlation_id: str | None = None,  # default: the current `correlation(...)`, else a new id
+    defer: bool = False,  # chain it when the transaction commits, not now (see `chain`)
 ) -> AuditRecord:
     "Append one record to the chain inside `session`'s current transaction (commit is the caller's)."
     _require("actor", actor, 200)
@@ -159,13 +161,7 @@ def append(
         after_json = None if after is None else canonical_json(after)
     except TypeError as e:
         raise ValueError(f"audit before/after: {e}") from None
-    head = session.execute(
-        sa.select(AuditHead).where(AuditHead.id == 1).with_for_update()
-    ).scalar_one_or_none()
-    if head is None:
-        raise RuntimeError("audit_head is missing: run `aitrade db upgrade`")
     rec = AuditRecord(
-        seq=head.seq + 1,
         ts=utcnow(),
         actor=actor,
         action=action,
@@ -173,14 +169,63 @@ def append(
         before_json=before_json,
         after_json=after_json,
         correlation_id=cid,
-        prev_hash=head.hash,
     )
-    rec.hash = rec.compute_hash()
-    session.add(rec)
-    session.flush()  # the record first: the head may only point at a stored record
-    head.seq, head.hash = rec.seq, rec.hash
-    session.flush()
+    tx = session.get_nested_transaction() or session.get_transaction() or session.begin()
+    session.info.setdefault(_PENDING, []).append((rec, tx))
+    if not defer:
+        chain(session)
     return rec
+
+
+_PENDING = (
+    "aitrade.audit.pending"  # session.info key: records appended, not yet chained, with their transaction
+)
+
+
+def chain(
+    session: Session,  # the session whose transaction holds the records appended with `defer=True`
+) -> int:
+    "Chain the records still pending in `session`, in the order they were appended: lock the head, number and hash them, insert them, move the head. Returns how many."
+    pending = session.info.pop(_PENDING, None)
+    if not pending:
+        return 0
+    head = session.execute(
+        sa.select(AuditHead).where(AuditHead.id == 1).with_for_update()
+    ).scalar_one_or_none()
+    if head is None:
+        raise RuntimeError("audit_head is missing: run `aitrade db upgrade`")
+    session.flush()  # what the records describe is written before them
+    cols = [c.key for c in AuditRecord.__table__.columns]
+    for rec, _ in pending:  # each record, then the head that points at it (the table's trigger checks both)
+        rec.seq, rec.prev_hash = head.seq + 1, head.hash
+        rec.hash = rec.compute_hash()
+        session.execute(sa.insert(AuditRecord.__table__).values({c: getattr(rec, c) for c in cols}))
+        session.execute(
+            sa.update(AuditHead.__table__).where(AuditHead.id == 1).values(seq=rec.seq, hash=rec.hash)
+        )
+        set_committed_value(head, "seq", rec.seq)
+        set_committed_value(head, "hash", rec.hash)
+    return len(pending)
+
+
+@sa.event.listens_for(Session, "before_commit")
+def _chain_at_commit(session: Session) -> None:
+    chain(session)
+
+
+@sa.event.listens_for(Session, "after_soft_rollback")
+def _forget_rolled_back(session: Session, previous_transaction) -> None:
+    "A rolled-back transaction (or savepoint) takes the records appended inside it along."
+
+    def inside(tx) -> bool:
+        while tx is not None:
+            if tx is previous_transaction:
+                return True
+            tx = tx.parent
+        return False
+
+    if pending := session.info.get(_PENDING):
+        session.info[_PENDING] = [(r, tx) for r, tx in pending if not inside(tx)]
 
 # %% ../nbs/02_audit.ipynb #808e78ce
 def query(
@@ -195,6 +240,7 @@ def query(
     offset: int = 0,
 ) -> list[AuditRecord]:
     "Records matching every given filter, newest first (`action` and `target` match as prefixes)."
+    chain(session)  # the records this transaction appended with `defer=True` are part of the answer
     q = sa.select(AuditRecord)
     if actor:
         q = q.where(AuditRecord.actor == actor)
