@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from functools import lru_cache
+import functools
+import types
 from types import ModuleType
 from typing import Any
 
@@ -20,7 +22,7 @@ from .config import get_settings
 
 # %% auto #0
 __all__ = ['cupy_module', 'gpu_available', 'is_gpu_array', 'default_xp', 'Plan', 'plan', 'array_module', 'to_numpy', 'special',
-           'cpu_kernel', 'cpu_threads']
+           'cpu_kernel', 'SizedKernel', 'cpu_threads']
 
 # %% ../nbs/03_kernels.ipynb #3ba8a161
 @lru_cache(maxsize=1)
@@ -126,9 +128,41 @@ def special(xp: ModuleType) -> ModuleType:
     return csp
 
 # %% ../nbs/03_kernels.ipynb #bcaf7a79
-def cpu_kernel(parallel: bool = False, fastmath: bool | set = False, **kw):
-    "The platform's numba `njit`: cached, nogil, optionally parallel."
-    return numba.njit(cache=True, nogil=True, parallel=parallel, fastmath=fastmath, **kw)
+def cpu_kernel(
+    parallel: bool = False,  # compile with numba's parallel backend (`prange` loops); see `SizedKernel`
+    fastmath: bool | set = False,  # numba's fastmath flags
+    serial_below: int = 512,  # parallel kernels: inputs with fewer elements run on the calling thread
+    **kw,  # more numba.njit options
+):
+    "The platform's numba `njit`: cached, nogil, optionally parallel (then a `SizedKernel`)."
+    opts = dict(cache=True, nogil=True, fastmath=fastmath, **kw)
+    if not parallel:
+        return numba.njit(**opts)
+    return lambda fn: SizedKernel(fn, serial_below, **opts)
+
+
+class SizedKernel:
+    "A parallel numba kernel and its serial twin; a call picks the twin when its largest array is small."
+
+    def __init__(
+        self,
+        fn,  # the kernel's Python source
+        serial_below: int,  # fewer elements than this in every argument: the serial twin runs
+        **opts,  # numba.njit options of both builds
+    ):
+        twin = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial", fn.__defaults__, fn.__closure__)  # fmt: skip
+        twin.__qualname__ = fn.__qualname__ + "_serial"  # its own entry in numba's disk cache
+        self.parallel = numba.njit(parallel=True, **opts)(fn)
+        self.serial = numba.njit(parallel=False, **opts)(twin)
+        self.serial_below = int(serial_below)
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args):
+        n = max((a.size for a in args if isinstance(a, np.ndarray)), default=0)
+        return (self.serial if n < self.serial_below else self.parallel)(*args)
+
+    def __getattr__(self, name):  # signatures, py_func, ... of the parallel build
+        return getattr(self.parallel, name)
 
 
 def cpu_threads() -> int:
