@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy.orm import Session
 
-from . import execution, marketdata, rates, risk, store, surfaces
+from . import bus, execution, marketdata, rates, risk, store, surfaces
 from .auth import BACKTEST_POLICY, Principal
 from .clock import time_to_expiry
 from .errors import FieldError
@@ -565,7 +565,7 @@ def run_backtest(
             res = _loop(run, market, symbols, days, limits, forecasts, commit=None)
         else:
             # backtest fills stay off the live bus
-            with Session(engine, expire_on_commit=False) as s, execution.unpublished(s):
+            with Session(engine, expire_on_commit=False) as s, bus.unpublished(s):
                 run = _Run(s, strat, run_id, broker, model)
                 res = _loop(run, market, symbols, days, limits, forecasts, commit=s.commit)
             engine.dispose()
@@ -626,7 +626,6 @@ def _loop(run: _Run, market, symbols, days, limits, forecasts, commit) -> dict[s
         marks_rows += _marks(run, ctx)
         greek_rows += _greeks(ctx)
         if commit is not None:
-            s.info["aitrade_publish"] = []
             commit()
         else:
             s.flush()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import re
 import select
@@ -18,6 +19,7 @@ import socket
 import sqlite3
 import tempfile
 import threading
+import weakref
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -29,9 +31,11 @@ from .config import get_settings
 from .errors import FieldError
 from .telemetry import carrier
 
+log = logging.getLogger("aitrade.bus")
+
 # %% auto #0
-__all__ = ['check_stream', 'encode_message', 'Subscription', 'Bus', 'Doorbell', 'SqliteBus', 'RedisBus', 'bus_path', 'get_bus',
-           'publish', 'ping', 'subscribe']
+__all__ = ['log', 'CHANGES', 'CHANGE_HOOKS', 'check_stream', 'encode_message', 'Subscription', 'Bus', 'Doorbell', 'SqliteBus',
+           'RedisBus', 'bus_path', 'get_bus', 'publish', 'ping', 'subscribe', 'publish_after_commit', 'unpublished']
 
 # %% ../nbs/20_bus.ipynb #b6174038
 _STREAM_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,200}$")
@@ -394,7 +398,20 @@ def get_bus() -> Bus:
 
 def publish(stream: str, message: dict) -> str:
     "Append `message` (a dict of JSON values) to `stream` on the platform bus; return its id."
-    return get_bus().publish(stream, message)
+    mid = get_bus().publish(stream, message)
+    if stream == CHANGES:  # this process's own readers know at once, before any follower of the bus
+        for ref in list(CHANGE_HOOKS):
+            if (hook := ref()) is not None:
+                hook(str(message.get("family", "")))
+            else:
+                CHANGE_HOOKS.remove(ref)
+    return mid
+
+
+#: the stream that says which versioned data changed, `{"family": "limits"}`: readers that keep answers drop them
+CHANGES = "changes"
+#: weak references to `hook(family)`, called in this process when it publishes a change notice
+CHANGE_HOOKS: list[weakref.ref] = []
 
 
 def ping() -> None:
@@ -405,3 +422,53 @@ def ping() -> None:
 def subscribe(stream: str, last_id: str = "$", block_ms: int | None = None, count: int = 100) -> Subscription:
     "Iterator of `(id, message)` of `stream` after `last_id` ('$' = new only, '0' = all kept)."
     return get_bus().subscribe(stream, last_id=last_id, block_ms=block_ms, count=count)
+
+# %% ../nbs/20_bus.ipynb #7bd6daf2
+_LATER, _QUIET = (
+    "aitrade_publish",
+    "aitrade_unpublished",
+)  # session.info keys: the messages, `unpublished` depth
+
+
+def publish_after_commit(
+    session,  # a SQLAlchemy session: the message goes out when its transaction commits
+    stream: str,  # the stream
+    message: dict,  # a dict of JSON values
+) -> None:
+    "Publish `message` to `stream` once `session` commits; nothing if it rolls back or inside `unpublished`."
+    from sqlalchemy import event
+
+    check_stream(stream)
+    if session.info.get(_QUIET):
+        return
+    pending = session.info.setdefault(_LATER, [])
+    if not session.info.get(_LATER + "_hooked"):
+        session.info[_LATER + "_hooked"] = True
+
+        @event.listens_for(session, "after_commit")
+        def _flush(sess):
+            msgs, sess.info[_LATER] = sess.info.get(_LATER, []), []
+            for s, m in msgs:
+                try:
+                    publish(s, m)
+                except Exception as e:  # the change is committed; a bus outage must not undo it
+                    log.warning("publishing to %s failed: %s", s, e)
+
+        @event.listens_for(session, "after_rollback")
+        def _drop(sess):
+            sess.info[_LATER] = []
+
+    if (stream, message) not in pending:  # the same notice twice in one transaction says nothing more
+        pending.append((stream, message))
+
+
+@contextlib.contextmanager
+def unpublished(
+    session,  # the session whose committed changes stay off the bus
+):
+    "Within the block, nothing `session` commits is published to the bus (the changes still commit)."
+    session.info[_QUIET] = session.info.get(_QUIET, 0) + 1
+    try:
+        yield session
+    finally:
+        session.info[_QUIET] -= 1

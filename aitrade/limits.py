@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from .audit import append as audit_append
+from .bus import CHANGES, publish_after_commit
 from .errors import Conflict, FieldError
 from .auth import Principal, require
 from .config import get_settings
@@ -114,6 +115,7 @@ def set_limit(
     lim.updated_by, lim.updated_at = principal.name, utcnow()
     session.flush()
     audit_append(session, principal.name, "limit.set", f"limit:{scope}:{metric}", before, lim.to_dict())
+    publish_after_commit(session, CHANGES, {"family": "limits"})  # readers that keep the limits drop them
     return lim
 
 
@@ -140,6 +142,7 @@ def remove_limit(
     audit_append(
         session, principal.name, "limit.remove", f"limit:{scope}:{metric}", before, {"reason": reason.strip()}
     )
+    publish_after_commit(session, CHANGES, {"family": "limits"})
     return True
 
 
@@ -268,8 +271,17 @@ def _row(session: Session, lock: str | None) -> KillSwitch:
 # %% ../nbs/31_limits.ipynb #21d44641
 def kill_switch_state(session: Session, lock: bool = True) -> KillSwitchState:
     "The switch as stored; `lock` holds a shared row lock to the end of the transaction (order flow uses it)."
+    tx = session.get_transaction()
+    if lock and (held := session.info.get(_HELD)) and held[0] is tx:
+        return held[1]  # read under the lock this transaction holds: nobody can have changed it since
     row = _row(session, "share" if lock else None)
-    return KillSwitchState(row.engaged, row.reason, row.changed_by, row.changed_at)
+    st = KillSwitchState(row.engaged, row.reason, row.changed_by, row.changed_at)
+    if lock:
+        session.info[_HELD] = (tx, st)
+    return st
+
+
+_HELD = "aitrade.killswitch"  # session.info key: (transaction, state) read under its shared lock
 
 
 def ensure_trading_allowed(session: Session) -> None:
@@ -289,6 +301,7 @@ def _switch(session: Session, principal: Principal, engage: bool, reason: str) -
     action = "killswitch.engage" if engage else "killswitch.release"
     row.engaged, row.reason, row.changed_by, row.changed_at = engage, reason.strip(), principal.name, utcnow()
     session.flush()
+    session.info.pop(_HELD, None)
     after = dict(engaged=row.engaged, reason=row.reason, changed_by=row.changed_by)
     audit_append(session, principal.name, action, "killswitch", before, after)
     return KillSwitchState(row.engaged, row.reason, row.changed_by, row.changed_at)

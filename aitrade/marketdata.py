@@ -26,6 +26,8 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from .pricing.black import bsm_greeks, bsm_price
 from .pricing.sabr import sabr_vol
 
+from .bus import CHANGES, publish_after_commit
+
 # marketdata re-exports the chain and calendar names its callers read as `marketdata.*`
 from .chains import CHAIN_COLUMNS, FILE_COLUMNS, LoadResult, validate_chain  # noqa: F401
 from .chains import load_quotes_file, parse_quotes_frame, to_file_layout  # noqa: F401
@@ -568,6 +570,8 @@ def store_chain(session: Session, df: pd.DataFrame) -> int:
         fresh += supersede(session, OptionQuote, where, rows, ("expiry", "strike", "option_type"))
     if fresh:
         session.execute(sa.insert(OptionQuote), fresh)
+        for u in sorted({r["underlying"] for r in fresh}):  # readers that keep chains drop this one's
+            publish_after_commit(session, CHANGES, {"family": f"quotes:{u}"})
     return len(recs)
 
 # %% ../nbs/21_marketdata.ipynb #b335c48b

@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 from test_limits import ANN, EXPIRY, RITA, TOM, seed_quote
 
-from aitrade import audit, execution, limits, store
+from aitrade import audit, bus, execution, limits, store
 from aitrade.auth import PermissionDenied, Principal
 from aitrade.execution import IllegalTransition, Order, OrderRequest, PaperBroker, Quote
 
@@ -276,7 +276,6 @@ def test_paper_broker_partial_fills_slippage_and_commissions(market):
 
 
 def test_paper_broker_fills_from_stored_quotes_and_publishes_to_the_bus(market):
-    from aitrade import bus
 
     broker = PaperBroker(
         commission_per_contract=1.0, fee_per_contract=0.0
@@ -493,11 +492,10 @@ def test_rejection_carries_the_platform_exception_for_this_call_only(market):
 
 
 def test_unpublished_keeps_fills_off_the_bus(market):
-    from aitrade import bus
 
     tape = Tape(q(4.9, 5.1, 10, 7, NOW))
     broker = PaperBroker(quotes=tape)
-    with store.session_scope() as s, execution.unpublished(s):
+    with store.session_scope() as s, bus.unpublished(s):
         o = execution.submit_order(s, TOM, req("quiet", qty=2), quotes=tape, broker=broker, now=NOW)
         execution.process_fills(s, broker, NOW)
         assert execution.get_order(s, o.id).state == "filled"

@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 import sqlalchemy as sa
-from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from .. import resilience
+from ..bus import publish_after_commit
 from ..errors import FieldError
 from aitrade.execution.model import (
     WORKING,
@@ -38,7 +37,7 @@ from ..store import utcnow
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'BrokerFill', 'BrokerAdapter', 'PaperBroker', 'unpublished', 'record_fill', 'fill_now', 'process_fills']
+__all__ = ['log', 'BrokerFill', 'BrokerAdapter', 'PaperBroker', 'record_fill', 'fill_now', 'process_fills']
 
 # %% ../../nbs/43_execution_broker.ipynb #7bf19919
 @dataclass(frozen=True)
@@ -129,9 +128,6 @@ class PaperBroker:
         ]
 
 # %% ../../nbs/43_execution_broker.ipynb #bb5ae121
-_UNPUBLISHED = "aitrade_unpublished"  # session.info key: depth of `unpublished` blocks
-
-
 _FILL_ORDER_FIELDS = (
     "client_order_id",
     "symbol",
@@ -140,47 +136,6 @@ _FILL_ORDER_FIELDS = (
     "strike",
     "side",
 )  # in a fill message
-
-
-def _publish_after_commit(session: Session, stream: str, message: dict) -> None:
-    if session.info.get(_UNPUBLISHED):
-        return
-    pending = session.info.setdefault("aitrade_publish", [])
-    if not session.info.get("aitrade_publish_hooked"):
-        session.info["aitrade_publish_hooked"] = True
-
-        @event.listens_for(session, "after_commit")
-        def _flush(sess):
-            msgs, sess.info["aitrade_publish"] = sess.info.get("aitrade_publish", []), []
-            if not msgs:
-                return
-            try:
-                from aitrade import bus
-            except ImportError:  # pragma: no cover - the bus is optional
-                return
-            for s, m in msgs:
-                try:
-                    bus.publish(s, m)
-                except Exception as e:  # the fill is committed; a bus outage must not undo it
-                    log.warning("publishing to %s failed: %s", s, e)
-
-        @event.listens_for(session, "after_rollback")
-        def _drop(sess):
-            sess.info["aitrade_publish"] = []
-
-    pending.append((stream, message))
-
-# %% ../../nbs/43_execution_broker.ipynb #c33d889b
-@contextmanager
-def unpublished(
-    session: Session,  # the session whose fills stay off the bus
-) -> Iterator[Session]:
-    "Within the block, fills recorded on `session` are not published to the bus (they still commit)."
-    session.info[_UNPUBLISHED] = session.info.get(_UNPUBLISHED, 0) + 1
-    try:
-        yield session
-    finally:
-        session.info[_UNPUBLISHED] -= 1
 
 # %% ../../nbs/43_execution_broker.ipynb #eb62ed49
 def record_fill(
@@ -232,7 +187,7 @@ def record_fill(
     )
     contract = {k: v for k, v in order.to_dict().items() if k in _FILL_ORDER_FIELDS}
     message = dict(order_id=order.id, **contract, quantity=qty, price=f.price, commission=f.commission)
-    _publish_after_commit(session, "fills", message | dict(fees=f.fees, ts=f.ts.isoformat(), state=to))
+    publish_after_commit(session, "fills", message | dict(fees=f.fees, ts=f.ts.isoformat(), state=to))
     return f
 
 
@@ -242,10 +197,22 @@ def fill_now(
     broker: BrokerAdapter,  # the venue it went to (the paper broker fills at once, against the stored quotes)
 ) -> Order:
     "The order after its venue's fills so far, when it is working (sent or partly filled); else as it is."
-    if order.state in WORKING:
-        process_fills(session, broker, None, order_ids=[order.id])
-        session.refresh(order)
+    if order.state in WORKING and not kill_switch_state(session).engaged:
+        _take_fills(session, broker, [order], None)  # the order in hand: its moves keep it current
     return order
+
+
+def _take_fills(session: Session, broker: BrokerAdapter, orders: Iterable[Order], now: datetime | None) -> list[Fill]:  # fmt: skip
+    out = []
+    for order in orders:
+        # asking a venue for its executions is idempotent: retried, through the venue's breaker
+        for bf in resilience.call(
+            f"broker:{broker.venue}", broker.fills, session, order, now, idempotent=True
+        ):
+            f = record_fill(session, order, bf)
+            if f is not None:
+                out.append(f)
+    return out
 
 
 def process_fills(
@@ -260,13 +227,4 @@ def process_fills(
     q = sa.select(Order).where(Order.state.in_(WORKING), Order.venue == broker.venue).order_by(Order.id)
     if order_ids is not None:
         q = q.where(Order.id.in_(list(order_ids)))
-    out = []
-    for order in session.execute(q.execution_options(populate_existing=True)).scalars().all():
-        # asking a venue for its executions is idempotent: retried, through the venue's breaker
-        for bf in resilience.call(
-            f"broker:{broker.venue}", broker.fills, session, order, now, idempotent=True
-        ):
-            f = record_fill(session, order, bf)
-            if f is not None:
-                out.append(f)
-    return out
+    return _take_fills(session, broker, session.execute(q.execution_options(populate_existing=True)).scalars().all(), now)  # fmt: skip

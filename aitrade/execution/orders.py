@@ -21,6 +21,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from .. import resilience
 from ..audit import append as audit_append
+from ..bus import CHANGES, publish_after_commit
 from ..auth import ORDER_ROUTER, Principal, require
 from ..config import get_settings
 from ..errors import FieldError, NotFound
@@ -97,7 +98,9 @@ def transition(
         f"order:{order.id}",
         before={"state": frm},
         after=dict(state=to, reason=reason, **(data or {})),
+        defer=True,  # chained at commit: the head's lock is not held while the order is priced and sent
     )
+    publish_after_commit(session, CHANGES, {"family": "orders"})  # readers that keep orders drop them
     return order
 
 
@@ -275,7 +278,9 @@ def submit_order(
             raise
         return _same(existing, fp, request)
     _event(session, order, None, "new", principal.name, "submitted")
-    audit_append(session, principal.name, "order.submit", f"order:{order.id}", after=order.to_dict())
+    audit_append(
+        session, principal.name, "order.submit", f"order:{order.id}", after=order.to_dict(), defer=True
+    )
 
     ks = kill_switch_state(session)
     if ks.engaged:
@@ -306,7 +311,7 @@ def submit_order(
         session, order, "approved", AUTO_APPROVER, "below approval thresholds", approved_by=AUTO_APPROVER
     )
     if broker is not None:
-        send_order(session, principal, order.id, broker)
+        _send(session, principal, order, broker)
     return order
 
 
@@ -364,7 +369,7 @@ def approve_order(
     _must_be_pending(order, "approved")
     transition(session, order, "approved", principal.name, reason, approved_by=principal.name)
     if broker is not None:  # the platform routes it: approving is a risk or trading right, sending is not
-        send_order(session, ORDER_ROUTER, order.id, broker)
+        _send(session, ORDER_ROUTER, order, broker)
     return order
 
 
@@ -411,7 +416,11 @@ def send_order(
 ) -> Order:
     "Send an approved order to `broker` (not while the kill switch is engaged)."
     require(principal, "orders:submit", "send an order")
-    order = get_order(session, order_id)
+    return _send(session, principal, get_order(session, order_id), broker)
+
+
+def _send(session: Session, principal: Principal, order: Order, broker: BrokerAdapter) -> Order:
+    "Send `order` (current in this transaction) to `broker`."
     ks = kill_switch_state(session)
     if ks.engaged:
         raise KillSwitchEngaged(ks)
