@@ -2,6 +2,7 @@
 
 Modules:
 
+- `aitrade.api.cache`: The limits, the open orders and an option chain, encoded once and served from the process's memory until what they show changes, with a stated bound on how stale an answer can be.
 - `aitrade.api.edges`: What the API refuses before any route runs: a body larger than it will read (413), a token that asks too often (429 with `Retry-After`), and the headers every answer carries so a browser never sniffs, frames or leaks it.
 - `aitrade.api.registry`: List models and their versions with lineage, register a version, move a plain alias, request, approve and reject a promotion to production, roll back.
 - `aitrade.api.reports`: `GET /api/v1/reports/compliance/{kind}?from=&to=&format=json|csv|pdf`: the same report as `aitrade reports compliance`, made from the same rows, archived write-once and audited as the caller.

@@ -185,6 +185,13 @@ class ApiSettings(_Section):
         le=64,
         description="API worker processes; with more than one, set [redis] url so the rate limits are shared",
     )
+    read_cache_s: float = Field(
+        2.0,
+        ge=0,
+        le=60,
+        description="seconds the API reuses the encoded answer of a hot read (limits, orders, a chain) at most; "
+        "a change published on the bus drops it at once; 0 = every read goes to the database",
+    )
 
     @field_validator("rate_limit")
     @classmethod

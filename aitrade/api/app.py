@@ -39,6 +39,7 @@ from aitrade.api import (
     signals,
     stream,
 )
+from .cache import ReadCache
 from .edges import EdgeMiddleware, RateLimiter
 from .identity import CorrelationMiddleware, HubResolver, Resolver
 from .metrics import ApiMetrics
@@ -144,8 +145,10 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         threading.Thread(target=_warm, name="warm-kernels", daemon=True).start()
+        app.state.reads.follow()
         yield
         app.state.fanout.close()
+        app.state.reads.close()
 
     app = FastAPI(
         lifespan=lifespan,
@@ -167,6 +170,7 @@ def create_app(
     app.state.resolver = resolver or HubResolver()
     app.state.metrics = ApiMetrics()
     app.state.fanout = fanout or StreamFanout()
+    app.state.reads = ReadCache(get_settings().api.read_cache_s)  # the hot reads' answers (`api.cache`)
     mounts = [(prefix, metrics.router), *((prefix + "/v1", r) for r in V1_ROUTERS), (prefix, auth.router)]
     for at, router in mounts:
         app.include_router(router, prefix=at)

@@ -10,10 +10,12 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
 from fastapi import Path as PathParam
 
 from .. import errors, marketdata, store, surfaces
+from .cache import answer, encoder
 from .identity import guarded
 from .models import ERRORS_404, ResponseModel, aware, clean, day, num
 
@@ -69,16 +71,25 @@ def _quote_out(q) -> QuoteOut:
     summary="Option chain of an underlying on a date",
     **guarded("marketdata:read"),
 )
-def chain(
+async def chain(
+    request: Request,
     symbol: str = _SYMBOL,
     date: dt.date = Query(description="quote date"),
     as_of: dt.datetime | None = Query(None, description="newest quotes at or before this time (UTC)"),
-) -> ChainOut:
+) -> Response:
     as_of = aware(as_of)
-    with store.session_scope() as s:
-        df = marketdata.chain(s, symbol, date, as_of=as_of)
-    rows = [_quote_out(q) for q in df.itertuples(index=False)]
-    return ChainOut(symbol=symbol, date=date, as_of=as_of, quotes=rows)
+
+    def load() -> bytes:
+        with store.session_scope() as s:
+            df = marketdata.chain(s, symbol, date, as_of=as_of)
+        rows = [_quote_out(q) for q in df.itertuples(index=False)]
+        return _chain_json(ChainOut(symbol=symbol, date=date, as_of=as_of, quotes=rows))
+
+    # `api.cache`: a hot read, dropped when new quotes of `symbol` are stored (`marketdata.store_chain`)
+    return answer(await request.app.state.reads.get(f"quotes:{symbol}", (date, as_of), load))
+
+
+_chain_json = encoder(ChainOut)
 
 # %% ../../nbs/87_api_routes_marketdata.ipynb #7ecc408d
 class SliceOut(ResponseModel):

@@ -13,10 +13,12 @@ from typing import Literal
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
 from fastapi import Path as PathParam
 from pydantic import Field
 
 from .. import bus, errors, execution, store
+from .cache import answer, encoder
 from .identity import add_post, guarded, principal
 from .models import ERRORS_404, ERRORS_409, FINITE, Num, ReasonIn, RequestModel, ResponseModel
 from .models import day, error_response, num
@@ -70,19 +72,27 @@ router = APIRouter(tags=["orders"])
 _ORDER_ID = PathParam(ge=1, le=2**62)
 
 
+_orders_json = encoder(list[OrderOut])
+
+
 @router.get("/orders", response_model=list[OrderOut], summary="List orders", **guarded("orders:read"))
-def list_orders(
+async def list_orders(
+    request: Request,
     state: list[Literal[execution.STATES]] | None = Query(None),  # type: ignore[valid-type]
     symbol: str | None = Query(None, min_length=1, max_length=32),
     limit: int = Query(500, ge=1, le=5000),
-) -> list[OrderOut]:
-    with store.session_scope() as s:
-        q = sa.select(execution.Order).order_by(execution.Order.id.desc()).limit(limit)
-        if state:
-            q = q.where(execution.Order.state.in_(state))
-        if symbol:
-            q = q.where(execution.Order.symbol == symbol)
-        return [OrderOut.model_validate(o) for o in s.execute(q).scalars()]
+) -> Response:
+    def load() -> bytes:
+        with store.session_scope() as s:
+            q = sa.select(execution.Order).order_by(execution.Order.id.desc()).limit(limit)
+            if state:
+                q = q.where(execution.Order.state.in_(state))
+            if symbol:
+                q = q.where(execution.Order.symbol == symbol)
+            return _orders_json([OrderOut.model_validate(o) for o in s.execute(q).scalars()])
+
+    key = (tuple(sorted(state or ())), symbol, limit)
+    return answer(await request.app.state.reads.get("orders", key, load))  # `api.cache`: a hot read
 
 # %% ../../nbs/87_api_routes_orders.ipynb #0498ebc8
 class OrderIn(RequestModel):
@@ -127,6 +137,7 @@ def submit(request: Request, body: OrderIn) -> OrderOut:
         o = execution.fill_now(s, execution.submit_order(s, principal(request), req, broker=broker), broker)
         out = OrderOut.model_validate(o)
         rejection = o.rejection
+    request.app.state.reads.changed("orders")  # this process reads its own order at once
     if rejection is not None:
         p = errors.problem(rejection)
         return error_response(dataclasses.replace(p, detail=f"order {out.id} rejected: {out.reason}"))
@@ -161,7 +172,9 @@ def _move(
         b = execution.PaperBroker()
         with store.session_scope() as s:  # then the venue's fills, as `aitrade orders approve|cancel` does
             o = change(s, principal(request), order_id, body.reason, **({"broker": b} if send else {}))
-            return OrderOut.model_validate(execution.fill_now(s, o, b))
+            out = OrderOut.model_validate(execution.fill_now(s, o, b))
+        request.app.state.reads.changed("orders")
+        return out
 
     endpoint.__name__ = f"{verb}_order"
     return add_post(router, f"/orders/{{order_id}}/{verb}", endpoint, right, OrderOut, summary, ERRORS_409)

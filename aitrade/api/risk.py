@@ -11,11 +11,13 @@ import datetime as dt
 from typing import Literal
 
 from fastapi import APIRouter, Body, Query, Request
+from fastapi.responses import Response
 from fastapi import Path as PathParam
 from pydantic import Field
 
 from .. import execution, limits, marketdata, risk, store
 from ..config import get_settings
+from .cache import answer, encoder
 from .identity import add_post, guarded, principal
 from .models import FINITE, ReasonIn, RequestModel, ResponseModel, clean, num
 
@@ -119,10 +121,16 @@ class RemovedOut(ResponseModel):
     removed: bool
 
 
+_limits_json = encoder(list[LimitOut])
+
+
 @router.get("/risk/limits", response_model=list[LimitOut], summary="Risk limits", **guarded("risk:read"))
-def list_limits() -> list[LimitOut]:
-    with store.session_scope() as s:
-        return [LimitOut.model_validate(x) for x in limits.limits(s)]
+async def list_limits(request: Request) -> Response:
+    def load() -> bytes:
+        with store.session_scope() as s:
+            return _limits_json([LimitOut.model_validate(x) for x in limits.limits(s)])
+
+    return answer(await request.app.state.reads.get("limits", (), load))  # `api.cache`: a hot read
 
 
 @router.put(
@@ -138,9 +146,11 @@ def put_limit(
     body: LimitIn = Body(),
 ) -> LimitOut:
     with store.session_scope() as s:
-        return LimitOut.model_validate(
+        out = LimitOut.model_validate(
             limits.set_limit(s, principal(request), scope, metric, body.value, body.reason)
         )
+    request.app.state.reads.changed("limits")  # this process reads its own change at once
+    return out
 
 
 @router.delete(
@@ -156,7 +166,9 @@ def delete_limit(
     reason: str = Query(min_length=1, max_length=2000),
 ) -> RemovedOut:
     with store.session_scope() as s:
-        return RemovedOut(removed=limits.remove_limit(s, principal(request), scope, metric, reason))
+        out = RemovedOut(removed=limits.remove_limit(s, principal(request), scope, metric, reason))
+    request.app.state.reads.changed("limits")
+    return out
 
 # %% ../../nbs/87_api_routes_risk.ipynb #201bfb3d
 class KillSwitchOut(ResponseModel):
