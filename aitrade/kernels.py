@@ -21,8 +21,8 @@ import numpy as np
 from .config import get_settings
 
 # %% auto #0
-__all__ = ['cupy_module', 'gpu_available', 'is_gpu_array', 'default_xp', 'Plan', 'plan', 'array_module', 'to_numpy', 'special',
-           'cpu_kernel', 'SizedKernel', 'cpu_threads']
+__all__ = ['SMALL', 'cupy_module', 'gpu_available', 'is_gpu_array', 'default_xp', 'Plan', 'plan', 'array_module', 'to_numpy',
+           'special', 'cpu_kernel', 'SizedKernel', 'cpu_threads']
 
 # %% ../nbs/03_kernels.ipynb #3ba8a161
 @lru_cache(maxsize=1)
@@ -131,14 +131,18 @@ def special(xp: ModuleType) -> ModuleType:
 def cpu_kernel(
     parallel: bool = False,  # compile with numba's parallel backend (`prange` loops); see `SizedKernel`
     fastmath: bool | set = False,  # numba's fastmath flags
-    serial_below: int = 512,  # parallel kernels: inputs with fewer elements run on the calling thread
+    serial_below: int = 0,  # parallel kernels: arrays all smaller than this run the serial twin (`SMALL`)
     **kw,  # more numba.njit options
 ):
-    "The platform's numba `njit`: cached, nogil, optionally parallel (then a `SizedKernel`)."
+    "The platform's numba `njit`: cached, nogil, optionally parallel (a `SizedKernel` when `serial_below` is set)."
     opts = dict(cache=True, nogil=True, fastmath=fastmath, **kw)
-    if not parallel:
-        return numba.njit(**opts)
+    if not (parallel and serial_below):
+        return numba.njit(parallel=parallel, **opts)
     return lambda fn: SizedKernel(fn, serial_below, **opts)
+
+
+#: `serial_below` of an elementwise kernel (one output per input element): below it the launch costs more than the work
+SMALL = 512
 
 
 class SizedKernel:
@@ -158,8 +162,11 @@ class SizedKernel:
         functools.update_wrapper(self, fn)
 
     def __call__(self, *args):
-        n = max((a.size for a in args if isinstance(a, np.ndarray)), default=0)
-        return (self.serial if n < self.serial_below else self.parallel)(*args)
+        if self.serial_below:
+            sizes = [a.size for a in args if isinstance(a, np.ndarray)]
+            if sizes and max(sizes) < self.serial_below:
+                return self.serial(*args)
+        return self.parallel(*args)
 
     def __getattr__(self, name):  # signatures, py_func, ... of the parallel build
         return getattr(self.parallel, name)

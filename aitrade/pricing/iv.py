@@ -13,7 +13,7 @@ from types import ModuleType
 import numba
 import numpy as np
 
-from ..kernels import cpu_kernel, plan, special
+from ..kernels import SMALL, cpu_kernel, plan, special
 
 # %% auto #0
 __all__ = ['normalised_black', 'implied_vol_black76', 'implied_vol_bsm']
@@ -311,7 +311,7 @@ def _normalised_black_scalar(x: float, s: float, theta: float) -> float:
     return iota + _bcall(-ax, s)
 
 
-@cpu_kernel(parallel=True, fastmath=_FASTMATH)
+@cpu_kernel(parallel=True, fastmath=_FASTMATH, serial_below=SMALL)
 def _normalised_black_kernel(x, s, theta, out):
     for i in numba.prange(x.size):
         out[i] = _normalised_black_scalar(x[i], s[i], theta[i])
@@ -672,7 +672,7 @@ def _iv_row(price, F, K, T, r, is_call):
     return _normalised_iv_otm_bmax(beta, x, b_max) / math.sqrt(T), 0
 
 
-@cpu_kernel(parallel=True, fastmath=_FASTMATH)
+@cpu_kernel(parallel=True, fastmath=_FASTMATH, serial_below=SMALL)
 def _iv_black76_kernel(price, F, K, T, r, is_call, vol, reason):
     for i in numba.prange(price.size):
         v, c = _iv_row(price[i], F[i], K[i], T[i], r[i], is_call[i])

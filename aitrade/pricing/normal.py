@@ -14,7 +14,7 @@ from llvmlite import ir
 from numba.core import types
 from numba.core.extending import intrinsic
 
-from ..kernels import cpu_kernel, plan, special
+from ..kernels import SMALL, cpu_kernel, plan, special
 
 # %% auto #0
 __all__ = ['FASTMATH', 'inline_kernel', 'INV_SQRT_2PI', 'YMAX', 'MILLS', 'vexp', 'vlog', 'npdf', 'mills', 'ncdf', 'norm_cdf',
@@ -191,13 +191,13 @@ def ncdf(x):
     return h if x < 0.0 else 1.0 - h
 
 # %% ../../nbs/09_pricing_normal.ipynb #a7be8b73
-@cpu_kernel(parallel=True, fastmath=FASTMATH, error_model="numpy")
+@cpu_kernel(parallel=True, fastmath=FASTMATH, error_model="numpy", serial_below=SMALL)
 def _ncdf_cpu(x, out):
     for i in numba.prange(x.size):
         out[i] = ncdf(x[i]) if x[i] == x[i] else np.nan
 
 
-@cpu_kernel(parallel=True, fastmath=FASTMATH, error_model="numpy")
+@cpu_kernel(parallel=True, fastmath=FASTMATH, error_model="numpy", serial_below=SMALL)
 def _npdf_cpu(x, out):
     for i in numba.prange(x.size):
         out[i] = npdf(min(abs(x[i]), YMAX)) if x[i] == x[i] else np.nan

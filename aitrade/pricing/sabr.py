@@ -17,7 +17,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from ..kernels import cpu_kernel, plan, to_numpy
+from ..kernels import SMALL, cpu_kernel, plan, to_numpy
 
 # %% auto #0
 __all__ = ['STATUS', 'sabr_vol', 'sabr_normal_vol', 'SabrFit', 'calibrate_sabr']
@@ -140,7 +140,7 @@ def _vec_serial(normal, f, k, t, alpha, beta, rho, nu, shift, obloj, out):
         out[i] = _vol1(normal, f[i], k[i], t[i], alpha[i], beta[i], rho[i], nu[i], shift[i], obloj)
 
 
-@cpu_kernel(parallel=True)
+@cpu_kernel(parallel=True, serial_below=SMALL)
 def _vec_parallel(normal, f, k, t, alpha, beta, rho, nu, shift, obloj, out):
     for i in numba.prange(out.shape[0]):
         out[i] = _vol1(normal, f[i], k[i], t[i], alpha[i], beta[i], rho[i], nu[i], shift[i], obloj)

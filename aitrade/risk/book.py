@@ -21,7 +21,7 @@ import pandas as pd
 from ..clock import time_to_expiry
 from ..errors import FieldError
 from ..rates import RateCurve
-from ..kernels import cpu_kernel, is_gpu_array, plan, special, to_numpy
+from ..kernels import SMALL, cpu_kernel, is_gpu_array, plan, special, to_numpy
 from aitrade.pricing.normal import (
     INV_SQRT_2PI,
     YMAX,
@@ -404,7 +404,7 @@ def _legs(se, kd, x, v, w):
     return a1, a2, sn1
 
 
-@cpu_kernel(parallel=True, fastmath={"contract"}, error_model="numpy")
+@cpu_kernel(parallel=True, fastmath={"contract"}, error_model="numpy", serial_below=SMALL)
 def _book_cpu(blk_start, blk_code, kind, K, T, qm, sig, S_u, rr, q_u, f, lnf, vm, va, g_out, p_out):
     """Greeks (g_out: nblk x NG) and scenario P&L (p_out: nblk x m) per block; rr: the rate of each row;
     f, lnf, vm, va: (n_symbols, m)."""
