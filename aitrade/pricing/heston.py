@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import numba
 import numpy as np
 
-from ..kernels import cpu_kernel, plan, to_numpy
+from ..kernels import SMALL, cpu_kernel, plan, to_numpy
 from .normal import ncdf
 
 # %% auto #0
@@ -154,23 +154,59 @@ def heston_cf(u, T, v0, kappa, theta, sigma, rho):
 
 # %% ../../nbs/13_pricing_heston.ipynb #d0d5f38c
 @cpu_kernel()
-def _lnphi_grad(u: complex, T: float, v0: float, kappa: float, theta: float, sigma: float, rho: float, g):
-    "ln phi(u); its partial derivatives in (v0, kappa, theta, sigma, rho) are written into g[0:5]."
+def _inv(z: complex) -> complex:
+    "1/z as conj(z)/|z|^2: one real division (|z| is far from the overflow range where it is used)."
+    m = 1.0 / (z.real * z.real + z.imag * z.imag)
+    return complex(z.real * m, -z.imag * m)
+
+
+@cpu_kernel()
+def _csqrt(z: complex) -> complex:
+    "Principal square root by the half-angle formulas, without cancellation (Kahan 1987)."
+    a = z.real
+    b = z.imag
+    r = math.sqrt(a * a + b * b)
+    if a >= 0.0:
+        t = math.sqrt(0.5 * (r + a))
+        if t == 0.0:
+            return complex(0.0, b)
+        return complex(t, 0.5 * b / t)
+    t = math.sqrt(0.5 * (r - a))
+    return complex(0.5 * abs(b) / t, math.copysign(t, b))
+
+
+@cpu_kernel()
+def _cexp(z: complex) -> complex:
+    m = math.exp(z.real)
+    return complex(m * math.cos(z.imag), m * math.sin(z.imag))
+
+
+@cpu_kernel()
+def _log1p_cf(z: complex) -> complex:
+    "log(1 + z) in real arithmetic: ln|1+z| = log1p(2 Re z + |z|^2)/2 keeps full accuracy for small |z|."
+    zr = z.real
+    zi = z.imag
+    return complex(0.5 * math.log1p(zr * (2.0 + zr) + zi * zi), math.atan2(zi, 1.0 + zr))
+
+
+@cpu_kernel()
+def _lnphi_grad_t(u: complex, T: float, v0: float, kappa: float, theta: float, sigma: float, rho: float):
+    "(ln phi(u), its partial derivatives in v0, kappa, theta, sigma, rho): six complex numbers."
     iu = 1j * u
     xi = kappa - sigma * rho * iu
     beta = u * u + iu
-    d = cmath.sqrt(xi * xi + sigma * sigma * beta)
+    d = _csqrt(xi * xi + sigma * sigma * beta)
     s = xi + d
-    e = cmath.exp(-d * T)
+    e = _cexp(-d * T)
     ome = 1.0 - e
     s2 = sigma * sigma
-    rd = 1.0 / d  # reciprocals once: complex division is the expensive operation here
-    rs = 1.0 / s
+    rd = _inv(d)  # reciprocals once: complex division is the expensive operation here
+    rs = _inv(s)
     rden = 0.5 * rd * rs  # 1 / (2 d s)
     z = -s2 * beta * ome * rden
     opz = 1.0 + z
-    ropz = 1.0 / opz
-    L1 = _log1p_c(z)
+    ropz = _inv(opz)
+    L1 = _log1p_cf(z)
     rQ = 0.5 * rd * ropz  # 1 / Q, Q = 2 d (1 + z)
     D = -beta * ome * rQ
     kt = kappa * theta
@@ -200,12 +236,21 @@ def _lnphi_grad(u: complex, T: float, v0: float, kappa: float, theta: float, sig
     C_k = -theta * beta * T * rs + bts2 * s_k - 2.0 * theta / s2 * L1 - ks2 * z_k * ropz
     C_g = bts2 * s_g + 2.0 * ks2 / sigma * L1 - ks2 * z_g * ropz
     C_r = bts2 * s_r - ks2 * z_r * ropz
-    g[0] = D
-    g[1] = C_k + v0 * D_k
-    g[2] = -kappa * beta * T * rs - 2.0 * kappa / s2 * L1
-    g[3] = C_g + v0 * D_g
-    g[4] = C_r + v0 * D_r
-    return C + v0 * D
+    return (
+        C + v0 * D,
+        D,
+        C_k + v0 * D_k,
+        -kappa * beta * T * rs - 2.0 * kappa / s2 * L1,
+        C_g + v0 * D_g,
+        C_r + v0 * D_r,
+    )
+
+
+@cpu_kernel()
+def _lnphi_grad(u: complex, T: float, v0: float, kappa: float, theta: float, sigma: float, rho: float, g):
+    "ln phi(u); its partial derivatives in (v0, kappa, theta, sigma, rho) are written into g[0:5]."
+    lp, g[0], g[1], g[2], g[3], g[4] = _lnphi_grad_t(u, T, v0, kappa, theta, sigma, rho)
+    return lp
 
 
 @cpu_kernel()
@@ -264,13 +309,15 @@ def _cos_setup1(T, v0, kappa, theta, sigma, rho, L, tol, n_fixed, n_max):
     if n_fixed > 0:
         return a0, W, n_fixed
     k = 32
+    ltol = math.log(tol)
+    m1 = _lnphi(k * math.pi / W + 0j, T, v0, kappa, theta, sigma, rho).real if k < n_max else 0.0
     while k < n_max:
         k2 = (k * 5) // 4
-        m1 = _lnphi(k * math.pi / W + 0j, T, v0, kappa, theta, sigma, rho).real
         m2 = _lnphi(k2 * math.pi / W + 0j, T, v0, kappa, theta, sigma, rho).real
-        if m1 < math.log(tol) and m2 < math.log(tol):
+        if m1 < ltol and m2 < ltol:
             break
         k = k2
+        m1 = m2  # the next step's first point is this step's second
     return a0, W, min(k, n_max)
 
 
@@ -303,20 +350,23 @@ def _cos_tables(Tg, Pg, a0, W, N, A):
 
 
 @cpu_kernel()
-def _cos_tables_grad(Tg, Pg, a0, W, N, A, dA):
-    "As `_cos_tables`, plus dA[g, k, j] = the same with phi replaced by its derivative in parameter j (serial)."
+def _cos_tables_grad(Tg, v0, kappa, theta, sigma, rho, a0, W, N, A):
+    """A[g, k, 0] as `_cos_tables`, A[g, k, 1 + j] the same with phi replaced by its derivative in parameter j
+    (serial: the calibration's evaluation is too short to share between threads robustly, see the text)."""
     for g in range(Tg.size):
-        A[g, :] = 0.0
-        dA[g, :, :] = 0.0
-        gr = np.empty(5, np.complex128)
+        A[g, :, :] = 0.0
         for k in range(N[g]):
             u = k * math.pi / W[g]
-            lp = _lnphi_grad(u + 0j, Tg[g], Pg[g, 0], Pg[g, 1], Pg[g, 2], Pg[g, 3], Pg[g, 4], gr)
-            E = cmath.exp(lp - 1j * u * a0[g])
-            h = 0.5 if k == 0 else 1.0
-            A[g, k] = h * E.real
-            for j in range(5):
-                dA[g, k, j] = h * (E * gr[j]).real
+            lp, g0, g1, g2, g3, g4 = _lnphi_grad_t(u + 0j, Tg[g], v0, kappa, theta, sigma, rho)
+            E = _cexp(lp - 1j * u * a0[g])
+            if k == 0:
+                E *= 0.5
+            A[g, k, 0] = E.real
+            A[g, k, 1] = (E * g0).real
+            A[g, k, 2] = (E * g1).real
+            A[g, k, 3] = (E * g2).real
+            A[g, k, 4] = (E * g3).real
+            A[g, k, 5] = (E * g4).real
 
 # %% ../../nbs/13_pricing_heston.ipynb #e5bf6585
 _B_CALL = 2.0
@@ -329,8 +379,9 @@ def _call_side(x, a0, W):
 
 
 @cpu_kernel()
-def _cos_otm_sum(x, a0, W, N, A, dA, grad, want_grad, call):
-    "Undiscounted price per unit strike of the call (`call`) or put, optionally its gradient into grad[0:5]."
+def _cos_otm_sum(x, a0, W, N, A, grad, want_grad, call):
+    """Undiscounted price per unit strike of the call (`call`) or put, optionally its gradient into grad[0:5]
+    (table A[k, 0]: phi, A[k, 1:6]: its gradient). The readable one-strike form of the blocked kernels below."""
     a = x + a0
     b = a + W
     if want_grad:
@@ -350,10 +401,10 @@ def _cos_otm_sum(x, a0, W, N, A, dA, grad, want_grad, call):
     c1 = math.cos(th)
     s1 = math.sin(th)
     v = (eb - ec - (W - delta)) if call else (delta - (ec - ea))
-    acc = A[0] * v
+    acc = A[0, 0] * v
     if want_grad:
         for j in range(5):
-            grad[j] = dA[0, j] * v
+            grad[j] = A[0, 1 + j] * v
     cr = c1
     sr = s1
     sgn = -1.0
@@ -364,10 +415,10 @@ def _cos_otm_sum(x, a0, W, N, A, dA, grad, want_grad, call):
             v = (sgn * eb - ec * (cr + uk * sr)) / den + sr / uk
         else:
             v = sr / uk - (ec * (cr + uk * sr) - ea) / den
-        acc += A[k] * v
+        acc += A[k, 0] * v
         if want_grad:
             for j in range(5):
-                grad[j] += dA[k, j] * v
+                grad[j] += A[k, 1 + j] * v
         sgn = -sgn
         if (k & 31) == 31:
             cr = math.cos((k + 1) * th)
@@ -476,6 +527,87 @@ def _cos_price_blocks(order, bstart, blen, bgrp, x, K, disc, F, is_call, a0, W, 
                 out[i] = otm if is_call[i] != 0.0 else otm - parity
             else:
                 out[i] = otm + parity if is_call[i] != 0.0 else otm
+
+
+_GBLOCK = 16
+
+
+@cpu_kernel(fastmath={"contract"})
+def _cos_sums_grad(x, a0, W, N, A, order, bstart, blen, bgrp, out):
+    """For each row i: out[i, 0] undiscounted OTM price per unit strike, out[i, 1:6] its gradient (table A of
+    `_cos_tables_grad`), out[i, 6] = 1 where the call side was priced; blocks of `_make_blocks(gidx, G, 16)`."""
+    B = _GBLOCK
+    for bi in range(bstart.size):
+        g = bgrp[bi]
+        Wg = W[g]
+        # rows: 0 cos, 1 sin, 2 cos th, 3 sin th, 4 e^(a+delta), 5 e^b, 6 e^a, 7 call weight, 8-13 sums, 14 th
+        st = np.zeros((15, B))
+        st[2, :] = 1.0
+        for j in range(blen[bi]):
+            i = order[bstart[bi] + j]
+            a = x[i] + a0[g]
+            b = a + Wg
+            call = _call_side(x[i], a0[g], Wg)
+            st[7, j] = 1.0 if call else 0.0
+            if call:
+                if b <= 0.0:
+                    continue
+                delta = max(-a, 0.0)
+            else:
+                if a >= 0.0:
+                    continue
+                delta = min(-a, Wg)
+            ec = math.exp(a + delta)
+            eb = math.exp(b)
+            ea = math.exp(a)
+            th = math.pi * delta / Wg
+            st[4, j] = ec
+            st[5, j] = eb
+            st[6, j] = ea
+            st[14, j] = th
+            st[2, j] = math.cos(th)
+            st[3, j] = math.sin(th)
+            st[0, j] = st[2, j]
+            st[1, j] = st[3, j]
+            v = (eb - ec - (Wg - delta)) if call else (delta - (ec - ea))
+            for m in range(6):
+                st[8 + m, j] = A[g, 0, m] * v
+        cr, sr, c1, s1 = st[0], st[1], st[2], st[3]
+        ec, eb, ea, wc, th = st[4], st[5], st[6], st[7], st[14]
+        q = st[8:14]
+        sgn = -1.0
+        for k in range(1, N[g]):
+            uk = k * math.pi / Wg
+            rd = 1.0 / (1.0 + uk * uk)
+            ru = 1.0 / uk
+            q0, q1, q2 = A[g, k, 0], A[g, k, 1], A[g, k, 2]
+            q3, q4, q5 = A[g, k, 3], A[g, k, 4], A[g, k, 5]
+            for j in range(B):
+                crj = cr[j]
+                srj = sr[j]
+                t = ec[j] * (crj + uk * srj)
+                vc = (sgn * eb[j] - t) * rd + srj * ru
+                vp = srj * ru - (t - ea[j]) * rd
+                v = vp + wc[j] * (vc - vp)
+                q[0, j] += q0 * v
+                q[1, j] += q1 * v
+                q[2, j] += q2 * v
+                q[3, j] += q3 * v
+                q[4, j] += q4 * v
+                q[5, j] += q5 * v
+                cr[j] = crj * c1[j] - srj * s1[j]
+                sr[j] = srj * c1[j] + crj * s1[j]
+            sgn = -sgn
+            if (k & 31) == 31:
+                for j in range(blen[bi]):
+                    cr[j] = math.cos((k + 1) * th[j])
+                    sr[j] = math.sin((k + 1) * th[j])
+        f = 2.0 / Wg
+        for j in range(blen[bi]):
+            i = order[bstart[bi] + j]
+            for m in range(6):
+                out[i, m] = f * q[m, j]
+            out[i, 6] = wc[j]
 
 # %% ../../nbs/13_pricing_heston.ipynb #4a106636
 def _cos_tables_xp(xp, Tg, Pg, a0, W, N, n_max):
@@ -782,7 +914,7 @@ def _black_vec(F, K, T, vol, call, price, vega):
         price[i], vega[i] = _black_undisc(F[i], K[i], T[i], vol[i], call[i] != 0.0)
 
 
-@cpu_kernel(parallel=True)
+@cpu_kernel(parallel=True, serial_below=SMALL)
 def _iv_vec(p, F, K, T, call, guess, out):
     for i in numba.prange(p.size):
         out[i] = _iv_black(p[i], F[i], K[i], T[i], call[i] != 0.0, guess[i])
@@ -916,22 +1048,20 @@ def _calib_kernel(
 ):
     "Residuals and Jacobian of the calibration objective at parameters prm, in one pass (see the text)."
     G = Tg.size
-    Pg = np.empty((G, 5))
-    for g in range(G):
-        Pg[g, :] = prm
+    v0, kappa, theta, sigma, rho = prm[0], prm[1], prm[2], prm[3], prm[4]
     a0, W, Ns = np.empty(G), np.empty(G), np.empty(G, np.int64)
-    _cos_setup_serial(Tg, Pg, L, tol, n_fixed, n_max, a0, W, Ns)
-    nm = Ns.max()
-    A, dA = np.empty((G, nm)), np.empty((G, nm, 5))
-    _cos_tables_grad(Tg, Pg, a0, W, Ns, A, dA)
-    gr = np.empty(5)
+    for g in range(G):
+        a0[g], W[g], Ns[g] = _cos_setup1(Tg[g], v0, kappa, theta, sigma, rho, L, tol, n_fixed, n_max)
+    A = np.empty((G, Ns.max(), 6))
+    _cos_tables_grad(Tg, v0, kappa, theta, sigma, rho, a0, W, Ns, A)
+    order, bstart, blen, bgrp = _make_blocks(gidx, G, _GBLOCK)
+    S = np.empty((x.size, 7))
+    _cos_sums_grad(x, a0, W, Ns, A, order, bstart, blen, bgrp, S)
     for i in range(x.size):
-        g = gidx[i]
-        side = _call_side(x[i], a0[g], W[g])
-        P = disc[i] * K[i] * _cos_otm_sum(x[i], a0[g], W[g], Ns[g], A[g], dA[g], gr, True, side)
+        P = disc[i] * K[i] * S[i, 0]
         parity = disc[i] * (F[i] - K[i])
         call = is_call[i] != 0.0
-        if side:
+        if S[i, 6] == 1.0:  # the call side was priced
             P = P if call else P - parity
         else:
             P = P + parity if call else P
@@ -950,7 +1080,7 @@ def _calib_kernel(
         else:
             res[i] = w[i] * (P - mkt_price[i])
         for j in range(5):
-            J[i, j] = scale * gr[j]
+            J[i, j] = scale * S[i, 1 + j]
 
 
 def _model_eval(qt: _Quotes, x, kind, N, tol, n_max):
@@ -982,14 +1112,14 @@ def _model_eval(qt: _Quotes, x, kind, N, tol, n_max):
     return res, J
 
 
-def _levenberg_marquardt(fun, x0, lo, hi, max_iter, ftol, xtol, gtol):
+def _levenberg_marquardt(fun, x0, lo, hi, max_iter, ftol, xtol, gtol, tau=1e-2):
     "Projected Levenberg-Marquardt (Madsen-Nielsen-Tingleff damping update); fun(x) -> (r, J)."
     x = np.clip(np.asarray(x0, float), lo, hi)
     r, J = fun(x)
     nev = 1
     F = 0.5 * r @ r
     A, g = J.T @ J, J.T @ r
-    mu = 1e-3 * max(np.max(np.diag(A)), 1e-300)
+    mu = tau  # relative to diag(A): Marquardt's scaling below already carries the units
     nu = 2.0
     msg, ok, it = "max_iter reached", False, 0
     while it < max_iter:
