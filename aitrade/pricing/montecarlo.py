@@ -16,6 +16,7 @@ import numba
 import numpy as np
 
 from ..kernels import cupy_module, cpu_kernel, is_gpu_array, plan, special, to_numpy
+from .normal import vlog
 
 # %% auto #0
 __all__ = ['PSI_C', 'McResult', 'stream_key', 'ndtri_as241', 'qe_constants', 'heston_mc']
@@ -208,31 +209,126 @@ def _qe_step(v, zv, w, zx, c):
     return vn, k0s + k1 * v + k2 * vn + math.sqrt(k3 * v + k4 * vn) * zx
 
 # %% ../../nbs/14_pricing_montecarlo.ipynb #4eebf07f
-@cpu_kernel(parallel=True, fastmath=True)
+_LANES = 16  # units per block of the CPU kernel
+_FM = {"nsz", "arcp", "contract", "afn", "reassoc"}  # fastmath without nnan/ninf: the lanes select past NaNs
+_lane = cpu_kernel(
+    fastmath=_FM, error_model="numpy", inline="always"
+)  # scalar code inlined into the lane loop
+
+
+@_lane
+def _h7(x, c):
+    return ((((((c[7] * x + c[6]) * x + c[5]) * x + c[4]) * x + c[3]) * x + c[2]) * x + c[1]) * x + c[0]
+
+
+@_lane
+def _ndtri_lane(p):
+    "AS 241 without branches: (centre or intermediate-tail value, r); r > 5 means the far tail is needed."
+    q = p - 0.5
+    r = 0.180625 - q * q
+    zc = q * _h7(r, _AS241_A) / _h7(r, _AS241_B)
+    rt = math.sqrt(-vlog(p if q < 0.0 else 1.0 - p))
+    x = _h7(rt - 1.6, _AS241_C) / _h7(rt - 1.6, _AS241_D)
+    x = -x if q < 0.0 else x
+    return zc if abs(q) <= 0.425 else x, rt
+
+
+@_lane
+def _qe_lane(v, zv, w, zx, psic, mc0, mc1, sc0, sc1, k0, k1, k2, k3, k4, a_, k13):
+    "`_qe_step` with both branches evaluated and one selected (the arithmetic of `_qe_step_xp`)."
+    m = mc0 + mc1 * v
+    s2 = sc0 + sc1 * v
+    m2 = m * m
+    quad = s2 <= psic * m2
+    t = 2.0 * m2 / s2 if quad else 1.5
+    b2 = t - 1.0 + math.sqrt(t * (t - 1.0))
+    a = m / (1.0 + b2)
+    b = math.sqrt(b2)
+    vq = a * (b + zv) * (b + zv)
+    d = 1.0 - 2.0 * a_ * a
+    dok = d > 0.0
+    dd = d if dok else 1.0
+    k0q = (-a_ * b2 * a / dd + 0.5 * vlog(dd) - k13 * v) if dok else k0
+    s2e = 2.0 * m2 if quad else s2
+    h = 1.0 / (s2e + m2)
+    p = (s2e - m2) * h
+    p1 = 2.0 * m2 * h
+    beta = 2.0 * m * h
+    ve = 0.0 if w >= p1 else vlog(p1 / w) / beta
+    bok = a_ < beta
+    k0e = (-vlog(p + beta * p1 / (beta - a_ if bok else 1.0)) - k13 * v) if bok else k0
+    vn = vq if quad else ve
+    k0s = k0q if quad else k0e
+    return vn, k0s + k1 * v + k2 * vn + math.sqrt(k3 * v + k4 * vn) * zx
+
+
+@cpu_kernel(parallel=True, fastmath=_FM, error_model="numpy")
+def _qe_kernel(key, n_steps, antithetic, v0, c, out):
+    "Sum over steps of the QE-M log-price increments into out, shape (2 if antithetic else 1, n_units)."
+    psic, mc0, mc1, sc0, sc1, k0, k1, k2, k3, k4, a_, k13 = c
+    n_units = out.shape[1]
+    stride = np.uint64(2 * n_steps)
+    L = _LANES
+    for blk in numba.prange((n_units + L - 1) // L):
+        va = np.full(L, v0)
+        xa = np.zeros(L)
+        vb = np.full(L, v0)
+        xb = np.zeros(L)
+        st = np.empty((6, L))  # u1, zv, zx, r(u1), r(u2), u2 of the current step
+        base = np.empty(L, np.uint64)
+        for j in range(L):  # lanes past the last unit repeat it and are not written
+            base[j] = np.uint64(min(blk * L + j, n_units - 1)) * stride
+        for t in range(n_steps):
+            tt = np.uint64(2 * t)
+            far = False
+            for j in range(L):
+                i = base[j] + tt
+                u1 = (float(_mix64(key + (i + _ONE) * _GOLDEN) >> _SH12) + 0.5) * _EPS52  # _uniform(key, i)
+                u2 = (
+                    float(_mix64(key + (i + _TWO) * _GOLDEN) >> _SH12) + 0.5
+                ) * _EPS52  # _uniform(key, i + 1)
+                zv, r1 = _ndtri_lane(u1)
+                zx, r2 = _ndtri_lane(u2)
+                st[0, j] = u1
+                st[1, j] = zv
+                st[2, j] = zx
+                st[3, j] = r1
+                st[4, j] = r2
+                st[5, j] = u2
+                far |= (r1 > 5.0) | (r2 > 5.0)
+            if far:  # AS 241's far tail, lane by lane (rare)
+                for j in range(L):
+                    if st[3, j] > 5.0:
+                        st[1, j] = ndtri_as241(st[0, j])
+                    if st[4, j] > 5.0:
+                        st[2, j] = ndtri_as241(st[5, j])
+            for j in range(L):
+                u1 = st[0, j]
+                zv = st[1, j]
+                zx = st[2, j]
+                vn, dx = _qe_lane(
+                    va[j], zv, 1.0 - u1, zx, psic, mc0, mc1, sc0, sc1, k0, k1, k2, k3, k4, a_, k13
+                )
+                va[j] = vn
+                xa[j] += dx
+                if antithetic:
+                    vn, dx = _qe_lane(
+                        vb[j], -zv, u1, -zx, psic, mc0, mc1, sc0, sc1, k0, k1, k2, k3, k4, a_, k13
+                    )
+                    vb[j] = vn
+                    xb[j] += dx
+        for j in range(L):
+            u = blk * L + j
+            if u < n_units:
+                out[0, u] = xa[j]
+                if antithetic:
+                    out[1, u] = xb[j]
+
+
 def _qe_log_returns_cpu(key, n_units, n_steps, antithetic, v0, c):
     "Sum over steps of the QE-M log-price increments, shape (2 if antithetic else 1, n_units)."
     out = np.empty((2 if antithetic else 1, n_units))
-    stride = np.uint64(2 * n_steps)
-    for u in numba.prange(n_units):
-        va = v0
-        xa = 0.0
-        vb = v0
-        xb = 0.0
-        base = np.uint64(u) * stride
-        for t in range(n_steps):
-            i = base + np.uint64(2 * t)
-            u1 = _uniform(key, i)
-            u2 = _uniform(key, i + _ONE)
-            zv = ndtri_as241(u1)
-            zx = ndtri_as241(u2)
-            va, dx = _qe_step(va, zv, 1.0 - u1, zx, c)
-            xa += dx
-            if antithetic:
-                vb, dx = _qe_step(vb, -zv, u1, -zx, c)
-                xb += dx
-        out[0, u] = xa
-        if antithetic:
-            out[1, u] = xb
+    _qe_kernel(key, n_steps, bool(antithetic), float(v0), c, out)
     return out
 
 # %% ../../nbs/14_pricing_montecarlo.ipynb #b84dd9c7
