@@ -210,3 +210,58 @@ def test_concurrent_writers_never_fork_the_chain(db, n_procs, per_proc):
         # the writers really interleaved (otherwise the test proves nothing about concurrency)
         actors = [a for (a,) in s.execute(sa.select(AuditRecord.actor).order_by(AuditRecord.seq))]
         assert sum(a != b for a, b in zip(actors, actors[1:], strict=False)) > n_procs
+
+
+def test_deferred_records_hold_no_lock_until_commit_and_chain_in_order(pg_url):
+    "A transaction's deferred records take the head's lock at commit only: another writer commits meanwhile."
+    import threading
+
+    store.upgrade(url=pg_url)
+    appended, go_on, errors = threading.Event(), threading.Event(), []
+
+    def long_transaction():
+        try:
+            with store.session_scope(pg_url) as s:
+                for i in range(3):
+                    audit.append(s, "tom", "order.step", f"order:1:{i}", defer=True)
+                appended.set()
+                assert go_on.wait(20)  # the order is priced, checked, sent ... while others write
+        except Exception as e:  # reported below
+            errors.append(e)
+
+    t = threading.Thread(target=long_transaction)
+    t.start()
+    assert appended.wait(20)
+    done = threading.Event()
+
+    def other_writer():
+        with store.session_scope(pg_url) as s:
+            audit.append(s, "ann", "limit.set", "limit:SPX:vega")
+        done.set()
+
+    w = threading.Thread(target=other_writer)
+    w.start()
+    assert done.wait(10), "the other writer waited for the long transaction's lock"
+    go_on.set()
+    t.join(20)
+    w.join(5)
+    assert not errors, errors
+    with store.session_scope(pg_url) as s:
+        recs = sorted(audit.query(s, limit=10), key=lambda r: r.seq)
+        assert [r.target for r in recs] == ["limit:SPX:vega", "order:1:0", "order:1:1", "order:1:2"]
+        assert audit.verify(s).ok
+
+
+def test_a_rolled_back_savepoint_takes_its_deferred_records_along(db):
+    with store.session_scope() as s:
+        audit.append(s, "tom", "order.submit", "order:1", defer=True)
+        with pytest.raises(RuntimeError), s.begin_nested():
+            audit.append(s, "tom", "order.note", "order:1", defer=True)
+            raise RuntimeError("the savepoint fails")
+        audit.append(s, "tom", "order.approved", "order:1", defer=True)
+    with pytest.raises(RuntimeError), store.session_scope() as s:
+        audit.append(s, "tom", "order.cancel", "order:1", defer=True)
+        raise RuntimeError("the transaction fails")
+    with store.session_scope() as s:
+        assert [r.action for r in audit.query(s)] == ["order.approved", "order.submit"]
+        assert audit.verify(s).ok
