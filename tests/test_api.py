@@ -515,7 +515,12 @@ def hub(tmp_path_factory):
     (root / "jobs" / "pipelines.yaml").write_text(PIPELINES)
     api_port = free_port()
     # two API worker processes: the login's OAuth state must open in either (api.identity.sealed_state_oauth)
-    h = Hub(root, extra_ini="[api]\nworkers = 2\n", env={"AITRADE_API_PORT": str(api_port)})
+    # [hub] auth_cache_s = 3: the bound within which a revoked token that the API has seen is refused
+    h = Hub(
+        root,
+        extra_ini="[api]\nworkers = 2\n",
+        env={"AITRADE_API_PORT": str(api_port), "AITRADE_HUB__AUTH_CACHE_S": "3"},
+    )
     h.api_url = f"http://127.0.0.1:{api_port}"
     try:
         h.start_as_admin(note="api tests")
@@ -595,6 +600,25 @@ def test_no_credentials_and_narrow_tokens_through_the_hub(hub):
     tid = max(toks, key=lambda t: t["created"])["id"]
     assert hub.api("DELETE", f"/users/api-rita/tokens/{tid}", hub.admin_token).status_code == 204
     assert call("GET", "/v1/risk/limits", tok).status_code == 401
+
+
+def test_a_revoked_token_the_api_has_cached_is_refused_within_the_bound(hub):
+    "The API reuses the Hub's answer about a token for [hub] auth_cache_s (3 s here): no longer."
+    call = via_hub(hub)
+    tok = hub.make_user("api-rita2", "risk", note="api")
+    for _ in range(4):  # both API workers have seen it, and keep the Hub's answer
+        assert call("GET", "/v1/risk/limits", tok).status_code == 200
+    toks = hub.api("GET", "/users/api-rita2/tokens", hub.admin_token).json()["api_tokens"]
+    tid = max(toks, key=lambda t: t["created"])["id"]
+    assert hub.api("DELETE", f"/users/api-rita2/tokens/{tid}", hub.admin_token).status_code == 204
+    t0, codes = time.monotonic(), []
+    while time.monotonic() - t0 < 10:
+        codes.append(call("GET", "/v1/risk/limits", tok).status_code)
+        if codes[-4:] == [401] * 4:  # refused by every worker, steadily
+            break
+        time.sleep(0.1)
+    assert codes[-4:] == [401] * 4, codes
+    assert time.monotonic() - t0 < 3 + 1.5, "refused within auth_cache_s (and a request's time)"
 
 
 def test_browser_login_with_hub_oauth(hub):
