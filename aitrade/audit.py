@@ -196,15 +196,18 @@ def chain(
         raise RuntimeError("audit_head is missing: run `aitrade db upgrade`")
     session.flush()  # what the records describe is written before them
     cols = [c.key for c in AuditRecord.__table__.columns]
-    for rec, _ in pending:  # each record, then the head that points at it (the table's trigger checks both)
-        rec.seq, rec.prev_hash = head.seq + 1, head.hash
-        rec.hash = rec.compute_hash()
-        session.execute(sa.insert(AuditRecord.__table__).values({c: getattr(rec, c) for c in cols}))
-        session.execute(
-            sa.update(AuditHead.__table__).where(AuditHead.id == 1).values(seq=rec.seq, hash=rec.hash)
-        )
-        set_committed_value(head, "seq", rec.seq)
-        set_committed_value(head, "hash", rec.hash)
+    seq, prev, rows = head.seq, head.hash, []
+    for rec, _ in pending:
+        seq += 1
+        rec.seq, rec.prev_hash = seq, prev
+        prev = rec.hash = rec.compute_hash()
+        rows.append({c: getattr(rec, c) for c in cols})
+    # one INSERT for them all (the table's trigger checks, row by row, that each extends the one before), then
+    # the head, once, to the newest (its trigger checks that too): three statements for any number of records
+    session.execute(sa.insert(AuditRecord.__table__).values(rows))
+    session.execute(sa.update(AuditHead.__table__).where(AuditHead.id == 1).values(seq=seq, hash=prev))
+    set_committed_value(head, "seq", seq)
+    set_committed_value(head, "hash", prev)
     return len(pending)
 
 
