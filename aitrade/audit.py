@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, Session, mapped_column
 from sqlalchemy.orm.attributes import set_committed_value
 
-from .store import ROLLBACK_HOOKS, Base, BigId, session_scope, utcnow
+from .store import ROLLBACK_HOOKS, Base, BigId, session_scope, utcnow, within
 
 # %% auto #0
 __all__ = ['GENESIS_HASH', 'CHECKPOINT_ACTION', 'AuditRecord', 'AuditHead', 'canonical_json', 'new_correlation_id',
@@ -220,15 +220,8 @@ def _chain_at_commit(session: Session) -> None:
 def _forget_rolled_back(session: Session, previous_transaction) -> None:
     "A rolled-back transaction (or savepoint) takes the records appended inside it along."
 
-    def inside(tx) -> bool:
-        while tx is not None:
-            if tx is previous_transaction:
-                return True
-            tx = tx.parent
-        return False
-
     if pending := session.info.get(_PENDING):
-        session.info[_PENDING] = [(r, tx) for r, tx in pending if not inside(tx)]
+        session.info[_PENDING] = [(r, tx) for r, tx in pending if not within(tx, previous_transaction)]
 
 # %% ../nbs/02_audit.ipynb #808e78ce
 def query(

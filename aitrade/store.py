@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Session, make_transient_to_detached, sessionmaker
 from sqlalchemy.types import JSON, TypeDecorator
 
 from .config import get_settings
@@ -28,7 +28,7 @@ from .errors import FieldError
 # %% auto #0
 __all__ = ['BigId', 'ROLLBACK_HOOKS', 'UTCDateTime', 'utcnow', 'Base', 'unique', 'make_engine', 'get_engine', 'session_factory',
            'session_scope', 'dispose_engines', 'alembic_config', 'upgrade', 'downgrade', 'current', 'head',
-           'run_migrations', 'grant_read_only']
+           'run_migrations', 'insert_new', 'within', 'insert_at_commit', 'write_pending', 'grant_read_only']
 
 # %% ../nbs/01_store.ipynb #b16a38ea
 class UTCDateTime(TypeDecorator):
@@ -240,6 +240,94 @@ def run_migrations(context) -> None:
         with context.begin_transaction():
             context.run_migrations()
     eng.dispose()
+
+# %% ../nbs/01_store.ipynb #c6f163c3
+def insert_new(
+    session: Session,  # the caller's transaction
+    obj: Base,  # a new (transient) instance of a model
+    key: Sequence[str],  # the columns of a unique constraint or index of its table
+) -> bool:
+    "Insert `obj` unless a row with the same `key` exists: True, and `obj` is persistent with its id; else False."
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:
+        raise NotImplementedError(f"insert_new: no ON CONFLICT for {dialect}")
+    mapper = sa.inspect(type(obj))
+    (pk,) = mapper.primary_key
+    values = {}
+    for attr in mapper.column_attrs:
+        col = attr.columns[0]
+        if col is pk:
+            continue
+        if attr.key not in obj.__dict__:  # as the ORM would: the column's default, so nothing is left to load
+            d = col.default
+            setattr(obj, attr.key, d.arg if d is not None and d.is_scalar else None)
+        values[col.key] = getattr(obj, attr.key)
+    stmt = insert(mapper.local_table).values(values).on_conflict_do_nothing(index_elements=list(key))
+    new_id = session.execute(stmt.returning(pk)).scalar_one_or_none()
+    if new_id is None:
+        return False
+    setattr(obj, mapper.get_property_by_column(pk).key, new_id)
+    make_transient_to_detached(obj)  # as if just loaded: the session writes nothing more for it
+    session.add(obj)
+    return True
+
+
+_KEPT = "aitrade.store.kept"  # session.info key: [(table, row, the transaction that kept it)]
+
+
+def within(
+    tx,  # a `SessionTransaction` (or None)
+    outer,  # another
+) -> bool:
+    "Whether `tx` is `outer` or nested inside it."
+    while tx is not None:
+        if tx is outer:
+            return True
+        tx = tx.parent
+    return False
+
+
+def insert_at_commit(
+    session: Session,  # the caller's transaction
+    table: sa.Table,  # the table (a model's `__table__`)
+    row: dict,  # the row; written when the transaction commits
+) -> None:
+    "Write `row` into `table` when the transaction commits, in one multi-row INSERT with the others kept for it."
+    tx = session.get_nested_transaction() or session.get_transaction() or session.begin()
+    session.info.setdefault(_KEPT, []).append((table, row, tx))
+
+
+def write_pending(
+    session: Session,  # the caller's transaction
+    table: sa.Table | None = None,  # only this table's rows (default: all)
+) -> int:
+    "Write the rows `insert_at_commit` kept (for a reader in the same transaction); returns how many."
+    kept = session.info.get(_KEPT)
+    if not kept:
+        return 0
+    now = [k for k in kept if table is None or k[0] is table]
+    session.info[_KEPT] = [k for k in kept if not (table is None or k[0] is table)]
+    by_table: dict[sa.Table, list[dict]] = {}
+    for t, row, _ in now:
+        by_table.setdefault(t, []).append(row)
+    for t, rows in by_table.items():
+        session.execute(sa.insert(t).values(rows))
+    return len(now)
+
+
+@event.listens_for(Session, "before_commit")
+def _write_at_commit(session: Session) -> None:
+    write_pending(session)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _drop_rolled_back(session: Session, previous_transaction) -> None:
+    if kept := session.info.get(_KEPT):
+        session.info[_KEPT] = [k for k in kept if not within(k[2], previous_transaction)]
 
 # %% ../nbs/01_store.ipynb #d9de2f79
 _ROLE_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")

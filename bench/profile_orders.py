@@ -4,7 +4,7 @@ platform functions alone (`submit_order` + `fill_now`), one client, on a fresh P
 
     .venv/bin/python bench/profile_orders.py [sqlite] [prof]
 
-`prof` adds a cProfile of 100 orders through the platform functions, sorted by cumulative time. These are
+`prof` adds a cProfile of 100 orders through the platform functions, sorted by cumulative time, then by own time. These are
 figures for comparing versions of the order path with each other (issue 15, item 3), not targets:
 `bench/bench_api.py` measures orders through the Hub against their targets.
 """
@@ -105,6 +105,7 @@ def main(argv: list[str]) -> None:
             pstats.Stats(pr).sort_stats("cumulative").print_stats(
                 "aitrade|psycopg.connection|sqlalchemy.orm.session", 50
             )
+            pstats.Stats(pr).sort_stats("tottime").print_stats(30)  # where the CPU itself goes
     finally:
         store.dispose_engines()
         if "sqlite" not in argv:

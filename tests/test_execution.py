@@ -297,6 +297,59 @@ def test_paper_broker_fills_from_stored_quotes_and_publishes_to_the_bus(market):
     assert len(list(bus.subscribe("fills", last_id="0", block_ms=0))) == 1
 
 
+def test_an_order_that_is_sent_and_filled_writes_few_statements_and_its_whole_record(market):
+    "Checked first, written once: the order in its decided state, its history and audit in one INSERT each."
+    broker = PaperBroker()
+    execution.order_risk(req("warm"), q(4.9, 5.1, 1, 1, NOW), NOW)  # kernels compiled outside the count
+    seen: list[str] = []
+
+    def count(conn, cursor, statement, *a):
+        seen.append(statement.split()[0].upper())
+
+    sa.event.listen(sa.engine.Engine, "before_cursor_execute", count)
+    try:
+        with store.session_scope() as s:
+            o = execution.fill_now(
+                s, execution.submit_order(s, TOM, req("few", qty=3), broker=broker), broker
+            )
+    finally:
+        sa.event.remove(sa.engine.Engine, "before_cursor_execute", count)
+    writes = [w for w in seen if w in ("INSERT", "UPDATE", "DELETE")]
+    # order, fill, history, audit; sent and filled; the audit head
+    assert sorted(writes) == ["INSERT"] * 4 + ["UPDATE"] * 3, seen
+    assert len(seen) <= 17, seen  # with the reads of the checks and BEGIN (SQLite)
+    assert (o.state, o.filled_quantity, o.avg_fill_price) == ("filled", 3.0, 5.1)
+    with store.session_scope() as s:
+        hist = [(e.from_state, e.to_state, e.actor) for e in execution.order_history(s, o.id)]
+        assert hist == [
+            (None, "new", "tom"),
+            ("new", "approved", execution.AUTO_APPROVER),
+            ("approved", "sent", "tom"),
+            ("sent", "filled", "system:broker"),
+        ]
+        recs = audit.query(s, target=f"order:{o.id}")
+        assert [r.action for r in reversed(recs)] == [
+            "order.submit",
+            "order.approved",
+            "order.sent",
+            "order.filled",
+        ]
+        assert recs[-1].after["state"] == "new" and recs[-1].after["client_order_id"] == "few"
+        assert audit.verify(s).ok
+        stored = execution.get_order(s, o.id)
+        assert (stored.state, stored.approved_by, stored.reason) == ("filled", execution.AUTO_APPROVER, "")
+
+
+def test_order_history_in_the_same_transaction_includes_its_own_moves(market):
+    with store.session_scope() as s:
+        o = execution.submit_order(s, TOM, req("own", qty=2))
+        assert [e.to_state for e in execution.order_history(s, o.id)] == ["new", "approved"]
+        execution.cancel_order(s, TOM, o.id, "changed my mind")
+        assert [e.to_state for e in execution.order_history(s, o.id)] == ["new", "approved", "cancelled"]
+    with store.session_scope() as s:
+        assert [e.to_state for e in execution.order_history(s, o.id)] == ["new", "approved", "cancelled"]
+
+
 # ---------------------------------------------------------------- positions and P&L
 
 

@@ -32,7 +32,7 @@ from aitrade.execution.model import (
 )
 from .orders import get_order, transition
 from ..limits import kill_switch_state
-from ..store import utcnow
+from ..store import insert_new, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -98,12 +98,19 @@ class PaperBroker:
         "At most one fill per new quote: the quoted size at bid/ask moved by slippage, within the limit price."
         if order.state not in WORKING or order.remaining <= 0 or kill_switch_state(session).engaged:
             return []
-        q = (self.quotes or marketdata_quote)(session, order, now)
+        if self.quotes is None and now is None and order.priced is not None:
+            q = order.priced  # the latest stored quote, read by `submit_order` in this call
+        else:
+            q = (self.quotes or marketdata_quote)(session, order, now)
         if q is None or q.ts is None:
             return []
-        last = session.execute(
-            sa.select(sa.func.max(Fill.quote_ts)).where(Fill.order_id == order.id)
-        ).scalar_one_or_none()
+        last = (  # an order with nothing filled has no fills (each fill raises `filled_quantity`)
+            None
+            if not order.filled_quantity
+            else session.execute(
+                sa.select(sa.func.max(Fill.quote_ts)).where(Fill.order_id == order.id)
+            ).scalar_one_or_none()
+        )
         if last is not None and as_utc(last) >= q.ts:  # this quote's size was used already
             return []
         slip = self.slippage_bps * 1e-4
@@ -147,13 +154,11 @@ def record_fill(
     "Record one execution of `order` (once per venue fill id); update the order's state."
     if order.state not in WORKING:
         raise IllegalTransition(order.id, order.state, "filled", "only working orders fill")
-    dup = session.execute(
-        sa.select(Fill.id).where(Fill.venue == order.venue, Fill.broker_fill_id == bf.broker_fill_id)
-    ).scalar_one_or_none()
-    if dup is not None:
-        return None
     qty = float(bf.quantity)
     if not (0 < qty <= order.remaining + 1e-9) or not (bf.price > 0):
+        seen = sa.select(Fill.id).where(Fill.venue == order.venue, Fill.broker_fill_id == bf.broker_fill_id)
+        if session.execute(seen).first() is not None:  # a repeat of a fill recorded before: nothing to do
+            return None
         raise ValueError(
             f"fill {bf.broker_fill_id}: quantity {qty} / price {bf.price} invalid for order {order.id}"
         )
@@ -168,12 +173,12 @@ def record_fill(
         commission=float(bf.commission),
         fees=float(bf.fees),
     )
-    session.add(f)
+    if not insert_new(session, f, ["venue", "broker_fill_id"]):  # the venue reported this fill before
+        return None
     done = order.filled_quantity or 0.0
     avg = ((order.avg_fill_price or 0.0) * done + f.price * qty) / (done + qty)
     filled = done + qty
     to = "filled" if filled >= order.quantity - 1e-9 else "partially_filled"
-    session.flush()
     data = dict(fill_id=f.id, quantity=qty, price=f.price, commission=f.commission, fees=f.fees)
     transition(
         session,

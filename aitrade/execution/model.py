@@ -102,6 +102,10 @@ class Order(Base):
     # transient, not stored: the platform exception (e.g. `limits.KillSwitchEngaged`) that made `submit_order`
     # reject this order in the current call; None otherwise (and on an order read back from the database)
     rejection = None
+    # transient, not stored: the latest stored quote `submit_order` priced this order against in the current
+    # call, when it read the stored market data for now (the paper broker fills against it rather than
+    # reading it again); None otherwise
+    priced = None
 
     @property
     def remaining(self) -> float:

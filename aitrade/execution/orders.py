@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -47,7 +46,7 @@ from aitrade.execution.accounting import (
     positions,
 )
 from ..limits import KillSwitchEngaged, fail_closed_reason, kill_switch_state, pre_trade_check
-from ..store import utcnow
+from ..store import insert_at_commit, insert_new, utcnow, write_pending
 
 if TYPE_CHECKING:  # the venue's protocol, for the signatures only (the broker module builds on this one)
     from aitrade.execution.broker import BrokerAdapter
@@ -57,12 +56,19 @@ __all__ = ['AUTO_APPROVER', 'PRE_TRADE', 'transition', 'get_order', 'order_by_cl
            'set_strategy', 'submit_order', 'approve_order', 'reject_order', 'cancel_order', 'send_order']
 
 # %% ../../nbs/42_execution_orders.ipynb #c4df765e
-def _event(session, order, frm, to, actor, reason="", data=None) -> OrderEvent:
-    ev = OrderEvent(
+def _moved(session, order, frm, to, actor, reason="", data=None, audit_after=None) -> None:
+    "The history row and the audit record of a move of `order` (kept for the commit), and the change notice."
+    ev = dict(
         order_id=order.id, ts=utcnow(), from_state=frm, to_state=to, actor=actor, reason=reason, data=data
     )
-    session.add(ev)
-    return ev
+    insert_at_commit(session, OrderEvent.__table__, ev)  # history rows: one INSERT at commit
+    if frm is None:
+        action, before, after = "order.submit", None, audit_after
+    else:
+        action, before, after = f"order.{to}", {"state": frm}, dict(state=to, reason=reason, **(data or {}))
+    # chained at commit: the head's lock is not held while the order is priced and sent
+    audit_append(session, actor, action, f"order:{order.id}", before=before, after=after, defer=True)
+    publish_after_commit(session, CHANGES, {"family": "orders"})  # readers that keep orders drop them
 
 
 def transition(
@@ -90,17 +96,7 @@ def transition(
         raise IllegalTransition(order.id, order.state, to, f"it was {frm} but another transaction moved it")
     for k, v in vals.items():  # the row already holds these: update the object without writing again
         set_committed_value(order, k, v)
-    _event(session, order, frm, to, actor, reason, data)
-    audit_append(
-        session,
-        actor,
-        f"order.{to}",
-        f"order:{order.id}",
-        before={"state": frm},
-        after=dict(state=to, reason=reason, **(data or {})),
-        defer=True,  # chained at commit: the head's lock is not held while the order is priced and sent
-    )
-    publish_after_commit(session, CHANGES, {"family": "orders"})  # readers that keep orders drop them
+    _moved(session, order, frm, to, actor, reason, data)
     return order
 
 
@@ -133,6 +129,7 @@ def order_history(
     order_id: int,  # the order's id
 ) -> list[OrderEvent]:
     "Every move of the order, oldest first."
+    write_pending(session, OrderEvent.__table__)  # the moves this transaction made are part of the answer
     q = sa.select(OrderEvent).where(OrderEvent.order_id == order_id).order_by(OrderEvent.id)
     return list(session.execute(q).scalars())
 
@@ -238,11 +235,9 @@ def submit_order(
     "Submit an order (idempotent on `client_order_id`); returns it rejected, pending approval, approved or sent."
     require(principal, "orders:submit", "submit an order")
     request.validate()
+    live = now is None and quotes is None  # priced against the latest stored quote
     now = as_utc(now) or utcnow()
     fp = request.fingerprint()
-    existing = order_by_client_id(session, request.client_order_id)
-    if existing is not None:
-        return _same(existing, fp, request)
     t = utcnow()
     order = Order(
         client_order_id=request.client_order_id,
@@ -267,52 +262,50 @@ def submit_order(
         created_at=t,
         updated_at=t,
     )
-    try:
-        with session.begin_nested():
-            session.add(order)
-            session.flush()
-    except IntegrityError:
-        session.expunge(order) if order in session else None
+    to, actor, reason = _pre_trade(session, order, now, quotes, current, market, live)
+    order.state, order.reason = to, "" if to == "approved" else reason
+    if to == "approved":
+        order.approved_by = AUTO_APPROVER
+    # one INSERT: the order in the state its checks decided, unless its client_order_id is taken (a retry, or
+    # the same order from another process at the same time: the database's unique index decides)
+    if not insert_new(session, order, ["client_order_id"]):
         existing = order_by_client_id(session, request.client_order_id)
-        if existing is None:
-            raise
+        if existing is None:  # the row that held the id is gone again: nothing to answer with
+            raise DuplicateClientOrderId("client_order_id", f"{request.client_order_id!r}: retry")
         return _same(existing, fp, request)
-    _event(session, order, None, "new", principal.name, "submitted")
-    audit_append(
-        session, principal.name, "order.submit", f"order:{order.id}", after=order.to_dict(), defer=True
-    )
+    submitted = order.to_dict() | dict(state="new", reason="", approved_by=None)  # as it was submitted
+    _moved(session, order, None, "new", principal.name, "submitted", audit_after=submitted)
+    _moved(session, order, "new", to, actor, reason)
+    if to == "approved" and broker is not None:
+        _send(session, principal, order, broker)
+    return order
 
+
+def _pre_trade(session, order: Order, now, quotes, current, market, live) -> tuple[str, str, str]:
+    "(state, actor, reason) the checks decide for a new order: rejected, pending_approval or approved."
     ks = kill_switch_state(session)
     if ks.engaged:
         order.rejection = KillSwitchEngaged(ks)  # its text is the order's reason
-        return transition(session, order, "rejected", PRE_TRADE, str(order.rejection))
+        return "rejected", PRE_TRADE, str(order.rejection)
     why = fail_closed_reason(session, order.symbol, now)
     if why:
-        return transition(session, order, "rejected", PRE_TRADE, why)
+        return "rejected", PRE_TRADE, why
     q = (quotes or marketdata_quote)(session, order, now)
     if q is None:
-        return transition(
-            session, order, "rejected", PRE_TRADE, f"no quote for {_instrument(order)}: fail closed"
-        )
+        return "rejected", PRE_TRADE, f"no quote for {_instrument(order)}: fail closed"
+    order.priced = q if live else None
     est = order_risk(order, q, now)
     if not (math.isfinite(est["notional"]) and math.isfinite(est["vega"])):
-        return transition(
-            session, order, "rejected", PRE_TRADE, f"cannot value {_instrument(order)}: fail closed"
-        )
+        return "rejected", PRE_TRADE, f"cannot value {_instrument(order)}: fail closed"
     order.est_notional, order.est_vega = est["notional"], est["vega"]
     why = _limit_check(session, order, current, market, now, quotes)
     if why:
-        return transition(session, order, "rejected", PRE_TRADE, why)
+        return "rejected", PRE_TRADE, why
     need = _needs_approval(session, order)
     if need:
         order.needs_approval, order.approval_reason = True, need
-        return transition(session, order, "pending_approval", PRE_TRADE, need)
-    transition(
-        session, order, "approved", AUTO_APPROVER, "below approval thresholds", approved_by=AUTO_APPROVER
-    )
-    if broker is not None:
-        _send(session, principal, order, broker)
-    return order
+        return "pending_approval", PRE_TRADE, need
+    return "approved", AUTO_APPROVER, "below approval thresholds"
 
 
 def _same(existing: Order, fp: str, request: OrderRequest) -> Order:
