@@ -125,6 +125,8 @@ def time_to_expiry(
     expiry,  # the expiry date, or an array of dates (broadcast against `now`)
 ) -> float | np.ndarray:
     "ACT/365 years from `now` to the exchange's close on `expiry`, on the exchange's wall clock (negative once past)."
+    if type(now) is dt.datetime and now.tzinfo is not None and type(expiry) is dt.date:
+        return _time_to_expiry_scalar(now, expiry)
     (n, n_scalar), (e, e_scalar) = _index(now), _index(expiry)
     wall_now = _wall_now(n).astype("datetime64[ns]")
     wall_exp = _wall_close(_days(e)).astype("datetime64[ns]")
@@ -132,3 +134,26 @@ def time_to_expiry(
     secs = np.where(np.isnat(gap), np.nan, gap.astype(np.int64) / 1e9)  # NaT (no date) -> NaN
     T = secs / SECONDS_PER_YEAR
     return float(T[0]) if n_scalar and e_scalar else T
+
+
+@lru_cache(maxsize=1)
+def _early_close_seconds() -> dict[dt.date, int]:
+    "{day: seconds after local midnight} of the sessions that close early (as `_early_closes`)."
+    ed, es = _early_closes()
+    return {d.item(): int(s) for d, s in zip(ed, es, strict=True)}
+
+
+@lru_cache(maxsize=1)
+def _exchange_tz() -> dt.tzinfo:
+    from zoneinfo import ZoneInfo
+
+    return ZoneInfo(EXCHANGE_TZ)
+
+
+def _time_to_expiry_scalar(now: dt.datetime, expiry: dt.date) -> float:
+    "`time_to_expiry` of one aware instant and one date in plain Python: the same integer nanoseconds, the same divisions."
+    wall_now = now.astimezone(_exchange_tz()).replace(tzinfo=None)
+    close = _early_close_seconds().get(expiry, _REGULAR_S)
+    gap = dt.datetime.combine(expiry, dt.time()) + dt.timedelta(seconds=close) - wall_now
+    ns = (gap.days * 86400 + gap.seconds) * 10**9 + gap.microseconds * 1000
+    return ns / 1e9 / SECONDS_PER_YEAR

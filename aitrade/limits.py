@@ -355,9 +355,5 @@ def _surface_status(session: Session, symbol: str, now: datetime) -> tuple[str |
     from aitrade import surfaces
 
     # the status columns only: decoding the stored fit cost a quarter of an order's time in the API
-    st = surfaces.latest_surface_status(session, symbol, now.date())
-    if st is None:
-        st = surfaces.latest_surface_status(session, symbol)  # the newest of any date, unless in the future
-        if st is not None and st[0] > now.date():
-            st = None
+    st = surfaces.latest_surface_status(session, symbol, on_or_before=now.date())  # not a future day's fit
     return (None, None) if st is None else (st[1], st[2])

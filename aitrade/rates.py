@@ -209,20 +209,20 @@ def curve(
 ) -> RateCurve:
     "The stored curve of the newest day on or before `date` (its `as_of` is that day)."
     d = _as_date(date, "date")
-    day = session.scalar(sa.select(sa.func.max(RatePoint.date)).where(RatePoint.date <= d.date()))
-    if day is None:
+    newest = sa.select(sa.func.max(RatePoint.date)).where(RatePoint.date <= d.date()).scalar_subquery()
+    rows = session.execute(  # one statement: the points of the newest day (none when no day is stored)
+        sa.select(RatePoint.date, RatePoint.tenor, RatePoint.zero_rate, RatePoint.source)
+        .where(RatePoint.date == newest)
+        .order_by(RatePoint.tenor)
+    ).all()
+    if not rows:
         if default is None:
             raise NotFound(
                 f"no rate curve stored on or before {d.date()}: load one (`rates.load_curves_file`) "
                 "or store the embedded market's (`rates.store_curve(s, rates.synthetic_curve(day))`)"
             )
         return as_curve(default, d)
-    rows = session.execute(
-        sa.select(RatePoint.tenor, RatePoint.zero_rate, RatePoint.source)
-        .where(RatePoint.date == day)
-        .order_by(RatePoint.tenor)
-    ).all()
-    return RateCurve(day, [x[0] for x in rows], [x[1] for x in rows], rows[0][2])
+    return RateCurve(rows[0][0], [x[1] for x in rows], [x[2] for x in rows], rows[0][3])
 
 # %% ../nbs/18_rates.ipynb #891138ec
 CURVE_FILE_COLUMNS = ("date", "tenor", "rate")

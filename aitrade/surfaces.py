@@ -396,11 +396,13 @@ def _from_row(r: VolSurface) -> SurfaceFit:
     )
 
 
-def _newest(columns: list, symbol: str, date=None) -> sa.Select:
-    "`columns` of the newest stored fit of `symbol` (for quote date `date` if given)."
+def _newest(columns: list, symbol: str, date=None, on_or_before=None) -> sa.Select:
+    "`columns` of the newest stored fit of `symbol` (for quote date `date`, or on or before `on_or_before`, if given)."
     stmt = sa.select(*columns).where(VolSurface.underlying == symbol)
     if date is not None:
         stmt = stmt.where(VolSurface.quote_date == as_day(date).date())
+    if on_or_before is not None:
+        stmt = stmt.where(VolSurface.quote_date <= as_day(on_or_before, "on_or_before").date())
     return stmt.order_by(VolSurface.quote_date.desc(), VolSurface.as_of.desc(), VolSurface.id.desc()).limit(1)
 
 
@@ -410,10 +412,15 @@ def latest_surface(session: Session, symbol: str, date=None) -> SurfaceFit | Non
     return None if r is None else _from_row(r)
 
 
-def latest_surface_status(session: Session, symbol: str, date=None) -> tuple[dt.date, str, str | None] | None:
+def latest_surface_status(
+    session: Session,
+    symbol: str,
+    date=None,  # only fits of this quote date
+    on_or_before=None,  # only fits of a quote date on or before this day (the newest not in the future)
+) -> tuple[dt.date, str, str | None] | None:
     "Quote date, status and error of the fit `latest_surface` would return, without reading the fit itself."
     r = session.execute(
-        _newest([VolSurface.quote_date, VolSurface.status, VolSurface.error], symbol, date)
+        _newest([VolSurface.quote_date, VolSurface.status, VolSurface.error], symbol, date, on_or_before)
     ).first()
     return None if r is None else (r.quote_date, r.status, r.error)
 

@@ -2,9 +2,10 @@
 `before_cursor_execute`) and milliseconds per order through the API in process (TestClient) and through the
 platform functions alone (`submit_order` + `fill_now`), one client, on a fresh PostgreSQL schema or SQLite.
 
-    .venv/bin/python bench/profile_orders.py [sqlite] [prof]
+    .venv/bin/python bench/profile_orders.py [sqlite] [prof [FUNCTION ...]]
 
-`prof` adds a cProfile of 100 orders through the platform functions, sorted by cumulative time, then by own time. These are
+`prof` adds a cProfile of 100 orders through the platform functions, sorted by cumulative time, then by own
+time; names after `prof` (e.g. `prof marketdata_quote`) add what those functions call. These are
 figures for comparing versions of the order path with each other (issue 15, item 3), not targets:
 `bench/bench_api.py` measures orders through the Hub against their targets.
 """
@@ -106,6 +107,9 @@ def main(argv: list[str]) -> None:
                 "aitrade|psycopg.connection|sqlalchemy.orm.session", 50
             )
             pstats.Stats(pr).sort_stats("tottime").print_stats(30)  # where the CPU itself goes
+            # and what the functions named after `prof` call, e.g. `marketdata_quote`
+            for fn in argv[argv.index("prof") + 1 :]:
+                pstats.Stats(pr).sort_stats("cumulative").print_callees(fn)
     finally:
         store.dispose_engines()
         if "sqlite" not in argv:
