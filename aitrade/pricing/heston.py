@@ -379,28 +379,34 @@ def _call_side(x, a0, W):
 
 
 @cpu_kernel()
-def _cos_otm_sum(x, a0, W, N, A, grad, want_grad, call):
-    """Undiscounted price per unit strike of the call (`call`) or put, optionally its gradient into grad[0:5]
-    (table A[k, 0]: phi, A[k, 1:6]: its gradient). The readable one-strike form of the blocked kernels below."""
-    a = x + a0
+def _cos_start(a, W, call):
+    """The start of one option's COS sum over [a, a + W] (a = x + a0): whether its OTM payoff is zero on the whole
+    range; else δ, where the payoff starts in the range, e^(a+δ), e^(a+W), e^a, θ = πδ/W and the k = 0 term."""
     b = a + W
-    if want_grad:
-        grad[:] = 0.0
     if call:
         if b <= 0.0:
-            return 0.0
+            return True, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
         delta = max(-a, 0.0)
     else:
         if a >= 0.0:
-            return 0.0
+            return True, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
         delta = min(-a, W)
-    ec = math.exp(a + delta)
-    eb = math.exp(b)
-    ea = math.exp(a)
-    th = math.pi * delta / W
+    ec, eb, ea = math.exp(a + delta), math.exp(b), math.exp(a)
+    v = (eb - ec - (W - delta)) if call else (delta - (ec - ea))
+    return False, delta, ec, eb, ea, math.pi * delta / W, v
+
+
+@cpu_kernel()
+def _cos_otm_sum(x, a0, W, N, A, grad, want_grad, call):
+    """Undiscounted price per unit strike of the call (`call`) or put, optionally its gradient into grad[0:5]
+    (table A[k, 0]: phi, A[k, 1:6]: its gradient). The readable one-strike form of the blocked kernels below."""
+    if want_grad:
+        grad[:] = 0.0
+    empty, delta, ec, eb, ea, th, v = _cos_start(x + a0, W, call)
+    if empty:
+        return 0.0
     c1 = math.cos(th)
     s1 = math.sin(th)
-    v = (eb - ec - (W - delta)) if call else (delta - (ec - ea))
     acc = A[0, 0] * v
     if want_grad:
         for j in range(5):
@@ -478,27 +484,16 @@ def _cos_price_blocks(order, bstart, blen, bgrp, x, K, disc, F, is_call, a0, W, 
         ec, eb, ea, acc, wc, th = np.zeros(B), np.zeros(B), np.zeros(B), np.zeros(B), np.zeros(B), np.zeros(B)
         for j in range(blen[bi]):
             i = order[bstart[bi] + j]
-            a = x[i] + a0[g]
-            b = a + Wg
             call = _call_side(x[i], a0[g], Wg)
-            if call:
-                if b <= 0.0:
-                    continue
-                delta = max(-a, 0.0)
-            else:
-                if a >= 0.0:
-                    continue
-                delta = min(-a, Wg)
-            ec[j] = math.exp(a + delta)
-            eb[j] = math.exp(b)
-            ea[j] = math.exp(a)
-            th[j] = math.pi * delta / Wg
+            empty, delta, ecj, ebj, eaj, thj, v = _cos_start(x[i] + a0[g], Wg, call)
+            if empty:
+                continue
+            ec[j], eb[j], ea[j], th[j] = ecj, ebj, eaj, thj
             c1[j] = math.cos(th[j])
             s1[j] = math.sin(th[j])
             cr[j] = c1[j]
             sr[j] = s1[j]
             wc[j] = 1.0 if call else 0.0
-            v = (eb[j] - ec[j] - (Wg - delta)) if call else (delta - (ec[j] - ea[j]))
             acc[j] = A[g, 0] * v
         sgn = -1.0
         for k in range(1, N[g]):
@@ -545,22 +540,11 @@ def _cos_sums_grad(x, a0, W, N, A, order, bstart, blen, bgrp, out):
         st[2, :] = 1.0
         for j in range(blen[bi]):
             i = order[bstart[bi] + j]
-            a = x[i] + a0[g]
-            b = a + Wg
             call = _call_side(x[i], a0[g], Wg)
             st[7, j] = 1.0 if call else 0.0
-            if call:
-                if b <= 0.0:
-                    continue
-                delta = max(-a, 0.0)
-            else:
-                if a >= 0.0:
-                    continue
-                delta = min(-a, Wg)
-            ec = math.exp(a + delta)
-            eb = math.exp(b)
-            ea = math.exp(a)
-            th = math.pi * delta / Wg
+            empty, delta, ec, eb, ea, th, v = _cos_start(x[i] + a0[g], Wg, call)
+            if empty:
+                continue
             st[4, j] = ec
             st[5, j] = eb
             st[6, j] = ea
@@ -569,7 +553,6 @@ def _cos_sums_grad(x, a0, W, N, A, order, bstart, blen, bgrp, out):
             st[3, j] = math.sin(th)
             st[0, j] = st[2, j]
             st[1, j] = st[3, j]
-            v = (eb - ec - (Wg - delta)) if call else (delta - (ec - ea))
             for m in range(6):
                 st[8 + m, j] = A[g, 0, m] * v
         cr, sr, c1, s1 = st[0], st[1], st[2], st[3]
