@@ -8,12 +8,15 @@ Docs: https://github.com/aitrade/aitrade/pricing_iv.html.md"""
 from __future__ import annotations
 
 import math
+from decimal import Decimal, localcontext
 from types import ModuleType
 
 import numba
 import numpy as np
+from numba import literal_unroll
 
 from ..kernels import SMALL, cpu_kernel, plan, special
+from .normal import bits_float, float_bits
 
 # %% auto #0
 __all__ = ['normalised_black', 'implied_vol_black76', 'implied_vol_bsm']
@@ -28,6 +31,7 @@ _INV_SQRT_2PI = 1.0 / _SQRT_2PI
 _SQRT_PI_OVER_2 = math.sqrt(0.5 * math.pi)
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT_PI = 1.0 / math.sqrt(math.pi)
+_SQRT2 = math.sqrt(2.0)
 _SQRT3 = math.sqrt(3.0)
 _TWO_PI_OVER_SQRT27 = 2.0 * math.pi / math.sqrt(27.0)
 
@@ -39,12 +43,11 @@ _N_SMALL_T = 8  # Taylor terms t, t^3, ..., t^15 of the small-t expansion
 _N_ASYMPTOTIC = 25  # terms q^0 .. q^24 of the asymptotic expansion
 _N_ITER = 2  # Householder(3) iterations, as in the paper
 
-_FASTMATH = {
-    "contract",
-    "nsz",
-    "arcp",
-}  # FMA contraction etc.; no nnan/ninf (NaN rows are data) and no reassoc
-_CHUNK = 4096  # prange chunk: dynamic scheduling keeps both cores busy on a shared machine
+_FASTMATH = {"contract", "nsz"}  # FMA contraction; no nnan/ninf (NaN rows are data), no arcp, no reassoc
+_KERNEL = dict(fastmath=_FASTMATH, error_model="numpy")  # every CPU kernel of this module
+_INLINE = dict(_KERNEL, inline="always")  # the per-row functions of vectorised loops
+_CHUNK = 4096  # prange chunk in rows: dynamic scheduling keeps both cores busy on a shared machine
+_BATCH = 1024  # rows per batch of the CPU solver: its scratch arrays (about 150 KB) stay in the L2 cache
 
 _R_MIN = -(1.0 - math.sqrt(_EPS))  # rational cubic control parameter bounds (paper, section 3)
 _R_MAX = 2.0 / (_EPS * _EPS)
@@ -167,7 +170,7 @@ _AS241_F = (
 )
 
 
-@cpu_kernel(fastmath=_FASTMATH)
+@cpu_kernel(**_KERNEL)
 def _horner(c, x):
     "Polynomial with coefficients c (highest degree first) at x."
     acc = c[0]
@@ -176,7 +179,7 @@ def _horner(c, x):
     return acc
 
 
-@cpu_kernel(fastmath=_FASTMATH)
+@cpu_kernel(**_KERNEL)
 def _erfcx_nonneg(y: float) -> float:
     "erfcx(y) for y >= 0 (Cody 1969)."
     if y <= 0.46875:
@@ -188,7 +191,7 @@ def _erfcx_nonneg(y: float) -> float:
     return (_INV_SQRT_PI - z * _horner(_CODY_P, z) / _horner(_CODY_Q, z)) / y
 
 
-@cpu_kernel(fastmath=_FASTMATH)
+@cpu_kernel(**_KERNEL)
 def _erfcx(y: float) -> float:
     "Scaled complementary error function exp(y²)·erfc(y)."
     if y >= 0.0:
@@ -203,7 +206,7 @@ def _erfcx(y: float) -> float:
     return 2.0 * e - _erfcx_nonneg(ay)
 
 
-@cpu_kernel(fastmath=_FASTMATH)
+@cpu_kernel(**_KERNEL)
 def _inv_norm_cdf(p: float) -> float:
     "Φ⁻¹(p) by Wichura's AS 241 (PPND16), relative accuracy about 1e-16."
     if p <= 0.0:
@@ -220,6 +223,116 @@ def _inv_norm_cdf(p: float) -> float:
     else:
         v = _horner(_AS241_E, r - 5.0) / _horner(_AS241_F, r - 5.0)
     return -v if q < 0.0 else v
+
+# %% ../../nbs/11_pricing_iv.ipynb #bce10a5f
+_EXP_N = 64  # table entries 2^(j/64) of `_vexp`
+
+
+def _exp_tables():
+    "ln2/64 (high part to 24 bits, so that k·high is exact) and 2^(j/64) in two doubles, from 50 digits."
+    with localcontext() as ctx:
+        ctx.prec = 50
+        ln2 = Decimal(2).ln() / _EXP_N
+        hi = float(np.float32(float(ln2)))
+        t = [Decimal(2) ** (Decimal(j) / _EXP_N) for j in range(_EXP_N)]
+        t_hi = np.array([float(v) for v in t])
+        t_lo = np.array([float(v - Decimal(float(v))) for v in t])
+        return hi, float(ln2 - Decimal(hi)), t_hi, t_lo
+
+
+_EXP_LN2_HI, _EXP_LN2_LO, _EXP_T_HI, _EXP_T_LO = _exp_tables()
+_EXP_INV = _EXP_N / math.log(2.0)
+_SHIFTER = 1.5 * 2.0**52  # (v + _SHIFTER) - _SHIFTER rounds v to an integer
+# fdlibm's e_log.c: ln 2 in two parts (the high one to 32 bits) and the coefficients Lg1..Lg7 of R(s²)
+_LN2_HI = 6.93147180369123816490e-01
+_LN2_LO = 1.90821492927058770002e-10
+_LG1 = 6.666666666666735130e-01
+_LG2 = 3.999999999940941908e-01
+_LG3 = 2.857142874366239149e-01
+_LG4 = 2.222219843214978396e-01
+_LG5 = 1.818357216161805012e-01
+_LG6 = 1.531383769920937332e-01
+_LG7 = 1.479819860511658591e-01
+
+
+@cpu_kernel(**_KERNEL)
+def _vexp(x):
+    "e**x without branches (Tang's table method): NaN → NaN, overflow → inf, underflow → 0."
+    xc = x if x > -746.0 else -746.0  # NaN lands here too; it is restored at the end
+    xc = xc if xc < 710.0 else 710.0
+    kf = (xc * _EXP_INV + _SHIFTER) - _SHIFTER
+    k = np.int64(kf)
+    r = (xc - kf * _EXP_LN2_HI) - kf * _EXP_LN2_LO
+    q = r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))))
+    j = k & (_EXP_N - 1)
+    m = k >> 6
+    m1 = m >> 1
+    t = _EXP_T_HI[j]
+    p = t + (t * q + _EXP_T_LO[j])  # 2^(j/64)·e^r
+    res = p * bits_float((m1 + 1023) << 52) * bits_float((m - m1 + 1023) << 52)
+    return res if x == x else x
+
+
+@cpu_kernel(**_KERNEL)
+def _vlog(x):
+    "ln x without branches (fdlibm's method): 0 → -inf, inf → inf, negative or NaN → NaN."
+    tiny = x < _DBL_MIN
+    xs = x * 18014398509481984.0 if tiny else x  # 2^54: a subnormal becomes normal
+    bits = float_bits(xs)
+    k = (bits >> 52) - (1077 if tiny else 1023)
+    m = bits_float((bits & 0x000FFFFFFFFFFFFF) | 0x3FF0000000000000)  # in [1, 2)
+    big = m > _SQRT2
+    m = 0.5 * m if big else m  # in [√½, √2)
+    dk = float(k + 1 if big else k)
+    f = m - 1.0
+    s = f / (2.0 + f)
+    z = s * s
+    w = z * z
+    R = z * (_LG1 + w * (_LG3 + w * (_LG5 + w * _LG7))) + w * (_LG2 + w * (_LG4 + w * _LG6))
+    hfsq = 0.5 * f * f
+    res = dk * _LN2_HI - ((hfsq - (s * (hfsq + R) + dk * _LN2_LO)) - f)
+    res = res if x < math.inf else x
+    return res if x > 0.0 else (-math.inf if x == 0.0 else math.nan)
+
+
+@cpu_kernel(**_INLINE)
+def _vlog1p(u):
+    "ln(1 + u) for u > -1: the log of the rounded w = 1 + u, corrected by that rounding."
+    w = 1.0 + u
+    return _vlog(w) - ((w - 1.0) - u) / w
+
+
+@cpu_kernel(**_KERNEL)
+def _hornerv(c, x):
+    "`_horner` unrolled at compile time (no loop left in a vectorised body)."
+    acc = c[0]
+    for ci in literal_unroll(c[1:]):
+        acc = acc * x + ci
+    return acc
+
+
+@cpu_kernel(**_INLINE)
+def _verfcx(y):
+    "erfcx(y) for y >= 0 without branches: Cody's three approximations, one selected."
+    z = y * y
+    v1 = _vexp(z) * (1.0 - y * _hornerv(_CODY_A, z) / _hornerv(_CODY_B, z))
+    v2 = _hornerv(_CODY_C, y) / _hornerv(_CODY_D, y)
+    yy = y if y > 4.0 else 4.0
+    z3 = 1.0 / (yy * yy)
+    v3 = (_INV_SQRT_PI - z3 * _hornerv(_CODY_P, z3) / _hornerv(_CODY_Q, z3)) / yy
+    return v3 if y > 4.0 else (v1 if y <= 0.46875 else v2)
+
+
+@cpu_kernel(**_INLINE)
+def _vinv_norm_cdf_lower(p, ln_p):
+    "Φ⁻¹(p) for 0 < p <= 1/2 with ln p given, without branches (AS 241's regions, one selected)."
+    q = p - 0.5
+    r = 0.180625 - q * q
+    v1 = q * _hornerv(_AS241_A, r) / _hornerv(_AS241_B, r)
+    rr = math.sqrt(-ln_p)
+    v2 = _hornerv(_AS241_C, rr - 1.6) / _hornerv(_AS241_D, rr - 1.6)
+    v3 = _hornerv(_AS241_E, rr - 5.0) / _hornerv(_AS241_F, rr - 5.0)
+    return v1 if q >= -0.425 else -(v2 if rr <= 5.0 else v3)
 
 # %% ../../nbs/11_pricing_iv.ipynb #01af6d09
 def _asymptotic_table(n_terms: int) -> np.ndarray:
@@ -238,7 +351,7 @@ _ASYM = _asymptotic_table(_N_ASYMPTOTIC)
 _INV_ODD_FACT = np.array([1.0 / math.factorial(2 * k + 1) for k in range(_N_SMALL_T)])
 
 # %% ../../nbs/11_pricing_iv.ipynb #a558a7a0
-@cpu_kernel(fastmath=_FASTMATH)
+@cpu_kernel(**_KERNEL)
 def _b_asymptotic(h: float, t: float, E: float) -> float:
     "Asymptotic expansion for large negative h; E = exp(-(h²+t²)/2)."
     e = (t / h) * (t / h)
@@ -253,7 +366,7 @@ def _b_asymptotic(h: float, t: float, E: float) -> float:
     return _INV_SQRT_2PI * E * (t / r) * acc
 
 
-@cpu_kernel(fastmath=_FASTMATH)
+@cpu_kernel(**_KERNEL)
 def _b_small_t(h: float, t: float, E: float) -> float:
     "Taylor expansion in t of Y(h+t) - Y(h-t); E = exp(-(h²+t²)/2)."
     y_prev = _SQRT_PI_OVER_2 * _erfcx(-_INV_SQRT2 * h)  # Y(h)
@@ -275,7 +388,7 @@ def _b_small_t(h: float, t: float, E: float) -> float:
     return 2.0 * _INV_SQRT_2PI * E * acc
 
 
-@cpu_kernel(fastmath=_FASTMATH)
+@cpu_kernel(**_KERNEL)
 def _bcall_vega(x: float, s: float):
     "Normalised Black call b(x, s) and vega ∂b/∂s for x <= 0 (out of the money), s >= 0."
     if s <= 0.0 or x < _H_UNDERFLOW * s:
@@ -294,13 +407,13 @@ def _bcall_vega(x: float, s: float):
     return max(b, 0.0), _INV_SQRT_2PI * E
 
 
-@cpu_kernel(fastmath=_FASTMATH)
+@cpu_kernel(**_KERNEL)
 def _bcall(x: float, s: float) -> float:
     "Normalised Black call b(x, s) for x <= 0 (out of the money), s >= 0."
     return _bcall_vega(x, s)[0]
 
 
-@cpu_kernel(fastmath=_FASTMATH)
+@cpu_kernel(**_KERNEL)
 def _normalised_black_scalar(x: float, s: float, theta: float) -> float:
     if not (math.isfinite(x) and s >= 0.0 and (theta == 1.0 or theta == -1.0)):
         return math.nan
@@ -311,7 +424,7 @@ def _normalised_black_scalar(x: float, s: float, theta: float) -> float:
     return iota + _bcall(-ax, s)
 
 
-@cpu_kernel(parallel=True, fastmath=_FASTMATH, serial_below=SMALL)
+@cpu_kernel(parallel=True, serial_below=SMALL, **_KERNEL)
 def _normalised_black_kernel(x, s, theta, out):
     for i in numba.prange(x.size):
         out[i] = _normalised_black_scalar(x[i], s[i], theta[i])
@@ -404,8 +517,97 @@ def normalised_black(x, s, theta):
             _normalised_black_kernel(xa, sa, ta, out)
     return p.out(out, shape)
 
+# %% ../../nbs/11_pricing_iv.ipynb #11029b5d
+@cpu_kernel(**_INLINE)
+def _vbcall_vega(x, s, b_max):
+    "(b, vega) as `_bcall_vega`, without branches, for the small-t and erfcx regions; b_max = exp(x/2)."
+    h = x / s
+    t = 0.5 * s
+    E = _vexp(-0.5 * (h * h + t * t))
+    small = t < _TAU
+    hpt = h + t
+    e1 = _verfcx(-_INV_SQRT2 * h if small else _INV_SQRT2 * abs(hpt))
+    e2 = _verfcx(_INV_SQRT2 * (t - h))
+    y_prev = _SQRT_PI_OVER_2 * e1  # small t: Y(h), then the series of `_b_small_t`
+    y = 1.0 + h * y_prev
+    t2 = t * t
+    tk = t
+    acc = y * tk
+    n = 1.0
+    for k in range(1, _N_SMALL_T):
+        y_next = h * y + n * y_prev
+        y_prev, y = y, y_next
+        n += 1.0
+        y_next = h * y + n * y_prev
+        y_prev, y = y, y_next
+        n += 1.0
+        tk *= t2
+        acc += y * tk * _INV_ODD_FACT[k]
+    b_small = 2.0 * _INV_SQRT_2PI * E * acc
+    b_mid = (b_max - 0.5 * E * (e1 + e2)) if hpt > 0.0 else 0.5 * E * (e1 - e2)
+    return max(b_small if small else b_mid, 0.0), _INV_SQRT_2PI * E
+
+
+@cpu_kernel(**_INLINE)
+def _vb_centre(x, b_max):
+    "(s_c, b(x, s_c)) at the inflection point s_c = sqrt(-2x), where h = -t and E = b_max."
+    s_c = math.sqrt(-2.0 * x)
+    t = 0.5 * s_c
+    small = t < _TAU
+    e = _verfcx(_INV_SQRT2 * t if small else math.sqrt(-x))
+    y_prev = _SQRT_PI_OVER_2 * e
+    y = 1.0 - t * y_prev
+    t2 = t * t
+    tk = t
+    acc = y * tk
+    n = 1.0
+    for k in range(1, _N_SMALL_T):
+        y_next = n * y_prev - t * y
+        y_prev, y = y, y_next
+        n += 1.0
+        y_next = n * y_prev - t * y
+        y_prev, y = y, y_next
+        n += 1.0
+        tk *= t2
+        acc += y * tk * _INV_ODD_FACT[k]
+    b = 2.0 * _INV_SQRT_2PI * b_max * acc if small else 0.5 * b_max * (1.0 - e)
+    return s_c, max(b, 0.0)
+
+
+@cpu_kernel(**_KERNEL)
+def _needs_scalar_b(x, s):
+    "True where `_vbcall_vega` does not apply: asymptotic region, s <= 0 or not finite, underflow, NaN."
+    h = x / s
+    return not (s > 0.0 and x >= _H_UNDERFLOW * s and s < math.inf) or (
+        h < _ETA and h + 0.5 * s < _ETA + _TAU
+    )
+
+
+@cpu_kernel(**_KERNEL)
+def _pass_b(xs, ss, bm, bb, vv, m):
+    "bb[j], vv[j] = b(xs[j], ss[j]) and its vega for j < m (bm = exp(xs/2))."
+    for j in range(m):
+        b, v = _vbcall_vega(xs[j], ss[j], bm[j])
+        bb[j] = b
+        vv[j] = v
+    for j in range(m):
+        if _needs_scalar_b(xs[j], ss[j]):
+            bb[j], vv[j] = _bcall_vega(xs[j], ss[j])
+
+
+@cpu_kernel(**_KERNEL)
+def _pass_centre(xs, bm, sc, bc, m):
+    "sc[j], bc[j] = the inflection point and b there, for j < m."
+    for j in range(m):
+        s_c, b_c = _vb_centre(xs[j], bm[j])
+        sc[j] = s_c
+        bc[j] = b_c
+    for j in range(m):
+        if _needs_scalar_b(xs[j], sc[j]):
+            bc[j] = _bcall(xs[j], sc[j])
+
 # %% ../../nbs/11_pricing_iv.ipynb #abf02a29
-@cpu_kernel(fastmath=_FASTMATH)
+@cpu_kernel(**_KERNEL)
 def _rc_interp(x, x_l, x_r, y_l, y_r, d_l, d_r, r):
     "Delbourgo-Gregory rational cubic through (x_l, y_l, d_l), (x_r, y_r, d_r) with control parameter r."
     h = x_r - x_l
@@ -424,7 +626,7 @@ def _rc_interp(x, x_l, x_r, y_l, y_r, d_l, d_r, r):
     return num / (1.0 + (r - 3.0) * t * omt)
 
 
-@cpu_kernel(fastmath=_FASTMATH)
+@cpu_kernel(**_KERNEL)
 def _rc_r_min(d_l, d_r, slope, prefer_shape):
     "Smallest control parameter that keeps the interpolant monotone and convex/concave where the data are."
     monotonic = d_l * slope >= 0.0 and d_r * slope >= 0.0
@@ -451,7 +653,7 @@ def _rc_r_min(d_l, d_r, slope, prefer_shape):
     return max(_R_MIN, max(r1, r2))
 
 
-@cpu_kernel(fastmath=_FASTMATH)
+@cpu_kernel(**_KERNEL)
 def _rc_r_left(x_l, x_r, y_l, y_r, d_l, d_r, dd_l, prefer_shape):
     "Control parameter matching the second derivative dd_l at the left end, raised to shape preservation."
     h = x_r - x_l
@@ -466,7 +668,7 @@ def _rc_r_left(x_l, x_r, y_l, y_r, d_l, d_r, dd_l, prefer_shape):
     return max(r, _rc_r_min(d_l, d_r, (y_r - y_l) / h, prefer_shape))
 
 
-@cpu_kernel(fastmath=_FASTMATH)
+@cpu_kernel(**_KERNEL)
 def _rc_r_right(x_l, x_r, y_l, y_r, d_l, d_r, dd_r, prefer_shape):
     "Control parameter matching the second derivative dd_r at the right end, raised to shape preservation."
     h = x_r - x_l
@@ -481,7 +683,7 @@ def _rc_r_right(x_l, x_r, y_l, y_r, d_l, d_r, dd_r, prefer_shape):
     return max(r, _rc_r_min(d_l, d_r, (y_r - y_l) / h, prefer_shape))
 
 # %% ../../nbs/11_pricing_iv.ipynb #f3ee5440
-@cpu_kernel(fastmath=_FASTMATH)
+@cpu_kernel(**_KERNEL)
 def _f_lower(x, s):
     "f_l(s) and its first two derivatives with respect to β, at x < 0."
     ax = -x
@@ -505,14 +707,14 @@ def _f_lower(x, s):
     return f, fp, fpp
 
 
-@cpu_kernel(fastmath=_FASTMATH)
+@cpu_kernel(**_KERNEL)
 def _inv_f_lower(x, f):
     if f < _DBL_MIN:
         return 0.0
     return abs(x / (_SQRT3 * _inv_norm_cdf(np.cbrt(f / (_TWO_PI_OVER_SQRT27 * abs(x))))))
 
 
-@cpu_kernel(fastmath=_FASTMATH)
+@cpu_kernel(**_KERNEL)
 def _f_upper(x, s):
     "f_u(s) = Φ(-s/2) and its first two derivatives with respect to β."
     f = 0.5 * _erfcx(0.5 * _INV_SQRT2 * s) * math.exp(-0.125 * s * s)  # Φ(-s/2)
@@ -525,7 +727,7 @@ def _f_upper(x, s):
 _LOWER, _MIDDLE, _UPPER = 0, 1, 2
 
 
-@cpu_kernel(fastmath=_FASTMATH)
+@cpu_kernel(**_KERNEL)
 def _householder(beta, x, s, s_left, s_right, kind, b_max):
     "`_N_ITER` Householder(3) steps on the branch's objective, starting at s."
     ln_beta = math.log(beta) if kind == _LOWER else 0.0
@@ -573,13 +775,13 @@ def _householder(beta, x, s, s_left, s_right, kind, b_max):
     return s
 
 # %% ../../nbs/11_pricing_iv.ipynb #7207f085
-@cpu_kernel(fastmath=_FASTMATH)
+@cpu_kernel(**_KERNEL)
 def _normalised_iv_otm(beta, x):
     "s = σ√T with b(x, s) = beta, for x <= 0 and 0 < beta < exp(x/2)."
     return _normalised_iv_otm_bmax(beta, x, math.exp(0.5 * x))
 
 
-@cpu_kernel(fastmath=_FASTMATH)
+@cpu_kernel(**_KERNEL)
 def _normalised_iv_otm_bmax(beta, x, b_max):
     "`_normalised_iv_otm` with b_max = exp(x/2) given."
     s_c = math.sqrt(-2.0 * x)
@@ -622,62 +824,33 @@ def _normalised_iv_otm_bmax(beta, x, b_max):
     return _householder(beta, x, s, s_u, _DBL_MAX, kind, b_max)
 
 # %% ../../nbs/11_pricing_iv.ipynb #66b210cf
-@cpu_kernel(fastmath=_FASTMATH)
+@cpu_kernel(**_INLINE)
 def _ln_f_over_k(F, K):
     "ln(F/K) to a few ulp *relative*, also near the money (log1p of the exactly computed F - K)."
-    if 0.5 * K <= F <= 2.0 * K:
-        return math.log1p((F - K) / K)
-    x = math.log(F / K)
-    return x if math.isfinite(x) else math.log(F) - math.log(K)
+    q = F / K
+    far = _vlog(q) if (q > 0.0) & (q < math.inf) else _vlog(F) - _vlog(K)
+    return _vlog1p((F - K) / K) if (0.5 * K <= F) & (F <= 2.0 * K) else far
 
 
-@cpu_kernel(fastmath=_FASTMATH)
-def _iv_row(price, F, K, T, r, is_call):
-    "(σ, reason) for one discounted Black-76 price."
-    if (
-        not (
-            math.isfinite(price)
-            and math.isfinite(F)
-            and math.isfinite(K)
-            and math.isfinite(T)
-            and math.isfinite(r)
-        )
-        or not (is_call == 0.0 or is_call == 1.0)
-        or F <= 0.0
-        or K <= 0.0
-    ):
-        return math.nan, 5
-    if T <= 0.0:
-        return math.nan, 3
-    if price <= 0.0:
-        return math.nan, 4
-    p = price * math.exp(r * T)
+@cpu_kernel(**_INLINE)
+def _iv_reduce(price, F, K, T, r, is_call):
+    "(reason, x, beta, b_max, solve) of one discounted Black-76 price; vol is 0 where reason is 0 and not solve."
+    finite = (abs(price) < math.inf) & (abs(F) < math.inf) & (abs(K) < math.inf)
+    finite = finite & (abs(T) < math.inf) & (abs(r) < math.inf)
+    bad = (not finite) | (not ((is_call == 0.0) | (is_call == 1.0))) | (not (F > 0.0)) | (not (K > 0.0))
+    p = price * _vexp(r * T)
     call = is_call == 1.0
     intrinsic = max(F - K, 0.0) if call else max(K - F, 0.0)
-    if p < intrinsic:
-        return math.nan, 1
-    if p >= (F if call else K):
-        return math.nan, 2
     tv = p - intrinsic
-    if tv <= 0.0:
-        return 0.0, 0
     x = -abs(_ln_f_over_k(F, K))
     fk = F * K
-    beta = tv / (math.sqrt(fk) if 1e-300 < fk < 1e300 else math.sqrt(F) * math.sqrt(K))
-    b_max = math.exp(0.5 * x)
-    if beta >= b_max:
-        return math.nan, 2
-    if beta < _DBL_MIN:
-        return 0.0, 0
-    return _normalised_iv_otm_bmax(beta, x, b_max) / math.sqrt(T), 0
-
-
-@cpu_kernel(parallel=True, fastmath=_FASTMATH, serial_below=SMALL)
-def _iv_black76_kernel(price, F, K, T, r, is_call, vol, reason):
-    for i in numba.prange(price.size):
-        v, c = _iv_row(price[i], F[i], K[i], T[i], r[i], is_call[i])
-        vol[i] = v
-        reason[i] = c
+    beta = tv / (math.sqrt(fk) if (fk > 1e-300) & (fk < 1e300) else math.sqrt(F) * math.sqrt(K))
+    b_max = _vexp(0.5 * x)
+    code = 1 if p < intrinsic else (2 if p >= (F if call else K) else 0)
+    code = 5 if bad else (3 if T <= 0.0 else (4 if price <= 0.0 else code))
+    over = (code == 0) & (tv > 0.0) & (beta >= b_max)
+    zero = (code == 0) & ((tv <= 0.0) | ((beta < _DBL_MIN) & (not over)))
+    return (2 if over else code), x, beta, b_max, (code == 0) & (not over) & (not zero)
 
 # %% ../../nbs/11_pricing_iv.ipynb #0cb9c11c
 def _xp_rc_interp(xp, x, x_l, x_r, y_l, y_r, d_l, d_r, r):
@@ -841,7 +1014,7 @@ def _xp_ln_f_over_k(xp, F, K):
 
 
 def _xp_black76(xp, price, F, K, T, r, is_call):
-    "Vectorised `_iv_row` on flat float64 arrays: (vol, reason)."
+    "The CPU kernel (`_iv_reduce`, then the solver) on flat float64 arrays: (vol, reason)."
     with np.errstate(all="ignore"):
         finite = xp.isfinite(price) & xp.isfinite(F) & xp.isfinite(K) & xp.isfinite(T) & xp.isfinite(r)
         bad = ~finite | ~((is_call == 0) | (is_call == 1)) | ~(F > 0) | ~(K > 0)
@@ -868,6 +1041,245 @@ def _xp_forward(xp, S, T, r, q):
     "F = S·exp((r-q)T); NaN (hence reason 5) where S <= 0 or S, q are not finite."
     with np.errstate(all="ignore"):
         return xp.where(xp.isfinite(S) & (S > 0) & xp.isfinite(q), S * xp.exp((r - q) * T), xp.nan)
+
+# %% ../../nbs/11_pricing_iv.ipynb #a835337d
+@cpu_kernel(**_INLINE)
+def _vf_lower(x, s):
+    "`_f_lower` without branches."
+    ax = -x
+    z = ax / (_SQRT3 * s)
+    y = z * z
+    s2 = s * s
+    ex = _verfcx(_INV_SQRT2 * z)
+    big_phi = 0.5 * ex * _vexp(-0.5 * y)
+    mills = _SQRT_PI_OVER_2 * ex
+    fpp = (
+        2.0
+        * math.pi
+        * y
+        / s
+        * big_phi
+        * _vexp(2.0 * y + 0.25 * s2)
+        * (2.0 * z + mills * (0.25 * s2 - 2.0 * y - 2.0))
+    )
+    fp = 2.0 * math.pi * y * big_phi * big_phi * _vexp(y + 0.125 * s2)
+    f = _TWO_PI_OVER_SQRT27 * ax * big_phi * big_phi * big_phi
+    return f, fp, fpp
+
+
+@cpu_kernel(**_INLINE)
+def _vguess_lower(beta, x, s_l, b_l):
+    "Initial guess of the lowest branch (f_l interpolated, then inverted), without branches."
+    f_l, fp_l, fpp_l = _vf_lower(x, s_l)
+    r = _rc_r_right(0.0, b_l, 0.0, f_l, 1.0, fp_l, fpp_l, True)
+    f = _rc_interp(beta, 0.0, b_l, 0.0, f_l, 1.0, fp_l, r)
+    u = beta / b_l
+    f = f if f > 0.0 else (f_l * u + b_l * (1.0 - u)) * u
+    ln_p = _vlog(f / (_TWO_PI_OVER_SQRT27 * abs(x))) * (1.0 / 3.0)  # p = Φ(-z) <= 1/2 since f <= f_l
+    ln_p = -_LN2_HI if ln_p > -_LN2_HI else ln_p
+    s = abs(x / (_SQRT3 * _vinv_norm_cdf_lower(_vexp(ln_p), ln_p)))
+    return 0.0 if f < _DBL_MIN else s
+
+
+@cpu_kernel(**_INLINE)
+def _vguess_middle(beta, b_max, s_c, b_c, s_o, b_o, v_o):
+    "(s, s_left, s_right, branch): the middle branches' guess and bracket; branch 0..3 from the lowest up."
+    v_c = _INV_SQRT_2PI * b_max
+    low = beta < b_c
+    xl, xr = (b_o, b_c) if low else (b_c, b_o)
+    yl, yr = (s_o, s_c) if low else (s_c, s_o)
+    dl, dr = (1.0 / v_o, 1.0 / v_c) if low else (1.0 / v_c, 1.0 / v_o)
+    r = (
+        _rc_r_right(xl, xr, yl, yr, dl, dr, 0.0, False)
+        if low
+        else _rc_r_left(xl, xr, yl, yr, dl, dr, 0.0, False)
+    )
+    s = _rc_interp(beta, xl, xr, yl, yr, dl, dr, r)
+    br = (0 if beta < b_o else 1) if low else (2 if beta <= b_o else 3)
+    s_left = _DBL_MIN if br == 0 else (s_c if br == 2 else s_o)
+    s_right = _DBL_MAX if br == 3 else (s_c if br == 1 else s_o)
+    return s, s_left, s_right, br
+
+
+@cpu_kernel(**_KERNEL)
+def _guess_upper(beta, x, b_max, s_u, b_u):
+    "(s, kind): initial guess of the highest branch (scalar; as in `_normalised_iv_otm_bmax`)."
+    f_u, fp_u, fpp_u = _f_upper(x, s_u)
+    f = 0.0
+    if -_SQRT_DBL_MAX < fpp_u < _SQRT_DBL_MAX:
+        r = _rc_r_left(b_u, b_max, f_u, 0.0, fp_u, -0.5, fpp_u, True)
+        f = _rc_interp(beta, b_u, b_max, f_u, 0.0, fp_u, -0.5, r)
+    if not (f > 0.0):
+        hh = b_max - b_u
+        u = (beta - b_u) / hh
+        f = (f_u * (1.0 - u) + 0.5 * hh * u) * (1.0 - u)
+    return -2.0 * _inv_norm_cdf(f), (_UPPER if beta > 0.5 * b_max else _MIDDLE)
+
+
+@cpu_kernel(**_INLINE)
+def _vhh_update(beta, x, s, b, bp, s_left, s_right, kind, b_max):
+    "(s, s_left, s_right, ds) after one step of `_householder` from s, b = b(s), bp = b'(s); no branches."
+    s_right = s if (b > beta) & (s < s_right) else s_right
+    s_left = s if (b < beta) & (s > s_left) else s_left
+    hs = x / s
+    hss = hs / s
+    eta_b = hs * hss - 0.25 * s
+    tau_b = eta_b * eta_b - 3.0 * hss * hss - 0.25
+    # lowest branch
+    ln_beta = _vlog(beta)
+    ln_b = _vlog(b)
+    bpob = bp / b
+    c = 1.0 + 2.0 / ln_b
+    nu_l = (ln_beta - ln_b) * ln_b / ln_beta / bpob
+    eta_l = eta_b - bpob * c
+    tau_l = tau_b + 2.0 * bpob * bpob * (1.0 + 3.0 / ln_b * (1.0 + 1.0 / ln_b)) - 3.0 * eta_b * bpob * c
+    # highest branch
+    bmb = b_max - b
+    gam = bp / bmb
+    nu_u = -_vlog((b_max - beta) / bmb) / gam
+    eta_u = eta_b + gam
+    tau_u = tau_b + gam * (2.0 * gam + 3.0 * eta_b)
+    # middle branches: nu = (beta - b)/bp, eta_b, tau_b
+    lower = kind == _LOWER
+    upper = kind == _UPPER
+    nu = nu_l if lower else (nu_u if upper else (beta - b) / bp)
+    eta = eta_l if lower else (eta_u if upper else eta_b)
+    tau = tau_l if lower else (tau_u if upper else tau_b)
+    ds = max(-0.5 * s, nu * (1.0 + 0.5 * eta * nu) / (1.0 + nu * (eta + tau * nu / 6.0)))
+    bad = (b <= 0.0) | (bp <= 0.0) | (upper & (b >= b_max))
+    ds = 0.5 * (s_left + s_right) - s if bad else ds
+    return s + ds, s_left, s_right, ds
+
+# %% ../../nbs/11_pricing_iv.ipynb #e14463d6
+@cpu_kernel(**_KERNEL)
+def _pass_outer(xs, bs, bm, sc, bc, so, m):
+    "so[j] = s_l (below b_c) or s_u, where the tangent at s_c meets b = 0 or b = b_max."
+    for j in range(m):
+        v_c = _INV_SQRT_2PI * bm[j]
+        s_u = sc[j] + (bm[j] - bc[j]) / v_c if v_c > _DBL_MIN else sc[j]
+        so[j] = sc[j] - bc[j] / v_c if bs[j] < bc[j] else s_u
+
+
+@cpu_kernel(**_KERNEL)
+def _pass_middle(xs, bs, bm, sc, bc, so, bo, vo, ss, sl, sr, kd, m):
+    for j in range(m):
+        s, s_left, s_right, br = _vguess_middle(bs[j], bm[j], sc[j], bc[j], so[j], bo[j], vo[j])
+        ss[j] = s
+        sl[j] = s_left
+        sr[j] = s_right
+        kd[j] = br
+
+
+@cpu_kernel(**_KERNEL)
+def _pass_lower(bs, xs, so, bo, nl):
+    "bs[q] = the lowest branch's guess, in place, for the rows gathered into bs, xs, so, bo."
+    for q in range(nl):
+        bs[q] = _vguess_lower(bs[q], xs[q], so[q], bo[q])
+
+
+@cpu_kernel(**_KERNEL)
+def _pass_guess(xs, bs, bm, sc, bc, so, bo, vo, ss, sl, sr, kd, tmp, itmp, m):
+    "ss, sl, sr, kd = initial guess, bracket and objective (`_LOWER`, ...) of each row."
+    _pass_middle(xs, bs, bm, sc, bc, so, bo, vo, ss, sl, sr, kd, m)
+    nl = 0
+    for j in range(m):  # gather the lowest branch's rows
+        if kd[j] == 0:
+            itmp[nl] = j
+            tmp[0, nl] = bs[j]
+            tmp[1, nl] = xs[j]
+            tmp[2, nl] = so[j]
+            tmp[3, nl] = bo[j]
+            nl += 1
+    _pass_lower(tmp[0], tmp[1], tmp[2], tmp[3], nl)
+    for q in range(nl):
+        ss[itmp[q]] = tmp[0, q]
+    for j in range(m):
+        if kd[j] == 3:  # highest branch
+            ss[j], kd[j] = _guess_upper(bs[j], xs[j], bm[j], so[j], bo[j])
+        else:
+            kd[j] = _LOWER if kd[j] == 0 else _MIDDLE
+
+
+@cpu_kernel(**_KERNEL)
+def _pass_active(ss, sl, sr, dd, it, m):
+    "dd[j] = 0 where row j has converged; otherwise, after the first step, bisect if s left its bracket."
+    for j in range(m):
+        act = abs(dd[j]) > _EPS * ss[j]
+        dd[j] = dd[j] if act else 0.0
+        out = not ((sl[j] < ss[j]) & (ss[j] < sr[j]))
+        ss[j] = 0.5 * (sl[j] + sr[j]) if act & (it > 0) & out else ss[j]
+
+
+@cpu_kernel(**_KERNEL)
+def _pass_update(bs, xs, ss, bb, vv, sl, sr, kd, bm, dd, m):
+    for j in range(m):
+        s, s_left, s_right, ds = _vhh_update(bs[j], xs[j], ss[j], bb[j], vv[j], sl[j], sr[j], kd[j], bm[j])
+        act = dd[j] != 0.0
+        ss[j] = s if act else ss[j]
+        sl[j] = s_left if act else sl[j]
+        sr[j] = s_right if act else sr[j]
+        dd[j] = ds if act else 0.0
+
+
+@cpu_kernel(**_KERNEL)
+def _solve_batch(xs, bs, bm, ss, m):
+    "ss[j] = s with b(xs[j], s) = bs[j] for j < m (x <= 0, 0 < beta < b_max = exp(x/2)): the passes."
+    w = np.empty((13, m))
+    sc, bc, so, bb, vv, sl, sr, dd = w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]
+    kd = np.empty(m, np.int64)
+    itmp = np.empty(m, np.int64)
+    _pass_centre(xs, bm, sc, bc, m)
+    _pass_outer(xs, bs, bm, sc, bc, so, m)
+    _pass_b(xs, so, bm, bb, vv, m)
+    _pass_guess(xs, bs, bm, sc, bc, so, bb, vv, ss, sl, sr, kd, w[8:12], itmp, m)
+    dd[:m] = _DBL_MAX
+    for it in range(_N_ITER):
+        _pass_active(ss, sl, sr, dd, it, m)
+        _pass_b(xs, ss, bm, bb, vv, m)
+        _pass_update(bs, xs, ss, bb, vv, sl, sr, kd, bm, dd, m)
+
+
+@cpu_kernel(**_KERNEL)
+def _gather_rows(xs, bs, bm, idx, n, lo):
+    "Move the rows flagged in idx to the front of xs, bs, bm; idx[j] = their row numbers; return how many."
+    m = 0
+    for j in range(n):
+        if idx[j]:
+            idx[m] = j + lo
+            xs[m] = xs[j]
+            bs[m] = bs[j]
+            bm[m] = bm[j]
+            m += 1
+    return m
+
+
+@cpu_kernel(**_KERNEL)
+def _iv_batch(price, F, K, T, r, is_call, vol, reason, lo, hi):
+    "vol and reason of the rows lo..hi-1."
+    n = hi - lo
+    w = np.empty((4, n))
+    xs, bs, bm, ss = w[0], w[1], w[2], w[3]
+    idx = np.empty(n, np.int64)
+    for i in range(lo, hi):
+        c, x, beta, b_max, solve = _iv_reduce(price[i], F[i], K[i], T[i], r[i], is_call[i])
+        reason[i] = c
+        vol[i] = 0.0 if (c == 0) & (not solve) else math.nan
+        xs[i - lo] = x
+        bs[i - lo] = beta
+        bm[i - lo] = b_max
+        idx[i - lo] = 1 if solve else 0
+    m = _gather_rows(xs, bs, bm, idx, n, lo)
+    _solve_batch(xs, bs, bm, ss, m)
+    for j in range(m):
+        vol[idx[j]] = ss[j] / math.sqrt(T[idx[j]])
+
+
+@cpu_kernel(parallel=True, serial_below=SMALL, **_KERNEL)
+def _iv_black76_kernel(price, F, K, T, r, is_call, vol, reason):
+    n = price.size
+    for k in numba.prange((n + _BATCH - 1) // _BATCH):
+        lo = k * _BATCH
+        _iv_batch(price, F, K, T, r, is_call, vol, reason, lo, min(lo + _BATCH, n))
 
 # %% ../../nbs/11_pricing_iv.ipynb #37222142
 def _flat_inputs(fname: str, names: tuple[str, ...], args: tuple):
@@ -902,7 +1314,7 @@ def implied_vol_black76(price, F, K, T, r, is_call, return_reason=False):
     else:
         vol = np.empty_like(flat[0])
         reason = np.empty(flat[0].shape, dtype=np.int8)
-        with numba.parallel_chunksize(_CHUNK):
+        with numba.parallel_chunksize(_CHUNK // _BATCH):
             _iv_black76_kernel(*flat, vol, reason)
     vol = p.out(vol, shape)
     return (vol, p.out(reason, shape)) if return_reason else vol
@@ -924,7 +1336,7 @@ def implied_vol_bsm(price, S, K, T, r, q, is_call, return_reason=False):
     else:
         vol = np.empty_like(price)
         reason = np.empty(price.shape, dtype=np.int8)
-        with numba.parallel_chunksize(_CHUNK):
+        with numba.parallel_chunksize(_CHUNK // _BATCH):
             _iv_black76_kernel(price, F, K, T, r, is_call, vol, reason)
     vol = p.out(vol, shape)
     return (vol, p.out(reason, shape)) if return_reason else vol

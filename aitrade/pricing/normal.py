@@ -17,8 +17,8 @@ from numba.core.extending import intrinsic
 from ..kernels import SMALL, cpu_kernel, plan, special
 
 # %% auto #0
-__all__ = ['FASTMATH', 'inline_kernel', 'INV_SQRT_2PI', 'YMAX', 'MILLS', 'vexp', 'vlog', 'npdf', 'mills', 'ncdf', 'norm_cdf',
-           'norm_pdf']
+__all__ = ['FASTMATH', 'inline_kernel', 'INV_SQRT_2PI', 'YMAX', 'MILLS', 'float_bits', 'bits_float', 'vexp', 'vlog', 'npdf',
+           'mills', 'ncdf', 'norm_cdf', 'norm_pdf']
 
 # %% ../../nbs/09_pricing_normal.ipynb #921ebdaf
 FASTMATH = {"contract"}  # fused multiply-add only; see the tolerance tests in `pricing.black`
@@ -29,8 +29,8 @@ YMAX = 40.0  # n(y) underflows to 0 beyond ~38.6: arguments are clipped to |y| <
 
 # %% ../../nbs/09_pricing_normal.ipynb #33248f8a
 @intrinsic
-def _f2i(typingctx, x):
-    "Bits of a float64 as int64."
+def float_bits(typingctx, x):
+    "Bits of a float64 as int64 (for numba kernels that assemble or take apart a float)."
     if x != types.float64:
         return None
 
@@ -41,7 +41,7 @@ def _f2i(typingctx, x):
 
 
 @intrinsic
-def _i2f(typingctx, i):
+def bits_float(typingctx, i):
     "An int64 bit pattern as float64."
     if i != types.int64:
         return None
@@ -66,7 +66,7 @@ def vexp(x):
     x = -1400.0 if x < -1400.0 else x
     kk = x * _LOG2E + _SHIFT
     kf = kk - _SHIFT
-    ki = _f2i(kk) - _f2i(_SHIFT)
+    ki = float_bits(kk) - float_bits(_SHIFT)
     r = (x - kf * _LN2_HI) - kf * _LN2_LO
     p = 1.0 / 6227020800.0
     p = p * r + 1.0 / 479001600.0
@@ -84,7 +84,7 @@ def vexp(x):
     p = p * r + 1.0
     k1 = ki >> 1  # 2**k as two factors so that subnormal results and overflow to inf come out right
     k2 = ki - k1
-    return p * _i2f((k1 + 1023) << 52) * _i2f((k2 + 1023) << 52)
+    return p * bits_float((k1 + 1023) << 52) * bits_float((k2 + 1023) << 52)
 
 
 @inline_kernel
@@ -92,9 +92,9 @@ def vlog(x):
     "ln x for x > 0: x = m 2**e with m in [sqrt(1/2), sqrt(2)), ln m = 2 atanh(s), s = (m-1)/(m+1)."
     tiny = x < 2.2250738585072014e-308
     x = x * 18014398509481984.0 if tiny else x  # subnormal: scale by 2**54 first
-    bits = _f2i(x)
+    bits = float_bits(x)
     e = (bits >> 52) - 1023
-    m = _i2f((bits & 0x000FFFFFFFFFFFFF) | 0x3FF0000000000000)
+    m = bits_float((bits & 0x000FFFFFFFFFFFFF) | 0x3FF0000000000000)
     big = m > _SQRT2
     m = m * 0.5 if big else m
     ef = float(e) + (1.0 if big else 0.0) - (54.0 if tiny else 0.0)
