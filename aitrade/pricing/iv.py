@@ -369,23 +369,29 @@ def _b_asymptotic(h: float, t: float, E: float) -> float:
 @cpu_kernel(**_KERNEL)
 def _b_small_t(h: float, t: float, E: float) -> float:
     "Taylor expansion in t of Y(h+t) - Y(h-t); E = exp(-(h²+t²)/2)."
-    y_prev = _SQRT_PI_OVER_2 * _erfcx(-_INV_SQRT2 * h)  # Y(h)
+    return 2.0 * _INV_SQRT_2PI * E * _small_t_series(h, t, _SQRT_PI_OVER_2 * _erfcx(-_INV_SQRT2 * h))
+
+
+@cpu_kernel(**_INLINE)
+def _small_t_series(h: float, t: float, y0: float) -> float:
+    "Σ_k Y^(2k+1)(h) t^(2k+1)/(2k+1)! for k < `_N_SMALL_T`, from y0 = Y(h) (without branches)."
+    y_prev = y0
     y = 1.0 + h * y_prev  # Y'(h)
     t2 = t * t
     tk = t
     acc = y * tk
-    n = 1
+    n = 1.0
     for k in range(1, _N_SMALL_T):
         # two steps of Y^(n+1) = h Y^(n) + n Y^(n-1): from Y^(2k-1) to Y^(2k+1)
         y_next = h * y + n * y_prev
         y_prev, y = y, y_next
-        n += 1
+        n += 1.0
         y_next = h * y + n * y_prev
         y_prev, y = y, y_next
-        n += 1
+        n += 1.0
         tk *= t2
         acc += y * tk * _INV_ODD_FACT[k]
-    return 2.0 * _INV_SQRT_2PI * E * acc
+    return acc
 
 
 @cpu_kernel(**_KERNEL)
@@ -528,22 +534,7 @@ def _vbcall_vega(x, s, b_max):
     hpt = h + t
     e1 = _verfcx(-_INV_SQRT2 * h if small else _INV_SQRT2 * abs(hpt))
     e2 = _verfcx(_INV_SQRT2 * (t - h))
-    y_prev = _SQRT_PI_OVER_2 * e1  # small t: Y(h), then the series of `_b_small_t`
-    y = 1.0 + h * y_prev
-    t2 = t * t
-    tk = t
-    acc = y * tk
-    n = 1.0
-    for k in range(1, _N_SMALL_T):
-        y_next = h * y + n * y_prev
-        y_prev, y = y, y_next
-        n += 1.0
-        y_next = h * y + n * y_prev
-        y_prev, y = y, y_next
-        n += 1.0
-        tk *= t2
-        acc += y * tk * _INV_ODD_FACT[k]
-    b_small = 2.0 * _INV_SQRT_2PI * E * acc
+    b_small = 2.0 * _INV_SQRT_2PI * E * _small_t_series(h, t, _SQRT_PI_OVER_2 * e1)  # small t: e1 gives Y(h)
     b_mid = (b_max - 0.5 * E * (e1 + e2)) if hpt > 0.0 else 0.5 * E * (e1 - e2)
     return max(b_small if small else b_mid, 0.0), _INV_SQRT_2PI * E
 
