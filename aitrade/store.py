@@ -264,7 +264,9 @@ def insert_new(
             continue
         if attr.key not in obj.__dict__:  # as the ORM would: the column's default, so nothing is left to load
             d = col.default
-            setattr(obj, attr.key, d.arg if d is not None and d.is_scalar else None)
+            if col.server_default is not None or (d is not None and not (d.is_scalar or d.is_callable)):
+                raise FieldError(attr.key, "must be set: its default is computed by the database", subject=mapper.class_.__name__)  # fmt: skip
+            setattr(obj, attr.key, None if d is None else d.arg if d.is_scalar else d.arg(None))
         values[col.key] = getattr(obj, attr.key)
     stmt = insert(mapper.local_table).values(values).on_conflict_do_nothing(index_elements=list(key))
     new_id = session.execute(stmt.returning(pk)).scalar_one_or_none()
