@@ -1,7 +1,8 @@
 """Dashboards benchmark: first paint of the desk's Panel app and of the managers' Voila summary behind
 JupyterHub, tick -> DOM latency for 1, 10 and 50 open sessions, and memory per open session.
 
-Peers, measured in the same run on the same machine, in the same browser (Debian's chromium, headless):
+Peers, measured in the same run on the same machine, in the same browser (Debian's chromium, its headless shell, as
+the browser tests drive it: tests/hubutil.py says why not the full browser's headless mode):
   * a minimal Panel app (one HTML pane, served by `pn.serve` without the Hub) whose one thread follows the same
     bus as the dashboards and pushes each tick to every session (`add_next_tick_callback`): the least any Panel
     page can do; first paint, tick -> DOM and memory per session are measured on it as on ours;
@@ -19,7 +20,7 @@ Targets (issue 11): first paint warm <= 1 s (Panel), <= 1.5 s (Voila behind the 
 for up to 10 sessions and <= 250 ms for 50; <= 20 MB per Panel session.
 
 Run: `.venv/bin/python bench/bench_dashboards.py [--quick]` (starts its own Hub on free ports in a temporary
-folder; needs /usr/bin/chromium and playwright, as the browser tests do).
+folder; needs /usr/bin/chromium-headless-shell and playwright, as the browser tests do).
 """
 
 from __future__ import annotations

@@ -152,7 +152,8 @@ def playwright_api():
         )
     if not CHROMIUM.exists():
         unavailable(
-            "the browser test", f"{CHROMIUM} is missing (apt-get update && apt-get install -y chromium)"
+            "the browser test",
+            f"{CHROMIUM} is missing (apt-get update && apt-get install -y chromium-headless-shell)",
         )
     with sync_playwright() as p:
         yield p

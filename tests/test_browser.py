@@ -2,7 +2,7 @@
 in through the Hub's login form, reaches JupyterLab, creates a notebook and runs a cell that imports aitrade and
 prices an option.
 
-Prerequisites: `apt-get install -y chromium` (/usr/bin/chromium) and the Python package `playwright`; Playwright's
+Prerequisites: `apt-get install -y chromium-headless-shell` (/usr/bin/chromium-headless-shell) and the Python package `playwright`; Playwright's
 own browser downloads are never used. Without them the test skips locally and fails under CI=true.
 """
 
