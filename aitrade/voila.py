@@ -125,6 +125,11 @@ def voila_config(
             "default_pool_size": pool_size,
             "strip_sources": True,
             "show_tracebacks": False,
+            # the viewer's page loads only the JupyterLab extensions it renders with. Not the authoring ones
+            # installed for the quants (jupytext; HoloViews' pyviz, which brings Bokeh's scripts; the Voila
+            # preview), and not Voila's widgets managers: ipywidgets is not installed, so no dashboard has a
+            # widget (one that adds ipywidgets 8 adds "@voila-dashboards/widgets-manager8" here).
+            "extension_allowlist": ["jupyterlab_pygments"],
         },
         "MappingKernelManager": {"cull_idle_timeout": cull_idle_s, "cull_interval": 60},
     }

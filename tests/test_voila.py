@@ -5,7 +5,8 @@ through one JupyterHub with the platform's services. The project is seeded as th
 vol surfaces, a `pnl` and a `limits` message on the bus, a daily report file.
 
 - a manager (no server) logs in, lands on the Hub's landing page, opens the daily summary (Voila) and sees its
-  numbers, with no code, no input and no action button; their server was never started;
+  numbers, with no code, no input and no action button; their server was never started; the page loads no
+  JupyterLab extension but pygments';
 - the landing page of a trader, an auditor and a manager lists what each may open and do, and nothing else;
 - an auditor may not open the summary;
 - the API's /docs renders Swagger UI with nothing fetched off loopback.
@@ -145,6 +146,9 @@ def test_manager_without_a_server_sees_the_daily_summary_read_only(hub, visit, t
     assert page.locator("[contenteditable=true]").count() == 0
     assert page.locator("button, [role=button]").count() == 0
     assert shot.stat().st_size > 10_000
+    # of the JupyterLab extensions installed, the page loads only pygments' (voila_config's extension_allowlist)
+    loaded = {u.split("/labextensions/")[1].split("/static/")[0] for u in v.seen if "/labextensions/" in u}
+    assert loaded == {"jupyterlab_pygments"}, loaded
     # no server was started for the manager, and nothing left loopback
     assert hub.api("GET", "/users/meg", hub.admin_token).json()["servers"] == {}
     assert v.blocked == [], v.blocked
