@@ -442,6 +442,8 @@ def test_a_tick_and_pnl_published_on_the_bus_appear_in_the_page(request, visit, 
         ",", ""
     )
     assert "98,765.43" in v.wait_text(".pnl-total", "98,765\\.43")
+    for plot in (".pnl-line", ".pnl-attribution"):  # drawn after the first paint, fed in place by each P&L
+        v.page.locator(f"{plot} canvas").first.wait_for()
 
 
 def test_a_bad_limit_edit_shows_the_field_and_reason_and_changes_nothing(hub, visit, tmp_path):

@@ -11,9 +11,10 @@ import html
 
 import holoviews as hv
 import httpx
-import hvplot.pandas  # noqa: F401  (`DataFrame.hvplot`)
 import pandas as pd
 import panel as pn
+from bokeh.models import ColumnDataSource, HoverTool
+from bokeh.plotting import figure as bokeh_figure
 
 from ..client import Refused
 from .core import KillSwitch, Page, figure, money, outcome
@@ -55,8 +56,10 @@ class DeskPage(Page):
             figure(label, f"pnl-{label.lower()}") for label in ("Total", "Realized", "Unrealized")
         )
         self.as_of = pn.pane.HTML("", css_classes=["pnl-as-of"])
-        self.line = pn.pane.HoloViews(None)
-        self.attribution = pn.pane.HoloViews(None)
+        self.charted = False  # the plots wait for the first paint (`on_show`)
+        self.line = pn.pane.Bokeh(None)
+        self.attribution = pn.pane.Bokeh(None)
+        self.last_point = None  # the newest P&L point the line holds
         self.positions = pn.pane.DataFrame(None, index=False, css_classes=["positions"])
         self.greeks = pn.pane.DataFrame(None, css_classes=["greeks"])
         self.market = pn.pane.HTML(
@@ -100,19 +103,51 @@ class DeskPage(Page):
         ):
             pane.object = f"{pane.name}: <b>{money(msg.get(key))}</b>"
         self.as_of.object = f"as of {html.escape(str(msg.get('as_of', '')))}"
-        line = self.live.pnl_frame()
-        if len(line):
-            self.line.object = line.hvplot.line(
-                x="time", y="total", title="P&L over the session", width=640, height=260
-            )
-        parts = (msg.get("attribution") or {}).get("since_open")
-        if parts:
-            att = pd.DataFrame({"part": list(parts), "pnl": [v or 0.0 for v in parts.values()]})
-            self.attribution.object = att.hvplot.bar(
-                x="part", y="pnl", title="Attribution since the open", width=420, height=260
-            )
         pos = pd.DataFrame(msg.get("positions") or [], columns=POSITION_COLUMNS)
         self.positions.object = pos[POSITION_COLUMNS]
+        if self.charted:
+            self.draw_charts(msg)
+
+    def draw_charts(self, msg: dict | None) -> None:
+        """The P&L line and the attribution: two Bokeh figures (~40 models each) made once the page is on screen,
+        then fed in place: the line gets only its new points (`stream`), the bars their values."""
+        if self.line.object is None:
+            self.line.object = fig = bokeh_figure(
+                title="P&L over the session", x_axis_type="datetime", width=640, height=260,
+                tools="pan,xwheel_zoom,box_zoom,reset", css_classes=["pnl-line"],
+            )  # fmt: skip
+            fig.add_tools(HoverTool(tooltips=[("time", "@time{%F %T}"), ("P&L", "@total{0,0.00}")],
+                                    formatters={"@time": "datetime"}))  # fmt: skip
+            fig.line("time", "total", source=ColumnDataSource({"time": [], "total": []}), line_width=2)
+            self.attribution.object = bars = bokeh_figure(
+                title="Attribution since the open", x_range=[], width=420, height=260, tools="",
+                css_classes=["pnl-attribution"],
+            )  # fmt: skip
+            bars.add_tools(HoverTool(tooltips=[("", "@part"), ("P&L", "@pnl{0,0.00}")]))
+            bars.vbar(x="part", top="pnl", width=0.8, source=ColumnDataSource({"part": [], "pnl": []}))
+        points = self.live.pnl_frame()
+        new = points if self.last_point is None else points[points["time"] > self.last_point]
+        if len(new):
+            when = pd.to_datetime(new["time"], utc=True).dt.tz_localize(
+                None
+            )  # Bokeh's datetimes are naive UTC
+            self.line.object.renderers[0].data_source.stream(
+                {"time": when.to_numpy(), "total": new["total"].to_numpy(float)}, rollover=self.live.pnl_line.maxlen
+            )  # fmt: skip
+            self.last_point = new["time"].iloc[-1]
+        parts = ((msg or {}).get("attribution") or {}).get("since_open")
+        if parts:
+            bars = self.attribution.object
+            if list(bars.x_range.factors) != list(parts):
+                bars.x_range.factors = list(parts)
+            bars.renderers[0].data_source.data = {
+                "part": list(parts),
+                "pnl": [v or 0.0 for v in parts.values()],
+            }
+
+    def on_show(self) -> None:
+        self.charted = True
+        self.draw_charts(self.live.latest.get(PNL_STREAM))
 
     def draw_greeks(self) -> None:
         msg = self.live.latest.get(GREEKS_STREAM) or {}
