@@ -134,6 +134,7 @@ class Live:
         self.latest: dict[str, dict] = {}
         self.version = dict.fromkeys(STREAMS, 0)
         self.pnl_line: deque = deque(maxlen=history)
+        self.pnl_taken = 0  # P&L points taken since the start (the line keeps the last `history`)
         self.marks = Marks()
         self.orders = pd.DataFrame(columns=BLOTTER_COLUMNS)
         self.lock = threading.Lock()
@@ -150,6 +151,7 @@ class Live:
             else:
                 self.latest[stream] = msg
             if stream == PNL_STREAM and msg.get("total") is not None:
+                self.pnl_taken += 1
                 self.pnl_line.append(
                     (pd.Timestamp(msg.get("as_of") or dt.datetime.now(dt.UTC)), msg["total"])
                 )
@@ -165,8 +167,18 @@ class Live:
 
     def pnl_frame(self) -> pd.DataFrame:
         "The P&L line: `time`, `total`."
+        return self.pnl_since(0)[0]
+
+    def pnl_since(
+        self,
+        taken: int,  # how many points the caller has already taken (`pnl_since`'s second answer)
+    ) -> tuple[pd.DataFrame, int]:
+        """The P&L points taken after the first `taken` (those the line still keeps), and how many have been taken:
+        a page feeds its plot with what is new, even when the market time goes back (a replay starts again)."""
         with self.lock:
-            return pd.DataFrame(list(self.pnl_line), columns=["time", "total"])
+            fresh = min(self.pnl_taken - taken, len(self.pnl_line))
+            rows = list(self.pnl_line)[len(self.pnl_line) - fresh :]
+            return pd.DataFrame(rows, columns=["time", "total"]), self.pnl_taken
 
     def spots(self) -> pd.DataFrame:
         "The last price of each underlying, from the merged ticks."

@@ -56,10 +56,9 @@ class DeskPage(Page):
             figure(label, f"pnl-{label.lower()}") for label in ("Total", "Realized", "Unrealized")
         )
         self.as_of = pn.pane.HTML("", css_classes=["pnl-as-of"])
-        self.charted = False  # the plots wait for the first paint (`on_show`)
-        self.line = pn.pane.Bokeh(None)
+        self.line = pn.pane.Bokeh(None)  # the plots wait for the first paint (`on_show`)
         self.attribution = pn.pane.Bokeh(None)
-        self.last_point = None  # the newest P&L point the line holds
+        self.plotted = 0  # the P&L points the line was given (`Live.pnl_since`)
         self.positions = pn.pane.DataFrame(None, index=False, css_classes=["positions"])
         self.greeks = pn.pane.DataFrame(None, css_classes=["greeks"])
         self.market = pn.pane.HTML(
@@ -105,7 +104,7 @@ class DeskPage(Page):
         self.as_of.object = f"as of {html.escape(str(msg.get('as_of', '')))}"
         pos = pd.DataFrame(msg.get("positions") or [], columns=POSITION_COLUMNS)
         self.positions.object = pos[POSITION_COLUMNS]
-        if self.charted:
+        if self.line.object is not None:  # shown: its plots are made
             self.draw_charts(msg)
 
     def draw_charts(self, msg: dict | None) -> None:
@@ -125,16 +124,12 @@ class DeskPage(Page):
             )  # fmt: skip
             bars.add_tools(HoverTool(tooltips=[("", "@part"), ("P&L", "@pnl{0,0.00}")]))
             bars.vbar(x="part", top="pnl", width=0.8, source=ColumnDataSource({"part": [], "pnl": []}))
-        points = self.live.pnl_frame()
-        new = points if self.last_point is None else points[points["time"] > self.last_point]
+        new, self.plotted = self.live.pnl_since(self.plotted)
         if len(new):
-            when = pd.to_datetime(new["time"], utc=True).dt.tz_localize(
-                None
-            )  # Bokeh's datetimes are naive UTC
+            when = pd.to_datetime(new["time"], utc=True).dt.tz_localize(None)  # Bokeh's datetimes: naive UTC
             self.line.object.renderers[0].data_source.stream(
                 {"time": when.to_numpy(), "total": new["total"].to_numpy(float)}, rollover=self.live.pnl_line.maxlen
             )  # fmt: skip
-            self.last_point = new["time"].iloc[-1]
         parts = ((msg or {}).get("attribution") or {}).get("since_open")
         if parts:
             bars = self.attribution.object
@@ -146,7 +141,6 @@ class DeskPage(Page):
             }
 
     def on_show(self) -> None:
-        self.charted = True
         self.draw_charts(self.live.latest.get(PNL_STREAM))
 
     def draw_greeks(self) -> None:
