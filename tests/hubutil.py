@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -82,31 +83,64 @@ def run_cli_here(*args) -> subprocess.CompletedProcess:
     )
 
 
+def _port_slice() -> range:
+    """This process's ports for the servers its tests start: below the kernel's ephemeral range, a slice per xdist
+    worker. A port found free and released is then not handed, before its server binds it, to a socket that another
+    process binds to port 0 (a Jupyter kernel's ZeroMQ ports, seen taking a test Hub's API port); and two workers
+    never pick the same port."""
+    lo = 12000
+    try:
+        hi = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        hi = 32768
+    hi = max(hi, lo + 2000)
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    workers = max(int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")), worker + 1)
+    size = (hi - lo) // workers
+    return range(lo + worker * size, lo + (worker + 1) * size)
+
+
+_PORTS = _port_slice()
+_next_port = [
+    random.randrange(len(_PORTS))
+]  # a random start: a rerun does not find its last ports in TIME_WAIT
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    "A port of this process's slice (`_port_slice`), free on 127.0.0.1 now and not handed out before by this process."
+    for _ in range(len(_PORTS)):
+        port = _PORTS[_next_port[0] % len(_PORTS)]
+        _next_port[0] += 1
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {_PORTS}")
 
 
 def free_port_block(n: int) -> int:
-    "A first port p with p..p+n-1 all free on 127.0.0.1 now."
-    for _ in range(200):
-        p = free_port()
-        if p + n > 65530:
+    "A first port p of this process's slice with p..p+n-1 all free on 127.0.0.1 now, none handed out before by it."
+    for _ in range(len(_PORTS)):
+        start = _next_port[0] % len(_PORTS)
+        if start + n > len(_PORTS):  # the block would run off the slice's end: wrap
+            _next_port[0] += len(_PORTS) - start
             continue
+        _next_port[0] += n
         socks = []
         try:
-            for i in range(n):
+            for port in _PORTS[start : start + n]:
                 sock = socket.socket()
                 socks.append(sock)
-                sock.bind(("127.0.0.1", p + i))
-            return p
+                sock.bind(("127.0.0.1", port))
+            return _PORTS[start]
         except OSError:
             continue
         finally:
             for sock in socks:
                 sock.close()
-    raise RuntimeError(f"no block of {n} free ports")
+    raise RuntimeError(f"no block of {n} free ports in {_PORTS}")
 
 
 class Hub:
@@ -114,7 +148,9 @@ class Hub:
 
     def __init__(self, root: Path, extra_ini: str = "", env: dict | None = None):
         self.root = root
-        self.port = free_port()
+        self.port = free_port_block(
+            8
+        )  # its services' default ports are its own + 1..7 (aitrade.hub.SERVICE_PORTS)
         self.url = f"http://127.0.0.1:{self.port}"
         (root / "settings.ini").write_text(f"[hub]\nport = {self.port}\n{extra_ini}")
         self.env = platform_env(
@@ -151,6 +187,7 @@ class Hub:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                self.stop()  # what it started before it failed (its proxy, its services) goes with it
                 raise RuntimeError(f"JupyterHub exited: {(self.root / 'hub.log').read_text()[-3000:]}")
             try:
                 if requests.get(self.url + "/hub/api/", timeout=2).status_code == 200:
@@ -158,6 +195,7 @@ class Hub:
             except requests.ConnectionError:
                 pass
             time.sleep(0.5)
+        self.stop()
         raise RuntimeError(
             f"JupyterHub did not answer in {timeout}s: {(self.root / 'hub.log').read_text()[-3000:]}"
         )
@@ -181,6 +219,10 @@ class Hub:
             for p in alive:
                 with contextlib.suppress(psutil.NoSuchProcess):
                     p.kill()
+        # and what outlived a Hub that exited on its own (its children, orphaned): every process carrying its id
+        from aitrade.platform import sweep
+
+        sweep(self.env["AITRADE_PLATFORM_ID"], grace=5)
         if getattr(self, "log", None):
             self.log.close()
 

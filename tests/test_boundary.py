@@ -59,6 +59,7 @@ from hubutil import (
     ROOT,
     Hub,
     free_port,
+    free_port_block,
     open_new_notebook,
     platform_env,
     unavailable,
@@ -185,7 +186,7 @@ class Platform(Hub):
     "`aitrade up` as root in separate-accounts mode, in a folder other accounts may pass; the Hub helpers work on it."
 
     def __init__(self, root: Path):
-        self.root, self.port = root, free_port()
+        self.root, self.port = root, free_port_block(8)  # the Hub's services default to its port + 1..7
         self.url = f"http://127.0.0.1:{self.port}"
         (root / "settings.ini").write_text(
             f"[hub]\nport = {self.port}\n[dask]\nscheduler_port = {free_port()}\ndashboard_port = 0\ngateway = hub\n"

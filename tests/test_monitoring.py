@@ -188,7 +188,7 @@ def _scrape(cfg: dict) -> dict[str, tuple[str, str]]:
 
 
 def test_every_service_of_a_running_platform_exports_its_metrics(tmp_path):
-    hub_port, base = free_port(), free_port_block(6)
+    hub_port, base = free_port_block(8), free_port_block(6)  # the Hub's services default to its port + 1..7
     (tmp_path / "settings.ini").write_text(
         f"[hub]\nport = {hub_port}\n[dask]\nscheduler_port = {free_port()}\ndashboard_port = {free_port()}\n"
         f"[telemetry]\nmetrics_port = {base}\n[backup]\ninterval_s = 10\ndrill_interval_s = 1\n"
