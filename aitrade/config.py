@@ -156,6 +156,13 @@ class HubSettings(_Section):
         le=300,
         description="seconds a service (API, dashboards) reuses the Hub's answer about a token",
     )
+    voila_kernels: int = Field(
+        2,
+        ge=0,
+        le=16,
+        description="pre-heated Voila kernels per dashboard notebook (each has run the notebook, ~100 MB); "
+        "0: none, a viewer waits while a kernel starts and runs it",
+    )
     oidc_issuer: str = Field("", description="OIDC issuer URL (authenticator = oidc)")
     oidc_client_id: str = Field("", description="OIDC client id")
     oidc_client_secret: SecretStr = Field(

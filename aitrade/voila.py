@@ -105,7 +105,7 @@ DASHBOARDS_DIR = "dashboards"
 def voila_config(
     prefix: str,  # the service's path under the proxy (`/services/aitrade-voila/`)
     port: int,  # where Voila listens on 127.0.0.1
-    pool_size: int = 2,  # pre-heated kernels per notebook (two: a second viewer does not wait for a refill)
+    pool_size: int = 2,  # pre-heated kernels per notebook (`[hub] voila_kernels`; two: a second viewer does not wait for a refill)
     cull_idle_s: int = 600,  # shut down a kernel idle this long
 ) -> dict:
     "Voila's traitlets configuration as a Hub service (see above)."
@@ -147,7 +147,8 @@ def main(
     os.environ["JUPYTER_PATH"] = os.pathsep.join(
         filter(None, [str(root / "jupyter"), os.environ.get("JUPYTER_PATH")])
     )
-    app = voila_app_class()(config=Config(voila_config(prefix, url.port or 80)))
+    pool = get_settings().hub.voila_kernels
+    app = voila_app_class()(config=Config(voila_config(prefix, url.port or 80, pool_size=pool)))
     app.initialize([str(root)])
     app.start()
 

@@ -141,7 +141,13 @@ def _hub(tmp: Path):
 
     ports = {f"AITRADE_{k}_PORT": str(free_port()) for k in ("API", "VOILA", "DASHBOARDS")}
     # 50 sessions of one person share one token: the per-token rate limit ([api] rate_limit) is off for the load
-    hub = Hub(tmp, env=ports | {"AITRADE_API_LOG_LEVEL": "warning", "AITRADE_API__RATE_LIMIT": ""})
+    # and Voila's pre-heated kernels as in production (the tests' platforms have none)
+    env = {
+        "AITRADE_API_LOG_LEVEL": "warning",
+        "AITRADE_API__RATE_LIMIT": "",
+        "AITRADE_HUB__VOILA_KERNELS": "2",
+    }
+    hub = Hub(tmp, env=ports | env)
     hub.start_as_admin(note="dashboards bench")
     hub.sign_up("tara", PASSWORD, "trader", note="dashboards bench")
     hub.dashboards_port = int(ports["AITRADE_DASHBOARDS_PORT"])

@@ -50,13 +50,16 @@ def platform_env(**overrides: str) -> dict:
     """This process's environment without the developer's AITRADE_* settings (the test ones stay), plus `overrides`.
 
     Single-account mode unless overridden: the suite's platforms live in pytest's private tmp folders, which no
-    other account may enter (tests/test_boundary.py runs the real split of accounts)."""
+    other account may enter (tests/test_boundary.py runs the real split of accounts). No pre-heated Voila kernel
+    unless overridden (tests/test_voila.py keeps the default): each would run the summary notebook at every
+    platform's start, ~6 s of CPU for a page that most tests never open."""
     env = {
         k: v for k, v in os.environ.items() if not k.startswith("AITRADE_") or k.startswith("AITRADE_TEST_")
     }
     # each platform's services serve /metrics and /readyz on ports of its own: two test modules run at once
     ports = {"AITRADE_TELEMETRY__METRICS_PORT": str(free_port_block(6))}
-    return env | {"AITRADE_ACCOUNTS__SERVICE_ACCOUNT": ""} | ports | overrides
+    quiet = {"AITRADE_ACCOUNTS__SERVICE_ACCOUNT": "", "AITRADE_HUB__VOILA_KERNELS": "0"}
+    return env | quiet | ports | overrides
 
 
 def run_cli(*args, env: dict | None = None, cwd=None) -> subprocess.CompletedProcess:

@@ -53,7 +53,10 @@ out.mkdir(parents=True, exist_ok=True)
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory, browser):
-    h = Hub(tmp_path_factory.mktemp("voila-hub"), env={"AITRADE_VOILA_PORT": str(free_port())})
+    h = Hub(
+        tmp_path_factory.mktemp("voila-hub"),
+        env={"AITRADE_VOILA_PORT": str(free_port()), "AITRADE_HUB__VOILA_KERNELS": "2"},
+    )
     try:
         h.start_as_admin(note="voila test")
         for name, group in USERS.items():
