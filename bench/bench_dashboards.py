@@ -69,11 +69,12 @@ print(json.dumps(out))
 """
 
 #: a live desk, as the desk service leaves it after an hour: the P&L every 10 s (the line), its attribution, 12
-#: positions and the Greeks; the Desk page's first paint is measured with all of it on the page
+#: positions, the Greeks and the kill switch's state (published on the desk's first cycle); the Desk page's first
+#: paint is measured with all of it on the page
 DESK = """
 import datetime as dt
 from aitrade.bus import get_bus
-from aitrade.desk import GREEKS_STREAM, PNL_STREAM
+from aitrade.desk import GREEKS_STREAM, KILLSWITCH_STREAM, PNL_STREAM
 bus, t0 = get_bus(), dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
 pos = [{"strategy": "short_vol", "symbol": "SPX", "option_type": "call", "expiry": "2027-01-15",
         "strike": 5000.0 + 25 * i, "quantity": -10, "mark": 42.5, "unrealized": 310.0, "total": 355.0}
@@ -85,6 +86,8 @@ for i in range(360):
                                                             "theta": 95.0, "residual": 15.0 + i / 100}}})
 bus.publish(GREEKS_STREAM, {"type": "greeks", "by_underlying": {"SPX": {"delta": -1.2e4, "gamma": -35.0,
                                                                          "vega": -8.1e4, "theta": 2.2e3}}})
+bus.publish(KILLSWITCH_STREAM, {"type": "killswitch", "engaged": False, "reason": None, "changed_by": None,
+                                "changed_at": None})
 """
 
 #: the peer: the least a Panel page can do with the same bus, one reader thread pushing to every session

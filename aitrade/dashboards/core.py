@@ -374,7 +374,8 @@ class Page:
 
 
 class KillSwitch(Page):
-    "The kill switch as the desk last published it (else as the API says), with engage/release for who may."
+    """The kill switch as the desk last published it, with engage/release for who may. Until the desk has published
+    one, the API says (asked after the first paint: the page does not wait for it)."""
 
     draws = {KILLSWITCH_STREAM: "draw"}
 
@@ -392,7 +393,12 @@ class KillSwitch(Page):
         self.view = pn.Column(
             "### Kill switch", self.state, *([self.reason, pn.Row(*buttons), self.said] if buttons else [])
         )
-        self.show(outcome(self.said, lambda: api.call("GET", "/killswitch"), None))
+        later(self.ask)
+
+    def ask(self) -> None:
+        "The state as the API says, unless the desk has published it."
+        if self.live.latest.get(KILLSWITCH_STREAM) is None:
+            self.show(outcome(self.said, lambda: self.api.call("GET", "/killswitch"), None))
 
     def show(self, ks: dict | None) -> None:
         if ks:
