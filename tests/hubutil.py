@@ -104,9 +104,8 @@ def _port_slice() -> range:
 
 
 _PORTS = _port_slice()
-_next_port = [
-    random.randrange(len(_PORTS))
-]  # a random start: a rerun does not find its last ports in TIME_WAIT
+# the next port's index in the slice; a random start, so a rerun does not find its last ports in TIME_WAIT
+_next_port = [random.randrange(len(_PORTS))]
 
 
 def free_port() -> int:
@@ -151,9 +150,8 @@ class Hub:
 
     def __init__(self, root: Path, extra_ini: str = "", env: dict | None = None):
         self.root = root
-        self.port = free_port_block(
-            8
-        )  # its services' default ports are its own + 1..7 (aitrade.hub.SERVICE_PORTS)
+        # its services' default ports are its own + 1..7 (aitrade.hub.SERVICE_PORTS): the block keeps them free
+        self.port = free_port_block(8)
         self.url = f"http://127.0.0.1:{self.port}"
         (root / "settings.ini").write_text(f"[hub]\nport = {self.port}\n{extra_ini}")
         self.env = platform_env(

@@ -38,10 +38,8 @@ def _up(root: Path, env: dict, name: str, timeout: float = 240) -> tuple[subproc
 
 
 def test_a_killed_platform_leaves_nothing_the_next_start_does_not_stop(tmp_path):
-    port, metrics = (
-        free_port_block(8),
-        free_port_block(6),
-    )  # the Hub's services default to its port + 1..7; `up`'s own /metrics, the services' at +1..+5
+    port = free_port_block(8)  # the Hub's services default to its port + 1..7
+    metrics = free_port_block(6)  # `up`'s own /metrics, the services' at +1..+5
     (tmp_path / "settings.ini").write_text(
         f"[hub]\nport = {port}\n[dask]\nscheduler_port = {free_port()}\ndashboard_port = 0\n"
         f"[telemetry]\nmetrics_port = {metrics}\n"
