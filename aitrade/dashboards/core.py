@@ -165,10 +165,6 @@ class Live:
             self.version[ORDERS_STREAM] += 1
         self.notify()  # every session redraws its blotter (merged with the batch's own wake-up)
 
-    def pnl_frame(self) -> pd.DataFrame:
-        "The P&L line: `time`, `total`."
-        return self.pnl_since(0)[0]
-
     def pnl_since(
         self,
         taken: int,  # how many points the caller has already taken (`pnl_since`'s second answer)
