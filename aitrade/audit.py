@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, Session, mapped_column
 from sqlalchemy.orm.attributes import set_committed_value
 
-from .store import ROLLBACK_HOOKS, Base, BigId, session_scope, utcnow, within
+from .store import ROLLBACK_HOOKS, Base, BigId, insert_rows, session_scope, utcnow, within
 
 # %% auto #0
 __all__ = ['GENESIS_HASH', 'CHECKPOINT_ACTION', 'AuditRecord', 'AuditHead', 'canonical_json', 'new_correlation_id',
@@ -189,9 +189,7 @@ def chain(
     pending = session.info.pop(_PENDING, None)
     if not pending:
         return 0
-    head = session.execute(
-        sa.select(AuditHead).where(AuditHead.id == 1).with_for_update()
-    ).scalar_one_or_none()
+    head = session.execute(_HEAD_FOR_UPDATE).scalar_one_or_none()
     if head is None:
         raise RuntimeError("audit_head is missing: run `aitrade db upgrade`")
     session.flush()  # what the records describe is written before them
@@ -204,11 +202,16 @@ def chain(
         rows.append({c: getattr(rec, c) for c in cols})
     # one INSERT for them all (the table's trigger checks, row by row, that each extends the one before), then
     # the head, once, to the newest (its trigger checks that too): three statements for any number of records
-    session.execute(sa.insert(AuditRecord.__table__).values(rows))
-    session.execute(sa.update(AuditHead.__table__).where(AuditHead.id == 1).values(seq=seq, hash=prev))
+    insert_rows(session, AuditRecord.__table__, rows)
+    session.execute(_MOVE_HEAD, {"seq": seq, "hash": prev})
     set_committed_value(head, "seq", seq)
     set_committed_value(head, "hash", prev)
     return len(pending)
+
+
+# built once (`store`'s "Writing few statements")
+_HEAD_FOR_UPDATE = sa.select(AuditHead).where(AuditHead.id == 1).with_for_update()
+_MOVE_HEAD = sa.update(AuditHead.__table__).where(AuditHead.__table__.c.id == 1)
 
 
 @sa.event.listens_for(Session, "before_commit")

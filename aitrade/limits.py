@@ -260,13 +260,18 @@ class KillSwitchEngaged(Conflict):
 
 # %% ../nbs/31_limits.ipynb #75ccb329
 def _row(session: Session, lock: str | None) -> KillSwitch:
-    q = sa.select(KillSwitch).where(KillSwitch.id == 1).execution_options(populate_existing=True)
-    if lock:
-        q = q.with_for_update(read=lock == "share")
-    row = session.execute(q).scalar_one_or_none()
+    row = session.execute(_ROW[lock]).scalar_one_or_none()
     if row is None:
         raise RuntimeError("kill_switch row is missing: run `aitrade db upgrade`")
     return row
+
+
+def _select_row(lock: str | None):
+    q = sa.select(KillSwitch).where(KillSwitch.id == 1).execution_options(populate_existing=True)
+    return q.with_for_update(read=lock == "share") if lock else q
+
+
+_ROW = {lock: _select_row(lock) for lock in (None, "share", "update")}  # built once (`store`)
 
 # %% ../nbs/31_limits.ipynb #21d44641
 def kill_switch_state(session: Session, lock: bool = True) -> KillSwitchState:

@@ -600,7 +600,10 @@ def chain(session: Session, symbol: str, date, as_of: dt.datetime | None = None)
 
 def latest_quote_time(session: Session, symbol: str) -> dt.datetime | None:
     "Time (UTC) of the newest stored quote of `symbol`, or None."
-    return session.scalar(sa.select(sa.func.max(OptionQuote.ts)).where(OptionQuote.underlying == symbol))
+    return session.scalar(_NEWEST_TS, {"symbol": symbol})
+
+
+_NEWEST_TS = sa.select(sa.func.max(OptionQuote.ts)).where(OptionQuote.underlying == sa.bindparam("symbol"))
 
 
 def quote(
@@ -609,16 +612,31 @@ def quote(
     "The newest quote of one contract at or before `as_of` (default: any time) as a dict, or None."
     if option_type not in ("C", "P"):
         raise FieldError("option_type", f"must be 'C' or 'P' (got {option_type!r})")
-    stmt = sa.select(*_COLS).where(
-        OptionQuote.underlying == symbol,
-        OptionQuote.expiry == as_day(expiry, "expiry").date(),
-        OptionQuote.option_type == option_type,
-        sa.func.abs(OptionQuote.strike - float(strike)) < 1e-6,
+    p = dict(
+        symbol=symbol, expiry=as_day(expiry, "expiry").date(), option_type=option_type, strike=float(strike)
     )
     if as_of is not None:
-        stmt = stmt.where(OptionQuote.ts <= as_of)
-    row = session.execute(stmt.order_by(OptionQuote.ts.desc()).limit(1)).first()
+        p["as_of"] = as_of
+    row = session.execute(_QUOTE[as_of is not None], p).first()
     return None if row is None else dict(zip(CHAIN_COLUMNS, row, strict=True))
+
+
+def _quote_stmt(as_of: bool) -> sa.Select:
+    "The newest quote of one contract (at or before `:as_of` if `as_of`), its values as parameters."
+    stmt = sa.select(*_COLS).where(
+        OptionQuote.underlying == sa.bindparam("symbol"),
+        OptionQuote.expiry == sa.bindparam("expiry"),
+        OptionQuote.option_type == sa.bindparam("option_type"),
+        sa.func.abs(OptionQuote.strike - sa.bindparam("strike")) < 1e-6,
+    )
+    if as_of:
+        stmt = stmt.where(OptionQuote.ts <= sa.bindparam("as_of"))
+    return stmt.order_by(OptionQuote.ts.desc()).limit(1)
+
+
+_QUOTE = {
+    as_of: _quote_stmt(as_of) for as_of in (False, True)
+}  # built once (`store`'s "Writing few statements")
 
 
 def prices(session: Session, symbol: str, start=None, end=None) -> pd.DataFrame:

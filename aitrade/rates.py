@@ -209,12 +209,7 @@ def curve(
 ) -> RateCurve:
     "The stored curve of the newest day on or before `date` (its `as_of` is that day)."
     d = _as_date(date, "date")
-    newest = sa.select(sa.func.max(RatePoint.date)).where(RatePoint.date <= d.date()).scalar_subquery()
-    rows = session.execute(  # one statement: the points of the newest day (none when no day is stored)
-        sa.select(RatePoint.date, RatePoint.tenor, RatePoint.zero_rate, RatePoint.source)
-        .where(RatePoint.date == newest)
-        .order_by(RatePoint.tenor)
-    ).all()
+    rows = session.execute(_NEWEST_CURVE, {"day": d.date()}).all()
     if not rows:
         if default is None:
             raise NotFound(
@@ -223,6 +218,18 @@ def curve(
             )
         return as_curve(default, d)
     return RateCurve(rows[0][0], [x[1] for x in rows], [x[2] for x in rows], rows[0][3])
+
+
+_NEWEST_CURVE = (  # one statement, built once: the points of the newest day on or before `:day` (none if none)
+    sa.select(RatePoint.date, RatePoint.tenor, RatePoint.zero_rate, RatePoint.source)
+    .where(
+        RatePoint.date
+        == sa.select(sa.func.max(RatePoint.date))
+        .where(RatePoint.date <= sa.bindparam("day"))
+        .scalar_subquery()
+    )
+    .order_by(RatePoint.tenor)
+)
 
 # %% ../nbs/18_rates.ipynb #891138ec
 CURVE_FILE_COLUMNS = ("date", "tenor", "rate")

@@ -7,9 +7,14 @@ Docs: https://github.com/aitrade/aitrade/store.html.md"""
 # %% ../nbs/01_store.ipynb #f43714f3
 from __future__ import annotations
 
+import concurrent.futures
+import contextvars
+import functools
+import queue
 import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 from importlib import resources
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -28,7 +33,8 @@ from .errors import FieldError
 # %% auto #0
 __all__ = ['BigId', 'ROLLBACK_HOOKS', 'UTCDateTime', 'utcnow', 'Base', 'unique', 'make_engine', 'get_engine', 'session_factory',
            'session_scope', 'dispose_engines', 'alembic_config', 'upgrade', 'downgrade', 'current', 'head',
-           'run_migrations', 'insert_new', 'within', 'insert_at_commit', 'write_pending', 'grant_read_only']
+           'run_migrations', 'insert_new', 'within', 'insert_at_commit', 'write_pending', 'insert_rows', 'GroupCommit',
+           'grant_read_only']
 
 # %% ../nbs/01_store.ipynb #b16a38ea
 class UTCDateTime(TypeDecorator):
@@ -248,13 +254,6 @@ def insert_new(
     key: Sequence[str],  # the columns of a unique constraint or index of its table
 ) -> bool:
     "Insert `obj` unless a row with the same `key` exists: True, and `obj` is persistent with its id; else False."
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    elif dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    else:
-        raise NotImplementedError(f"insert_new: no ON CONFLICT for {dialect}")
     mapper = sa.inspect(type(obj))
     (pk,) = mapper.primary_key
     values = {}
@@ -268,14 +267,27 @@ def insert_new(
                 raise FieldError(attr.key, "must be set: its default is computed by the database", subject=mapper.class_.__name__)  # fmt: skip
             setattr(obj, attr.key, None if d is None else d.arg if d.is_scalar else d.arg(None))
         values[col.key] = getattr(obj, attr.key)
-    stmt = insert(mapper.local_table).values(values).on_conflict_do_nothing(index_elements=list(key))
-    new_id = session.execute(stmt.returning(pk)).scalar_one_or_none()
+    stmt = _insert_new_stmt(session.get_bind().dialect.name, mapper.local_table, tuple(key))
+    new_id = session.execute(stmt, values).scalar_one_or_none()  # the values as parameters: built once
     if new_id is None:
         return False
     setattr(obj, mapper.get_property_by_column(pk).key, new_id)
     make_transient_to_detached(obj)  # as if just loaded: the session writes nothing more for it
     session.add(obj)
     return True
+
+
+@functools.cache
+def _insert_new_stmt(dialect: str, table: sa.Table, key: tuple[str, ...]):
+    "`INSERT … ON CONFLICT (key) DO NOTHING RETURNING id` into `table`, its values given as parameters."
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:
+        raise NotImplementedError(f"insert_new: no ON CONFLICT for {dialect}")
+    (pk,) = table.primary_key.columns
+    return insert(table).on_conflict_do_nothing(index_elements=list(key)).returning(pk)
 
 
 _KEPT = "aitrade.store.kept"  # session.info key: [(table, row, the transaction that kept it)]
@@ -317,8 +329,27 @@ def write_pending(
     for t, row, _ in now:
         by_table.setdefault(t, []).append(row)
     for t, rows in by_table.items():
-        session.execute(sa.insert(t).values(rows))
+        insert_rows(session, t, rows)
     return len(now)
+
+
+def insert_rows(
+    session: Session,  # the caller's transaction
+    table: sa.Table,  # the table
+    rows: list[dict],  # the rows, in order; each run of rows with the same columns is one statement
+) -> None:
+    "Insert `rows` into `table` with a statement built once per table (an executemany: compiled once, not per row count)."
+    stmt = _insert_stmt(table)
+    start = 0
+    for i in range(1, len(rows) + 1):
+        if i == len(rows) or rows[i].keys() != rows[start].keys():
+            session.execute(stmt, rows[start:i])
+            start = i
+
+
+@functools.cache
+def _insert_stmt(table: sa.Table):
+    return sa.insert(table)
 
 
 @event.listens_for(Session, "before_commit")
@@ -330,6 +361,66 @@ def _write_at_commit(session: Session) -> None:
 def _drop_rolled_back(session: Session, previous_transaction) -> None:
     if kept := session.info.get(_KEPT):
         session.info[_KEPT] = [k for k in kept if not within(k[2], previous_transaction)]
+
+# %% ../nbs/01_store.ipynb #2bafa344
+class GroupCommit:
+    "Run units of work handed over by many threads in shared transactions, one COMMIT per group (see above)."
+
+    def __init__(
+        self,
+        max_group: int = 32,  # the most units in one transaction
+        url: str | None = None,  # the database (default: the configured one)
+    ):
+        if not isinstance(max_group, int) or max_group < 1:
+            raise FieldError("max_group", f"must be an integer >= 1 (got {max_group!r})")
+        self.max_group, self.url = max_group, url
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start = threading.Lock()
+        self.groups = self.units = 0  # how many transactions and units so far (for metrics and tests)
+
+    def run(self, work: Callable[[Session], Any]) -> Any:
+        "`work(session)` in a transaction shared with the units queued beside it; its result once committed."
+        done = concurrent.futures.Future()
+        self._queue.put((contextvars.copy_context(), work, done))
+        with self._start:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="aitrade-group-commit", daemon=True)
+                self._thread.start()
+        return done.result()
+
+    def _loop(self) -> None:
+        while True:
+            group = [self._queue.get()]
+            while len(group) < self.max_group:
+                try:
+                    group.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            self._run(group)
+
+    def _run(self, group: list) -> None:
+        self.groups, self.units = self.groups + 1, self.units + len(group)
+        if len(group) > 1:
+            try:  # together: one transaction (no rollback hooks here: a failing unit's run alone calls them)
+                with session_factory(self.url)() as s, s.begin():
+                    results = [ctx.run(work, s) for ctx, work, _ in group]
+            except Exception:
+                pass  # one of them failed, or the commit did: each runs again alone, below
+            else:
+                for (_, _, done), r in zip(group, results, strict=True):
+                    done.set_result(r)
+                return
+        for ctx, work, done in group:
+            try:
+                done.set_result(ctx.run(_alone, work, self.url))
+            except BaseException as e:
+                done.set_exception(e)
+
+
+def _alone(work: Callable[[Session], Any], url: str | None) -> Any:
+    with session_scope(url) as s:
+        return work(s)
 
 # %% ../nbs/01_store.ipynb #d9de2f79
 _ROLE_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")

@@ -396,19 +396,34 @@ def _from_row(r: VolSurface) -> SurfaceFit:
     )
 
 
-def _newest(columns: list, symbol: str, date=None, on_or_before=None) -> sa.Select:
-    "`columns` of the newest stored fit of `symbol` (for quote date `date`, or on or before `on_or_before`, if given)."
-    stmt = sa.select(*columns).where(VolSurface.underlying == symbol)
+def _newest(session: Session, what: str, symbol: str, date=None, on_or_before=None) -> sa.Result:
+    "The newest stored fit of `symbol` (for quote date `date`, or on or before `on_or_before`, if given): `what` is `fit` or `status`."
+    p = {"symbol": symbol}
     if date is not None:
-        stmt = stmt.where(VolSurface.quote_date == as_day(date).date())
+        p["date"] = as_day(date).date()
     if on_or_before is not None:
-        stmt = stmt.where(VolSurface.quote_date <= as_day(on_or_before, "on_or_before").date())
+        p["on_or_before"] = as_day(on_or_before, "on_or_before").date()
+    return session.execute(_NEWEST[what, date is not None, on_or_before is not None], p)
+
+
+def _newest_stmt(what: str, date: bool, on_or_before: bool) -> sa.Select:
+    columns = [VolSurface] if what == "fit" else [VolSurface.quote_date, VolSurface.status, VolSurface.error]
+    stmt = sa.select(*columns).where(VolSurface.underlying == sa.bindparam("symbol"))
+    if date:
+        stmt = stmt.where(VolSurface.quote_date == sa.bindparam("date"))
+    if on_or_before:
+        stmt = stmt.where(VolSurface.quote_date <= sa.bindparam("on_or_before"))
     return stmt.order_by(VolSurface.quote_date.desc(), VolSurface.as_of.desc(), VolSurface.id.desc()).limit(1)
+
+
+_NEWEST = {  # built once (`store`'s "Writing few statements")
+    (w, d, b): _newest_stmt(w, d, b) for w in ("fit", "status") for d in (False, True) for b in (False, True)
+}
 
 
 def latest_surface(session: Session, symbol: str, date=None) -> SurfaceFit | None:
     "The newest stored fit of `symbol` (for quote date `date` if given, else any), ok or failed; None if none."
-    r = session.scalars(_newest([VolSurface], symbol, date)).first()
+    r = _newest(session, "fit", symbol, date).scalars().first()
     return None if r is None else _from_row(r)
 
 
@@ -419,9 +434,7 @@ def latest_surface_status(
     on_or_before=None,  # only fits of a quote date on or before this day (the newest not in the future)
 ) -> tuple[dt.date, str, str | None] | None:
     "Quote date, status and error of the fit `latest_surface` would return, without reading the fit itself."
-    r = session.execute(
-        _newest([VolSurface.quote_date, VolSurface.status, VolSurface.error], symbol, date, on_or_before)
-    ).first()
+    r = _newest(session, "status", symbol, date, on_or_before).first()
     return None if r is None else (r.quote_date, r.status, r.error)
 
 

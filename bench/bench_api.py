@@ -22,7 +22,8 @@ Targets (issue 15): reads p99 <= 50 ms at 1,000 req/s through the proxy, closed 
 orders p99 <= 50 ms at 200/s through the proxy, >= 1,000 orders/s closed loop, 0 errors; WebSocket p99 <= 10 ms
 at 100 ticks/s on both buses.
 
-Run: `.venv/bin/python bench/bench_api.py [--quick]` (starts its own Hub on free ports in a temporary folder).
+Run: `.venv/bin/python bench/bench_api.py [--quick] [--orders]` (starts its own Hub on free ports in a temporary
+folder; `--orders`: the order rows alone).
 """
 
 from __future__ import annotations
@@ -295,6 +296,9 @@ def _order_rows(hub, base: dict, where_ports, rates=(200.0, 1000.0)) -> list[dic
              "expiry": hub.expiry, "strike": 100.0}  # fmt: skip
     activity = {"last_activity": "2024-01-02T00:00:00Z"}
     peer_path = "/hub/api/users/bench-trader/activity"
+    # warm up, as the reads do: each worker's pricing kernels, pools and caches
+    load({**base, "method": "POST", "path": f"{P}/v1/orders", "port": where_ports[0][1], "body": order,
+          "tag": uuid.uuid4().hex[:8], "rate": 50, "duration": 2.0})  # fmt: skip
     for orate in (*rates, None):
         for where, port, hub_port in where_ports:
             if orate is None and where != "proxy":
@@ -351,10 +355,13 @@ PEER_READ = "/hub/api/user"
 MAIN_WORKERS = 2  # the API's processes in the main table: one per core of the 2-core machine it was sized on
 
 
-def run(quick: bool = False, workers: tuple[int, ...] = (1, 2, 4)) -> list[dict]:
+def run(quick: bool = False, workers: tuple[int, ...] = (1, 2, 4), orders_only: bool = False) -> list[dict]:
     """The main table with `MAIN_WORKERS` API processes on PostgreSQL (reads, orders, WebSocket on the embedded
     bus), then the scaling rows (the limits read at 1,000 req/s and closed loop, through the proxy) for each
-    count in `workers`; the 1-worker Hub runs on Redis and gives the Redis WebSocket row."""
+    count in `workers`; the 1-worker Hub runs on Redis and gives the Redis WebSocket row. `orders_only`: the
+    order rows alone, with `MAIN_WORKERS` processes (for comparing versions of the order path)."""
+    if orders_only:
+        workers = (MAIN_WORKERS,)
     dur = 3.0 if quick else 10.0
     rate = 1000.0
     rows: list[dict] = []
@@ -370,7 +377,9 @@ def run(quick: bool = False, workers: tuple[int, ...] = (1, 2, 4)) -> list[dict]
                 base = {"host": "127.0.0.1", "token": hub.trader, "duration": dur, "conns": 64}
                 proxy = ("proxy", hub.port, hub.port)
                 direct = ("direct", hub.api_port, hub.hub_port)
-                if main:
+                if orders_only:
+                    rows += _order_rows(hub, base, (proxy, direct))
+                elif main:
                     rows += _read_rows(hub, base, rate, (proxy, direct))
                     for where, port, hub_port in (proxy, direct):
                         r, pr = _closed_loop_read(hub, base, where, port, hub_port, None)
@@ -383,7 +392,7 @@ def run(quick: bool = False, workers: tuple[int, ...] = (1, 2, 4)) -> list[dict]
                 else:
                     for _ in range(2):  # warm up
                         load({**base, "method": "GET", "path": f"{P}/v1/risk/limits", "port": hub.port, "rate": 200, "duration": 1.0})  # fmt: skip
-                if use_redis:
+                if use_redis and not orders_only:
                     rows += _ws_rows(hub, 200 if quick else 1000, "Redis", redis_url)
                 if not main:
                     scaling += _scaling_rows(hub, base, rate, w)
@@ -407,4 +416,4 @@ if __name__ == "__main__":
     from run import print_table
 
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    print_table(run(quick="--quick" in sys.argv))
+    print_table(run(quick="--quick" in sys.argv, orders_only="--orders" in sys.argv))

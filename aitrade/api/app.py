@@ -22,7 +22,7 @@ from swagger_ui_bundle import swagger_ui_path
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import aitrade
-from .. import errors, surfaces, telemetry
+from .. import errors, store, surfaces, telemetry
 from aitrade.api import (
     archive,
     audit,
@@ -171,6 +171,7 @@ def create_app(
     app.state.metrics = ApiMetrics()
     app.state.fanout = fanout or StreamFanout()
     app.state.reads = ReadCache(get_settings().api.read_cache_s)  # the hot reads' answers (`api.cache`)
+    app.state.orders = store.GroupCommit()  # new orders arriving together share a transaction (`store`)
     mounts = [(prefix, metrics.router), *((prefix + "/v1", r) for r in V1_ROUTERS), (prefix, auth.router)]
     for at, router in mounts:
         app.include_router(router, prefix=at)

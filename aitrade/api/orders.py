@@ -132,11 +132,17 @@ def bus_up() -> None:
 def submit(request: Request, body: OrderIn) -> OrderOut:
     bus_up()
     req = execution.OrderRequest(**body.model_dump())
-    broker = execution.PaperBroker()  # the platform's venue, as for `aitrade orders submit`
-    with store.session_scope() as s:  # an auto-approved order goes to the venue and takes its fills at once
-        o = execution.fill_now(s, execution.submit_order(s, principal(request), req, broker=broker), broker)
-        out = OrderOut.model_validate(o)
-        rejection = o.rejection
+    who = principal(request)
+
+    def work(s) -> tuple[OrderOut, Exception | None]:
+        broker = execution.PaperBroker()  # the platform's venue, as for `aitrade orders submit`
+        # an auto-approved order goes to the venue and takes its fills at once
+        o = execution.fill_now(s, execution.submit_order(s, who, req, broker=broker), broker)
+        return OrderOut.model_validate(o), o.rejection
+
+    # orders that arrive together share one transaction and one commit (`store.GroupCommit`); each answer is
+    # given once its order is committed
+    out, rejection = request.app.state.orders.run(work)
     request.app.state.reads.changed("orders")  # this process reads its own order at once
     if rejection is not None:
         p = errors.problem(rejection)

@@ -8,6 +8,7 @@ Docs: https://github.com/aitrade/aitrade/execution_orders.html.md"""
 # %% ../../nbs/42_execution_orders.ipynb #93e14dc2
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable
 from datetime import datetime
@@ -45,7 +46,7 @@ from aitrade.execution.accounting import (
     portfolio_from_positions,
     positions,
 )
-from ..limits import KillSwitchEngaged, fail_closed_reason, kill_switch_state, pre_trade_check
+from ..limits import KillSwitchEngaged, Limit, fail_closed_reason, kill_switch_state, pre_trade_check
 from ..store import insert_at_commit, insert_new, utcnow, write_pending
 
 if TYPE_CHECKING:  # the venue's protocol, for the signatures only (the broker module builds on this one)
@@ -88,7 +89,8 @@ def transition(
     if to in ("rejected", "cancelled") or reason and to == "pending_approval":
         vals.setdefault("reason", reason)
     res = session.execute(
-        sa.update(Order).where(Order.id == order.id, Order.state == frm).values(**vals),
+        _move_stmt(tuple(vals)),
+        {"b_id": order.id, "b_from": frm} | {"v_" + k: v for k, v in vals.items()},
         execution_options={"synchronize_session": False},
     )
     if res.rowcount != 1:
@@ -98,6 +100,16 @@ def transition(
         set_committed_value(order, k, v)
     _moved(session, order, frm, to, actor, reason, data)
     return order
+
+
+@functools.cache
+def _move_stmt(columns: tuple[str, ...]):
+    'The conditional UPDATE of `transition` that sets `columns`, built once per set (`store`\'s "Writing few statements").'
+    return (
+        sa.update(Order)
+        .where(Order.id == sa.bindparam("b_id"), Order.state == sa.bindparam("b_from"))
+        .values({k: sa.bindparam("v_" + k) for k in columns})
+    )
 
 
 def get_order(
@@ -195,11 +207,7 @@ def _needs_approval(session: Session, order: Order) -> str:
 
 
 def _limit_check(session, order: Order, current, market, now, quotes=None) -> str:
-    from aitrade.limits import Limit
-
-    n = session.execute(
-        sa.select(sa.func.count()).select_from(Limit).where(Limit.scope.in_(["portfolio", order.symbol]))
-    ).scalar_one()
+    n = session.execute(_LIMITS_ON, {"scopes": ["portfolio", order.symbol]}).scalar_one()
     if not n:
         return ""
     from aitrade import risk
@@ -218,6 +226,13 @@ def _limit_check(session, order: Order, current, market, now, quotes=None) -> st
     cur = current if len(current) else {}  # an empty book is at zero on every metric
     res = pre_trade_check(session, cur, post, (mkt_cur, market), symbols=[order.symbol])
     return "" if res.ok else f"pre-trade limit check failed: {res.reason}"
+
+
+_LIMITS_ON = (  # how many limits bind an order's symbol (built once)
+    sa.select(sa.func.count())
+    .select_from(Limit)
+    .where(Limit.scope.in_(sa.bindparam("scopes", expanding=True)))
+)
 
 # %% ../../nbs/42_execution_orders.ipynb #2598d3d4
 def submit_order(
