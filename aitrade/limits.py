@@ -23,7 +23,7 @@ from .bus import CHANGES, publish_after_commit
 from .errors import Conflict, FieldError
 from .auth import Principal, require
 from .config import get_settings
-from .store import Base, unique, utcnow
+from .store import Base, shared, unique, utcnow
 
 # %% auto #0
 __all__ = ['METRICS', 'PORTFOLIO', 'Limit', 'KillSwitch', 'set_limit', 'remove_limit', 'limits', 'Breach', 'CheckResult',
@@ -340,7 +340,9 @@ def fail_closed_reason(session: Session, symbol: str, now: datetime | None = Non
 
     now = _aware(now or utcnow())
     max_age = get_settings().risk.max_data_age_seconds
-    last = marketdata.latest_quote_time(session, symbol)
+    # one market state for the orders a group decides together (`store.shared`)
+    last = shared(session, ("newest quote time", symbol), (marketdata.OptionQuote.__tablename__,),
+                  lambda: marketdata.latest_quote_time(session, symbol))  # fmt: skip
     if last is None:
         return f"no market data for {symbol}: fail closed"
     age = (now - _aware(last)).total_seconds()
@@ -349,7 +351,8 @@ def fail_closed_reason(session: Session, symbol: str, now: datetime | None = Non
             f"stale market data for {symbol}: last quote at {_aware(last).isoformat()} is {age:,.0f} s old "
             f"(max_data_age_seconds = {max_age})"
         )
-    status, err = _surface_status(session, symbol, now)
+    status, err = shared(session, ("surface status", symbol, now.date()), ("vol_surfaces",),
+                         lambda: _surface_status(session, symbol, now))  # fmt: skip
     if status == "failed":
         return f"calibration failed for {symbol}: {err or 'no error recorded'}"
     return None

@@ -33,8 +33,8 @@ from .errors import FieldError
 # %% auto #0
 __all__ = ['BigId', 'ROLLBACK_HOOKS', 'UTCDateTime', 'utcnow', 'Base', 'unique', 'make_engine', 'get_engine', 'session_factory',
            'session_scope', 'dispose_engines', 'alembic_config', 'upgrade', 'downgrade', 'current', 'head',
-           'run_migrations', 'insert_new', 'within', 'insert_at_commit', 'write_pending', 'insert_rows', 'GroupCommit',
-           'grant_read_only']
+           'run_migrations', 'insert_new', 'within', 'insert_at_commit', 'write_pending', 'insert_rows', 'shared_reads',
+           'shared', 'GroupCommit', 'grant_read_only']
 
 # %% ../nbs/01_store.ipynb #b16a38ea
 class UTCDateTime(TypeDecorator):
@@ -362,6 +362,56 @@ def _drop_rolled_back(session: Session, previous_transaction) -> None:
     if kept := session.info.get(_KEPT):
         session.info[_KEPT] = [k for k in kept if not within(k[2], previous_transaction)]
 
+# %% ../nbs/01_store.ipynb #b2493dd9
+_SHARED = (
+    "aitrade.store.shared"  # session.info key: {key: (tables, value)} while the session shares its reads
+)
+
+
+@contextmanager
+def shared_reads(
+    session: Session,  # the transaction whose units share their reads
+) -> Iterator[Session]:
+    "Within the block, reads made with `shared` are made once for the session (see above)."
+    session.info[_SHARED] = {}
+    try:
+        yield session
+    finally:
+        session.info.pop(_SHARED, None)
+
+
+def shared(
+    session: Session,  # the caller's transaction
+    key: tuple,  # what is read, e.g. `("newest quote time", "SPX")`
+    tables: tuple[str, ...],  # the tables it is read from: a write to one of them drops the value
+    load: Callable[[], Any],  # the read
+) -> Any:
+    "`load()`, or the value it gave earlier in this `shared_reads` block (if no write touched `tables` since)."
+    memo = session.info.get(_SHARED)
+    if memo is None:
+        return load()
+    if key not in memo:
+        memo[key] = (frozenset(tables), load())
+    return memo[key][1]
+
+
+def _forget(session: Session, tables: set[str]) -> None:
+    if memo := session.info.get(_SHARED):
+        for k in [k for k, (t, _) in memo.items() if t & tables]:
+            del memo[k]
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _executed(state) -> None:
+    if (state.is_insert or state.is_update or state.is_delete) and state.session.info.get(_SHARED):
+        _forget(state.session, {state.statement.table.name})
+
+
+@event.listens_for(Session, "after_flush")
+def _flushed(session: Session, _ctx) -> None:
+    if session.info.get(_SHARED):
+        _forget(session, {o.__table__.name for o in (*session.new, *session.dirty, *session.deleted)})
+
 # %% ../nbs/01_store.ipynb #2bafa344
 class GroupCommit:
     "Run units of work handed over by many threads in shared transactions, one COMMIT per group (see above)."
@@ -403,7 +453,7 @@ class GroupCommit:
         self.groups, self.units = self.groups + 1, self.units + len(group)
         if len(group) > 1:
             try:  # together: one transaction (no rollback hooks here: a failing unit's run alone calls them)
-                with session_factory(self.url)() as s, s.begin():
+                with session_factory(self.url)() as s, s.begin(), shared_reads(s):
                     results = [ctx.run(work, s) for ctx, work, _ in group]
             except Exception:
                 pass  # one of them failed, or the commit did: each runs again alone, below
@@ -419,7 +469,7 @@ class GroupCommit:
 
 
 def _alone(work: Callable[[Session], Any], url: str | None) -> Any:
-    with session_scope(url) as s:
+    with session_scope(url) as s, shared_reads(s):
         return work(s)
 
 # %% ../nbs/01_store.ipynb #d9de2f79

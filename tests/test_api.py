@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import nbformat
 import psutil
@@ -19,7 +21,7 @@ from hubutil import Hub, free_port
 from seed import fresh_quote
 from starlette.testclient import WebSocketDenialResponse
 
-from aitrade import api, archive, audit, bus, store
+from aitrade import api, archive, audit, bus, execution, store
 from aitrade.auth import RIGHTS, ROLES
 
 P = "/services/aitrade-api"
@@ -248,6 +250,55 @@ def test_orders_four_eyes_kill_switch_and_correlation(client):
     with store.session_scope() as s:
         denied = audit.query(s, action="api.denied")
     assert denied[0].actor == "u-trader" and denied[0].after["scope"] == "custom:aitrade:killswitch:release"
+
+
+def test_orders_that_arrive_together_share_one_commit_and_keep_their_own_answers(client):
+    "Group commit (`store.GroupCommit`): a group commits once; a unit that fails makes each run alone."
+    exp = fresh_quote()
+    orders = client.app.state.orders
+
+    def body(cid, qty=1):
+        return {"client_order_id": cid, "symbol": "SPX", "side": "buy", "quantity": qty, "option_type": "C",
+                "expiry": exp.isoformat(), "strike": 100.0}  # fmt: skip
+
+    def queued(n):
+        deadline = time.monotonic() + 20
+        while orders._queue.qsize() != n:
+            assert time.monotonic() < deadline, f"{orders._queue.qsize()} queued, not {n}"
+            time.sleep(0.005)
+
+    def together(calls):
+        "Hold the group's thread on a first unit while `calls` queue up; then their responses, in order."
+        release = threading.Event()
+        with ThreadPoolExecutor(len(calls) + 1) as pool:
+            first = pool.submit(orders.run, lambda s: release.wait(20))
+            queued(0)
+            futs = [
+                pool.submit(client.post, P + "/v1/orders", headers=H("tok-trader"), json=b) for b in calls
+            ]
+            queued(len(calls))
+            groups = orders.groups
+            release.set()
+            assert first.result() is True
+            return [f.result() for f in futs], orders.groups - groups
+
+    # four new orders and a retry of one of them: one group, one commit, one order per client_order_id
+    rs, groups = together([body("g-1"), body("g-2"), body("g-3"), body("g-4"), body("g-2")])
+    assert groups == 1 and [r.status_code for r in rs] == [201] * 5, [r.text for r in rs]
+    assert [r.json()["state"] for r in rs] == ["filled"] * 5
+    assert len({r.json()["id"] for r in rs}) == 4 and rs[1].json()["id"] == rs[4].json()["id"]
+    # one of a group reuses a client_order_id with other contents: it alone is refused, the others commit
+    rs, _ = together([body("g-5"), body("g-1", qty=2), body("g-6")])
+    assert [r.status_code for r in rs] == [201, 409, 201], [r.text for r in rs]
+    assert rs[1].json()["error"] == "duplicate_client_order_id"
+    with store.session_scope() as s:
+        stored = {o.client_order_id: o for o in execution.list_orders(s)}
+        assert sorted(stored) == ["g-1", "g-2", "g-3", "g-4", "g-5", "g-6"]
+        assert {o.state for o in stored.values()} == {"filled"}
+        hist = [(e.from_state, e.to_state) for e in execution.order_history(s, stored["g-5"].id)]
+        assert hist == [(None, "new"), ("new", "approved"), ("approved", "sent"), ("sent", "filled")]
+        assert len(audit.query(s, action="order.submit", limit=100)) == 6
+        assert audit.verify(s).ok
 
 
 def test_validation_errors_name_the_field(client):

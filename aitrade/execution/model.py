@@ -25,7 +25,7 @@ from ..auth import PermissionDenied
 from ..clock import time_to_expiry
 from ..errors import Conflict, FieldError
 from ..pricing.black import bsm_greeks
-from ..store import Base, unique
+from ..store import Base, shared, unique
 
 # %% auto #0
 __all__ = ['STATES', 'TRANSITIONS', 'WORKING', 'OPTION_TYPES', 'QuoteSource', 'Strategy', 'Order', 'OrderEvent', 'Fill',
@@ -345,7 +345,12 @@ def marketdata_quote(
             float(_field(row, "ask_size")),
             float(_field(row, "underlying_price")),
             ts,
-            rate=rates.curve(session, ts, default=0.0).zero(T),
+            rate=shared(
+                session,
+                ("rate curve", ts),
+                (rates.RatePoint.__tablename__,),
+                lambda: rates.curve(session, ts, default=0.0),
+            ).zero(T),  # fmt: skip
         )
     return underlying_quote(session, order.symbol, as_of)
 

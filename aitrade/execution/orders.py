@@ -47,7 +47,7 @@ from aitrade.execution.accounting import (
     positions,
 )
 from ..limits import KillSwitchEngaged, Limit, fail_closed_reason, kill_switch_state, pre_trade_check
-from ..store import insert_at_commit, insert_new, utcnow, write_pending
+from ..store import insert_at_commit, insert_new, shared, utcnow, write_pending
 
 if TYPE_CHECKING:  # the venue's protocol, for the signatures only (the broker module builds on this one)
     from aitrade.execution.broker import BrokerAdapter
@@ -207,7 +207,8 @@ def _needs_approval(session: Session, order: Order) -> str:
 
 
 def _limit_check(session, order: Order, current, market, now, quotes=None) -> str:
-    n = session.execute(_LIMITS_ON, {"scopes": ["portfolio", order.symbol]}).scalar_one()
+    n = shared(session, ("limits on", order.symbol), (Limit.__tablename__,),
+               lambda: session.execute(_LIMITS_ON, {"scopes": ["portfolio", order.symbol]}).scalar_one())  # fmt: skip
     if not n:
         return ""
     from aitrade import risk
