@@ -216,6 +216,9 @@ def main() -> None:
         port=u.port or 80,
         proxy_headers=True,
         forwarded_allow_ips="127.0.0.1",
+        # longer than the proxy leaves a kept-alive upstream socket idle in steady use: with uvicorn's 5 s, the
+        # proxy could send a request on a socket the API was closing at that instant (ECONNRESET -> its 503)
+        timeout_keep_alive=75,
         access_log=False,
         log_level=os.environ.get("AITRADE_API_LOG_LEVEL", "info"),
     )
