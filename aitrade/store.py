@@ -420,10 +420,11 @@ class GroupCommit:
         self,
         max_group: int = 32,  # the most units in one transaction
         url: str | None = None,  # the database (default: the configured one)
+        on_group: Callable[[int], Any] | None = None,  # called with each group's size (e.g. a metric)
     ):
         if not isinstance(max_group, int) or max_group < 1:
             raise FieldError("max_group", f"must be an integer >= 1 (got {max_group!r})")
-        self.max_group, self.url = max_group, url
+        self.max_group, self.url, self.on_group = max_group, url, on_group
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start = threading.Lock()
@@ -451,6 +452,8 @@ class GroupCommit:
 
     def _run(self, group: list) -> None:
         self.groups, self.units = self.groups + 1, self.units + len(group)
+        if self.on_group is not None:
+            self.on_group(len(group))
         if len(group) > 1:
             try:  # together: one transaction (no rollback hooks here: a failing unit's run alone calls them)
                 with session_factory(self.url)() as s, s.begin(), shared_reads(s):

@@ -285,6 +285,9 @@ def test_orders_that_arrive_together_share_one_commit_and_keep_their_own_answers
     # four new orders and a retry of one of them: one group, one commit, one order per client_order_id
     rs, groups = together([body("g-1"), body("g-2"), body("g-3"), body("g-4"), body("g-2")])
     assert groups == 1 and [r.status_code for r in rs] == [201] * 5, [r.text for r in rs]
+    metrics = client.get(P + "/metrics", headers=H("tok-admin")).text
+    assert 'aitrade_api_order_group_size_bucket{le="4.0"} 1.0' in metrics  # the held unit alone
+    assert 'aitrade_api_order_group_size_bucket{le="8.0"} 2.0' in metrics  # and the five together
     assert [r.json()["state"] for r in rs] == ["filled"] * 5
     assert len({r.json()["id"] for r in rs}) == 4 and rs[1].json()["id"] == rs[4].json()["id"]
     # one of a group reuses a client_order_id with other contents: it alone is refused, the others commit

@@ -171,7 +171,8 @@ def create_app(
     app.state.metrics = ApiMetrics()
     app.state.fanout = fanout or StreamFanout()
     app.state.reads = ReadCache(get_settings().api.read_cache_s)  # the hot reads' answers (`api.cache`)
-    app.state.orders = store.GroupCommit()  # new orders arriving together share a transaction (`store`)
+    # new orders arriving together share a transaction (`store.GroupCommit`); the sizes of the groups are a metric
+    app.state.orders = store.GroupCommit(on_group=app.state.metrics.order_groups.observe)
     mounts = [(prefix, metrics.router), *((prefix + "/v1", r) for r in V1_ROUTERS), (prefix, auth.router)]
     for at, router in mounts:
         app.include_router(router, prefix=at)

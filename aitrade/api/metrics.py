@@ -56,6 +56,12 @@ class ApiMetrics:
         self.ws_connections = Gauge("aitrade_api_ws_connections", "open WebSocket streams", registry=r)
         self.ws_messages = Counter("aitrade_api_ws_messages", "messages sent", ["stream"], registry=r)
         self.ws_dropped = Counter("aitrade_api_ws_dropped", "messages dropped for slow clients", registry=r)
+        self.order_groups = Histogram(
+            "aitrade_api_order_group_size",
+            "new orders committed in one transaction (store.GroupCommit)",
+            buckets=(1, 2, 4, 8, 16, 32),
+            registry=r,
+        )
         r.register(
             BackupCollector()
         )  # the newest backup and restore drill, from the audit log at each scrape
