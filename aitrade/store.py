@@ -10,6 +10,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextvars
 import functools
+import logging
 import queue
 import re
 import threading
@@ -448,7 +449,13 @@ class GroupCommit:
                     group.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            self._run(group)
+            try:
+                self._run(group)
+            except BaseException as e:  # nobody is left waiting for ever, whatever went wrong
+                for _, _, done in group:
+                    if not done.done():
+                        done.set_exception(e)
+                logging.getLogger("aitrade.store").exception("group commit: a group of %d failed", len(group))
 
     def _run(self, group: list) -> None:
         self.groups, self.units = self.groups + 1, self.units + len(group)
@@ -458,7 +465,7 @@ class GroupCommit:
             try:  # together: one transaction (no rollback hooks here: a failing unit's run alone calls them)
                 with session_factory(self.url)() as s, s.begin(), shared_reads(s):
                     results = [ctx.run(work, s) for ctx, work, _ in group]
-            except Exception:
+            except BaseException:
                 pass  # one of them failed, or the commit did: each runs again alone, below
             else:
                 for (_, _, done), r in zip(group, results, strict=True):
