@@ -8,6 +8,7 @@ Docs: https://github.com/aitrade/aitrade/store.html.md"""
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import contextvars
 import functools
 import logging
@@ -253,6 +254,7 @@ def insert_new(
     session: Session,  # the caller's transaction
     obj: Base,  # a new (transient) instance of a model
     key: Sequence[str],  # the columns of a unique constraint or index of its table
+    autoflush: bool = True,  # False: leave the session's pending changes for later (the row needs none of them)
 ) -> bool:
     "Insert `obj` unless a row with the same `key` exists: True, and `obj` is persistent with its id; else False."
     mapper = sa.inspect(type(obj))
@@ -269,7 +271,8 @@ def insert_new(
             setattr(obj, attr.key, None if d is None else d.arg if d.is_scalar else d.arg(None))
         values[col.key] = getattr(obj, attr.key)
     stmt = _insert_new_stmt(session.get_bind().dialect.name, mapper.local_table, tuple(key))
-    new_id = session.execute(stmt, values).scalar_one_or_none()  # the values as parameters: built once
+    with contextlib.nullcontext() if autoflush else session.no_autoflush:
+        new_id = session.execute(stmt, values).scalar_one_or_none()  # the values as parameters: built once
     if new_id is None:
         return False
     setattr(obj, mapper.get_property_by_column(pk).key, new_id)

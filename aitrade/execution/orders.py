@@ -88,6 +88,11 @@ def transition(
     vals = dict(state=to, updated_at=utcnow(), **values)
     if to in ("rejected", "cancelled") or reason and to == "pending_approval":
         vals.setdefault("reason", reason)
+    if _unseen(session, order):  # no other transaction can see (or move) its row: the next flush writes it
+        for k, v in vals.items():
+            setattr(order, k, v)
+        _moved(session, order, frm, to, actor, reason, data)
+        return order
     res = session.execute(
         _move_stmt(tuple(vals)),
         {"b_id": order.id, "b_from": frm} | {"v_" + k: v for k, v in vals.items()},
@@ -100,6 +105,28 @@ def transition(
         set_committed_value(order, k, v)
     _moved(session, order, frm, to, actor, reason, data)
     return order
+
+
+_INSERTED = "aitrade.execution.inserted"  # session.info key: (transaction, ids of the orders it inserted)
+
+
+def _inserted(session: Session, order: Order) -> None:
+    "Note that this transaction inserted `order` (`submit_order`)."
+    tx, held = session.get_transaction(), session.info.get(_INSERTED)
+    if not held or held[0] is not tx:
+        held = session.info[_INSERTED] = (tx, set())
+    held[1].add(order.id)
+
+
+def _unseen(session: Session, order: Order) -> bool:
+    "Whether this transaction inserted `order` (and still holds it): its row is invisible to every other."
+    held = session.info.get(_INSERTED)
+    return (
+        bool(held)
+        and held[0] is session.get_transaction()
+        and order.id in held[1]
+        and sa.inspect(order).persistent
+    )
 
 
 @functools.cache
@@ -289,6 +316,7 @@ def submit_order(
         if existing is None:  # the row that held the id is gone again: nothing to answer with
             raise DuplicateClientOrderId("client_order_id", f"{request.client_order_id!r}: retry")
         return _same(existing, fp, request)
+    _inserted(session, order)
     submitted = order.to_dict() | dict(state="new", reason="", approved_by=None)  # as it was submitted
     _moved(session, order, None, "new", principal.name, "submitted", audit_after=submitted)
     _moved(session, order, "new", to, actor, reason)
