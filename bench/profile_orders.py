@@ -1,6 +1,7 @@
 """Where one order's time goes inside the process: SQL statements per order (counted with SQLAlchemy's
 `before_cursor_execute`) and milliseconds per order through the API in process (TestClient) and through the
-platform functions alone (`submit_order` + `fill_now`), one client, on a fresh PostgreSQL schema or SQLite.
+platform functions alone (`submit_order` + `fill_now`), one client, on a fresh PostgreSQL schema or SQLite; and
+per order when N orders share one transaction and its reads (what `store.GroupCommit` does in the API).
 
     .venv/bin/python bench/profile_orders.py [sqlite] [prof [FUNCTION ...]]
 
@@ -97,6 +98,24 @@ def main(argv: list[str]) -> None:
             for _ in range(200):
                 fn()
             print(f"per order, {name}: {(time.perf_counter() - t) / 200 * 1e3:.2f} ms")
+
+        def group(
+            n: int,
+        ) -> None:  # n orders in one transaction, their reads shared, as `store.GroupCommit` runs them
+            bus_up()
+            broker = execution.PaperBroker()
+            with store.session_scope() as s, store.shared_reads(s):
+                for _ in range(n):
+                    req = execution.OrderRequest(client_order_id=uuid.uuid4().hex, **{**body, "expiry": exp})
+                    execution.fill_now(s, execution.submit_order(s, tara, req, broker=broker), broker)
+
+        for n in (1, 2, 4, 16):
+            t = time.perf_counter()
+            for _ in range(192 // n):
+                group(n)
+            print(
+                f"per order, platform functions, groups of {n}: {(time.perf_counter() - t) / (192 // n * n) * 1e3:.2f} ms"
+            )
         if "prof" in argv:
             pr = cProfile.Profile()
             pr.enable()
