@@ -367,9 +367,8 @@ def _drop_rolled_back(session: Session, previous_transaction) -> None:
         session.info[_KEPT] = [k for k in kept if not within(k[2], previous_transaction)]
 
 # %% ../nbs/01_store.ipynb #b2493dd9
-_SHARED = (
-    "aitrade.store.shared"  # session.info key: {key: (tables, value)} while the session shares its reads
-)
+# session.info key: {key: (tables, value)} while the session shares its reads
+_SHARED = "aitrade.store.shared"
 
 
 @contextmanager
