@@ -47,7 +47,8 @@ class ReadCache:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._follower: threading.Thread | None = None
-        self.hits = self.misses = 0
+        self.listening = threading.Event()  # set once the follower reads the bus (and after each reconnect)
+        self.hits = self.misses = self.notices = 0  # `notices`: the change notices the follower has applied
         bus.CHANGE_HOOKS.append(weakref.WeakMethod(self.changed))  # this process's own change notices
 
     def changed(
@@ -116,14 +117,17 @@ class ReadCache:
                     sub = bus.subscribe(bus.CHANGES, "$", block_ms=block_ms)
                     with self._lock:  # what changed while nobody listened is unknown: drop everything
                         self._epoch += 1
+                    self.listening.set()
                 for _, msg in sub:
                     if fam := msg.get("family"):
                         self.changed(str(fam))
+                        self.notices += 1
                 if not self._stop.is_set():
                     sub = bus.subscribe(bus.CHANGES, sub.last_id, block_ms=block_ms)
             except Exception as e:  # a bus outage: answers still expire after max_age_s
                 log.warning("read cache: following %s failed (%s); answers expire after %.1f s", bus.CHANGES, e, self.max_age_s)  # fmt: skip
                 sub = None
+                self.listening.clear()
                 self._stop.wait(1.0)
 
     def close(self) -> None:
