@@ -153,26 +153,21 @@ def heston_cf(u, T, v0, kappa, theta, sigma, rho):
     return p.out(res, shape)
 
 # %% ../../nbs/13_pricing_heston.ipynb #d0d5f38c
-@cpu_kernel()
+@cpu_kernel(inline="always")
 def _inv(z: complex) -> complex:
     "1/z as conj(z)/|z|^2: one real division (|z| is far from the overflow range where it is used)."
     m = 1.0 / (z.real * z.real + z.imag * z.imag)
     return complex(z.real * m, -z.imag * m)
 
 
-@cpu_kernel()
+@cpu_kernel(inline="always")
 def _csqrt(z: complex) -> complex:
-    "Principal square root by the half-angle formulas, without cancellation (Kahan 1987)."
+    "Principal square root by the half-angle formulas, without cancellation (Kahan 1987); branch-free."
     a = z.real
     b = z.imag
-    r = math.sqrt(a * a + b * b)
-    if a >= 0.0:
-        t = math.sqrt(0.5 * (r + a))
-        if t == 0.0:
-            return complex(0.0, b)
-        return complex(t, 0.5 * b / t)
-    t = math.sqrt(0.5 * (r - a))
-    return complex(0.5 * abs(b) / t, math.copysign(t, b))
+    t = math.sqrt(0.5 * (math.sqrt(a * a + b * b) + abs(a)))  # |z| + |a|: no cancellation
+    h = 0.5 * b / (t if t != 0.0 else 1.0)  # t = 0 only at z = 0, where h = b = ±0
+    return complex(t, h) if a >= 0.0 else complex(abs(h), math.copysign(t, b))
 
 
 @cpu_kernel()
@@ -189,24 +184,33 @@ def _log1p_cf(z: complex) -> complex:
     return complex(0.5 * math.log1p(zr * (2.0 + zr) + zi * zi), math.atan2(zi, 1.0 + zr))
 
 
-@cpu_kernel()
-def _lnphi_grad_t(u: complex, T: float, v0: float, kappa: float, theta: float, sigma: float, rho: float):
-    "(ln phi(u), its partial derivatives in v0, kappa, theta, sigma, rho): six complex numbers."
+@cpu_kernel(inline="always")
+def _xi_beta_d(u, kappa: float, sigma: float, rho: float):
+    "xi = kappa - sigma rho i u, beta = u^2 + i u and d = sqrt(xi^2 + sigma^2 beta) (u real or complex)."
     iu = 1j * u
     xi = kappa - sigma * rho * iu
     beta = u * u + iu
-    d = _csqrt(xi * xi + sigma * sigma * beta)
+    return xi, beta, _csqrt(xi * xi + sigma * sigma * beta)
+
+
+@cpu_kernel(inline="always")
+def _lnphi_z(xi: complex, beta: complex, d: complex, e: complex, sigma: float) -> complex:
+    "z = -sigma^2 beta (1 - e) / (2 d s), s = xi + d, e = exp(-d T)."
+    return -(sigma * sigma) * beta * (1.0 - e) * (0.5 * _inv(d) * _inv(xi + d))
+
+
+@cpu_kernel(inline="always")
+def _lnphi_grad_rest(u, T, v0, kappa, theta, sigma, rho, xi, beta, d, e, z, L1):
+    "(ln phi(u), its five partial derivatives) from xi, beta, d, e = exp(-d T), z and L1 = log1p(z)."
+    iu = 1j * u
     s = xi + d
-    e = _cexp(-d * T)
     ome = 1.0 - e
     s2 = sigma * sigma
     rd = _inv(d)  # reciprocals once: complex division is the expensive operation here
     rs = _inv(s)
     rden = 0.5 * rd * rs  # 1 / (2 d s)
-    z = -s2 * beta * ome * rden
     opz = 1.0 + z
     ropz = _inv(opz)
-    L1 = _log1p_cf(z)
     rQ = 0.5 * rd * ropz  # 1 / Q, Q = 2 d (1 + z)
     D = -beta * ome * rQ
     kt = kappa * theta
@@ -244,6 +248,15 @@ def _lnphi_grad_t(u: complex, T: float, v0: float, kappa: float, theta: float, s
         C_g + v0 * D_g,
         C_r + v0 * D_r,
     )
+
+
+@cpu_kernel()
+def _lnphi_grad_t(u: complex, T: float, v0: float, kappa: float, theta: float, sigma: float, rho: float):
+    "(ln phi(u), its partial derivatives in v0, kappa, theta, sigma, rho): six complex numbers."
+    xi, beta, d = _xi_beta_d(u, kappa, sigma, rho)
+    e = _cexp(-d * T)
+    z = _lnphi_z(xi, beta, d, e, sigma)
+    return _lnphi_grad_rest(u, T, v0, kappa, theta, sigma, rho, xi, beta, d, e, z, _log1p_cf(z))
 
 
 @cpu_kernel()
@@ -349,24 +362,52 @@ def _cos_tables(Tg, Pg, a0, W, N, A):
         A[g, 0] *= 0.5
 
 
-@cpu_kernel()
+_CHUNK = 64
+
+
+@cpu_kernel(error_model="numpy")
 def _cos_tables_grad(Tg, v0, kappa, theta, sigma, rho, a0, W, N, A):
-    """A[g, k, 0] as `_cos_tables`, A[g, k, 1 + j] the same with phi replaced by its derivative in parameter j
-    (serial: the calibration's evaluation is too short to share between threads robustly, see the text)."""
+    """A[g, k, 0] as `_cos_tables`, A[g, k, 1 + j] the same with phi replaced by its derivative in parameter j.
+    Serial (the calibration's evaluation is too short to share between threads robustly, see the text), in
+    chunks of `_CHUNK` terms, one stage at a time: the stages of arithmetic vectorize, the libm calls do not."""
+    X = np.empty((20, _CHUNK))  # rows: d, e, z, L1, (lp, its 5 derivatives): real and imaginary parts
+    A[:, :, :] = 0.0
     for g in range(Tg.size):
-        A[g, :, :] = 0.0
-        for k in range(N[g]):
-            u = k * math.pi / W[g]
-            lp, g0, g1, g2, g3, g4 = _lnphi_grad_t(u + 0j, Tg[g], v0, kappa, theta, sigma, rho)
-            E = _cexp(lp - 1j * u * a0[g])
-            if k == 0:
-                E *= 0.5
-            A[g, k, 0] = E.real
-            A[g, k, 1] = (E * g0).real
-            A[g, k, 2] = (E * g1).real
-            A[g, k, 3] = (E * g2).real
-            A[g, k, 4] = (E * g3).real
-            A[g, k, 5] = (E * g4).real
+        T = Tg[g]
+        for c in range(0, N[g], _CHUNK):
+            n = min(_CHUNK, N[g] - c)
+            for j in range(n):
+                xi, beta, d = _xi_beta_d((c + j) * math.pi / W[g], kappa, sigma, rho)
+                X[0, j], X[1, j] = d.real, d.imag
+            for j in range(n):
+                e = _cexp(complex(-T * X[0, j], -T * X[1, j]))
+                X[2, j], X[3, j] = e.real, e.imag
+            for j in range(n):
+                xi, beta, d = _xi_beta_d((c + j) * math.pi / W[g], kappa, sigma, rho)
+                z = _lnphi_z(xi, beta, complex(X[0, j], X[1, j]), complex(X[2, j], X[3, j]), sigma)
+                X[4, j], X[5, j] = z.real, z.imag
+            for j in range(n):
+                L1 = _log1p_cf(complex(X[4, j], X[5, j]))
+                X[6, j], X[7, j] = L1.real, L1.imag
+            for j in range(n):
+                u = (c + j) * math.pi / W[g]
+                xi, beta, d = _xi_beta_d(u, kappa, sigma, rho)
+                lp, g0, g1, g2, g3, g4 = _lnphi_grad_rest(
+                    u, T, v0, kappa, theta, sigma, rho, xi, beta, complex(X[0, j], X[1, j]),
+                    complex(X[2, j], X[3, j]), complex(X[4, j], X[5, j]), complex(X[6, j], X[7, j]),
+                )  # fmt: skip
+                X[8, j], X[9, j] = lp.real, lp.imag - u * a0[g]  # the shift to the range's start, e^(-i u a0)
+                X[10, j], X[11, j], X[12, j], X[13, j] = g0.real, g0.imag, g1.real, g1.imag
+                X[14, j], X[15, j], X[16, j], X[17, j] = g2.real, g2.imag, g3.real, g3.imag
+                X[18, j], X[19, j] = g4.real, g4.imag
+            for j in range(n):
+                E = _cexp(complex(X[8, j], X[9, j]))
+                X[2, j], X[3, j] = E.real, E.imag
+            for j in range(n):
+                h = 0.5 if c + j == 0 else 1.0
+                A[g, c + j, 0] = h * X[2, j]
+                for m in range(5):
+                    A[g, c + j, 1 + m] = h * (X[2, j] * X[10 + 2 * m, j] - X[3, j] * X[11 + 2 * m, j])
 
 # %% ../../nbs/13_pricing_heston.ipynb #e5bf6585
 _B_CALL = 2.0
