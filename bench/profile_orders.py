@@ -99,9 +99,8 @@ def main(argv: list[str]) -> None:
                 fn()
             print(f"per order, {name}: {(time.perf_counter() - t) / 200 * 1e3:.2f} ms")
 
-        def group(
-            n: int,
-        ) -> None:  # n orders in one transaction, their reads shared, as `store.GroupCommit` runs them
+        def group(n: int) -> None:
+            "n orders in one transaction, their reads shared, as `store.GroupCommit` runs them."
             bus_up()
             broker = execution.PaperBroker()
             with store.session_scope() as s, store.shared_reads(s):

@@ -173,10 +173,9 @@ def record_fill(
         commission=float(bf.commission),
         fees=float(bf.fees),
     )
-    # the order's row exists (its own moves may still be pending: the flush after this one writes them together)
-    if not insert_new(
-        session, f, ["venue", "broker_fill_id"], autoflush=False
-    ):  # the venue reported it before
+    # the order's row exists (its own moves may still be pending: the flush after this one writes them together);
+    # no row inserted: the venue reported this fill before
+    if not insert_new(session, f, ["venue", "broker_fill_id"], autoflush=False):
         return None
     done = order.filled_quantity or 0.0
     avg = ((order.avg_fill_price or 0.0) * done + f.price * qty) / (done + qty)
