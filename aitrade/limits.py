@@ -340,9 +340,7 @@ def fail_closed_reason(session: Session, symbol: str, now: datetime | None = Non
 
     now = _aware(now or utcnow())
     max_age = get_settings().risk.max_data_age_seconds
-    # one market state for the orders a group decides together (`store.shared`)
-    last = shared(session, ("newest quote time", symbol), (marketdata.OptionQuote.__tablename__,),
-                  lambda: marketdata.latest_quote_time(session, symbol))  # fmt: skip
+    last = marketdata.latest_quote_time(session, symbol)  # read once per group (`store.shared`), as below
     if last is None:
         return f"no market data for {symbol}: fail closed"
     age = (now - _aware(last)).total_seconds()

@@ -34,7 +34,7 @@ from .chains import load_quotes_file, parse_quotes_frame, to_file_layout  # noqa
 from .clock import calendar, is_session, session_close, sessions, time_to_expiry  # noqa: F401
 from .errors import FieldError
 from .rates import RateCurve, synthetic_curve
-from .store import Base, BigId, UTCDateTime, unique, utcnow
+from .store import Base, BigId, UTCDateTime, shared, sharing, unique, utcnow
 
 # %% auto #0
 __all__ = ['REPLACED', 'CATALOG', 'BAD_KINDS', 'TICKS_STREAM', 'TICKS_PUBLISHED', 'LAST_TICK_PUBLISHED', 'Underlying',
@@ -599,8 +599,9 @@ def chain(session: Session, symbol: str, date, as_of: dt.datetime | None = None)
 
 
 def latest_quote_time(session: Session, symbol: str) -> dt.datetime | None:
-    "Time (UTC) of the newest stored quote of `symbol`, or None."
-    return session.scalar(_NEWEST_TS, {"symbol": symbol})
+    "Time (UTC) of the newest stored quote of `symbol`, or None (read once per group in `store.shared_reads`)."
+    return shared(session, ("newest quote time", symbol), (OptionQuote.__tablename__,),
+                  lambda: session.scalar(_NEWEST_TS, {"symbol": symbol}))  # fmt: skip
 
 
 _NEWEST_TS = sa.select(sa.func.max(OptionQuote.ts)).where(OptionQuote.underlying == sa.bindparam("symbol"))
@@ -615,9 +616,20 @@ def quote(
     p = dict(
         symbol=symbol, expiry=as_day(expiry, "expiry").date(), option_type=option_type, strike=float(strike)
     )
+    # a group's orders (`store.shared_reads`): the quote at `as_of` is the newest, unless one is newer
+    if as_of is not None and as_of.tzinfo is not None and sharing(session):
+        newest = latest_quote_time(session, symbol)
+        if newest is not None and newest <= as_of:
+            as_of = None
     if as_of is not None:
         p["as_of"] = as_of
-    row = session.execute(_QUOTE[as_of is not None], p).first()
+        return _quote_row(session.execute(_QUOTE[True], p).first())
+    key = ("newest quote", *p.values())
+    row = shared(session, key, (OptionQuote.__tablename__,), lambda: _quote_row(session.execute(_QUOTE[False], p).first()))  # fmt: skip
+    return None if row is None else dict(row)  # the caller's own copy of a shared answer
+
+
+def _quote_row(row) -> dict[str, Any] | None:
     return None if row is None else dict(zip(CHAIN_COLUMNS, row, strict=True))
 
 

@@ -36,7 +36,7 @@ from .errors import FieldError
 __all__ = ['BigId', 'ROLLBACK_HOOKS', 'UTCDateTime', 'utcnow', 'Base', 'unique', 'make_engine', 'get_engine', 'session_factory',
            'session_scope', 'dispose_engines', 'alembic_config', 'upgrade', 'downgrade', 'current', 'head',
            'run_migrations', 'insert_new', 'within', 'insert_at_commit', 'write_pending', 'insert_rows', 'shared_reads',
-           'shared', 'GroupCommit', 'grant_read_only']
+           'shared', 'sharing', 'GroupCommit', 'grant_read_only']
 
 # %% ../nbs/01_store.ipynb #b16a38ea
 class UTCDateTime(TypeDecorator):
@@ -396,6 +396,13 @@ def shared(
     if key not in memo:
         memo[key] = (frozenset(tables), load())
     return memo[key][1]
+
+
+def sharing(
+    session: Session,  # the caller's transaction
+) -> bool:
+    "Whether `session` is inside `shared_reads` (a reader may then choose a form of its read that others share)."
+    return session.info.get(_SHARED) is not None
 
 
 def _forget(session: Session, tables: set[str]) -> None:
