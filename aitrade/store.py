@@ -440,24 +440,32 @@ class GroupCommit:
         self._start = threading.Lock()
         self.groups = self.units = 0  # how many transactions and units so far (for metrics and tests)
 
-    def run(self, work: Callable[[Session], Any]) -> Any:
-        "`work(session)` in a transaction shared with the units queued beside it; its result once committed."
+    def submit(self, work: Callable[[Session], Any]) -> concurrent.futures.Future:
+        "Queue `work(session)`; a future of its result once committed (`asyncio.wrap_future` awaits it)."
         done = concurrent.futures.Future()
         self._queue.put((contextvars.copy_context(), work, done))
         with self._start:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._loop, name="aitrade-group-commit", daemon=True)
                 self._thread.start()
-        return done.result()
+        return done
+
+    def run(self, work: Callable[[Session], Any]) -> Any:
+        "`work(session)` in a transaction shared with the units queued beside it; its result once committed."
+        return self.submit(work).result()
 
     def _loop(self) -> None:
         while True:
-            group = [self._queue.get()]
-            while len(group) < self.max_group:
+            taken = [self._queue.get()]
+            while len(taken) < self.max_group:
                 try:
-                    group.append(self._queue.get_nowait())
+                    taken.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
+            # a unit whose future was cancelled while it waited is dropped; the others can no longer be cancelled
+            group = [u for u in taken if u[2].set_running_or_notify_cancel()]
+            if not group:
+                continue
             try:
                 self._run(group)
             except BaseException as e:  # nobody is left waiting for ever, whatever went wrong

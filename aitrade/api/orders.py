@@ -7,6 +7,7 @@ Docs: https://github.com/aitrade/aitrade/api_routes_orders.html.md"""
 # %% ../../nbs/87_api_routes_orders.ipynb #4c78c5fb
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 from typing import Literal
@@ -129,20 +130,22 @@ def bus_up() -> None:
     summary="Submit an order (idempotent on client_order_id)",
     **guarded("orders:submit", ERRORS_409),
 )
-def submit(request: Request, body: OrderIn) -> OrderOut:
-    bus_up()
+async def submit(request: Request, body: OrderIn) -> OrderOut:
     req = execution.OrderRequest(**body.model_dump())
     who = principal(request)
 
     def work(s) -> tuple[OrderOut, Exception | None]:
+        bus_up()  # here, off the event loop: a bus that hangs holds this unit, not every request of the worker
         broker = execution.PaperBroker()  # the platform's venue, as for `aitrade orders submit`
         # an auto-approved order goes to the venue and takes its fills at once
         o = execution.fill_now(s, execution.submit_order(s, who, req, broker=broker), broker)
         return OrderOut.model_validate(o), o.rejection
 
     # orders that arrive together share one transaction and one commit (`store.GroupCommit`); each answer is
-    # given once its order is committed
-    out, rejection = request.app.state.orders.run(work)
+    # given once its order is committed. The request awaits it without holding a thread of the worker's pool
+    # (which its sync endpoints share); a client that goes away does not withdraw a queued order (`shield`)
+    done = request.app.state.orders.submit(work)
+    out, rejection = await asyncio.shield(asyncio.wrap_future(done))
     request.app.state.reads.changed("orders")  # this process reads its own order at once
     if rejection is not None:
         p = errors.problem(rejection)
