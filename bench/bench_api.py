@@ -22,6 +22,10 @@ Targets (issue 15): reads p99 <= 50 ms at 1,000 req/s through the proxy, closed 
 orders p99 <= 50 ms at 200/s through the proxy, >= 1,000 orders/s closed loop, 0 errors; WebSocket p99 <= 10 ms
 at 100 ticks/s on both buses.
 
+The closed-loop order rows also give the CPU each part spent per request (the API service, the Hub, its proxy,
+PostgreSQL, the load generator; `load_with_cpu`), for aitrade and the peer, and the throughput that cost allows
+on this machine's cores: where an order's time goes, and how far the CPU alone lets a closed loop go.
+
 Run: `.venv/bin/python bench/bench_api.py [--quick] [--orders]` (starts its own Hub on free ports in a temporary
 folder; `--orders`: the order rows alone).
 """
@@ -31,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -40,6 +45,7 @@ import uuid
 from pathlib import Path
 
 import numpy as np
+import psutil
 import requests
 from timing import row  # the timer and row of every bench file
 
@@ -82,6 +88,9 @@ async def _loadgen(cfg: dict) -> dict:
     rate, duration, conns = cfg.get("rate"), float(cfg["duration"]), int(cfg["conns"])
     n_total = int(rate * duration) if rate else None
     lat, statuses, nxt = [], {}, [0]
+    ru0 = resource.getrusage(
+        resource.RUSAGE_SELF
+    )  # after the imports: the generator's CPU for the load alone
     t0 = time.perf_counter() + 0.2
     t_end = t0 + duration
 
@@ -112,7 +121,12 @@ async def _loadgen(cfg: dict) -> dict:
     await asyncio.gather(*(worker() for _ in range(conns)))
     elapsed = max(time.perf_counter() - t0, 1e-9)
     a = np.array(lat) * 1000
+    ru = resource.getrusage(resource.RUSAGE_SELF)
     return {
+        "cpu_s": ru.ru_utime
+        + ru.ru_stime
+        - ru0.ru_utime
+        - ru0.ru_stime,  # for the CPU account (`load_with_cpu`)
         "n": len(lat),
         "p50_ms": float(np.percentile(a, 50)) if a.size else None,
         "p99_ms": float(np.percentile(a, 99)) if a.size else None,
@@ -289,6 +303,65 @@ def _closed_loop_read(hub, base: dict, where: str, port: int, hub_port: int, nee
     return r, pr
 
 
+def _cpu_parts(hub) -> dict[str, list[psutil.Process]]:
+    "The processes a request crosses, by part: the API service (its supervisor and workers), the Hub, its proxy, PostgreSQL."
+    listening = {c.pid for c in psutil.net_connections("tcp") if c.status == psutil.CONN_LISTEN and c.laddr.port == hub.api_port}  # fmt: skip
+    api = []  # the Hub's child that is, or started, a process listening on the API's port, and all it started
+    for child in psutil.Process(hub.proc.pid).children():
+        below = child.children(recursive=True)
+        if listening & {child.pid, *(p.pid for p in below)}:
+            api += [child, *below]
+    tree = psutil.Process(hub.proc.pid).children(recursive=True)
+    return {
+        "API service": api,
+        "JupyterHub": [psutil.Process(hub.proc.pid)],
+        "proxy": [p for p in tree if p.name() == "node"],
+        "PostgreSQL": [p for p in psutil.process_iter() if p.name() == "postgres"],
+    }
+
+
+def _cpu_s(parts: dict[str, list[psutil.Process]]) -> dict[tuple[str, int], float]:
+    out = {}
+    for part, procs in parts.items():
+        for p in procs:
+            try:
+                t = p.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            out[(part, p.pid)] = t.user + t.system
+    return out
+
+
+def load_with_cpu(hub, cfg: dict) -> tuple[dict, dict[str, float]]:
+    """`load(cfg)` and the CPU seconds each part spent on it (`_cpu_parts`, plus the load generator's own): where
+    a request's cost goes, and what the machine's cores allow at that cost (the CPU ceiling of a closed loop)."""
+    parts = _cpu_parts(hub)
+    before = _cpu_s(parts)
+    r = load(cfg)
+    after = _cpu_s(_cpu_parts(hub))  # PostgreSQL backends that started during the run count from zero
+    spent = {part: 0.0 for part in parts}
+    for (part, pid), t in after.items():
+        spent[part] += t - before.get((part, pid), 0.0)
+    spent["load generator"] = r["cpu_s"]
+    return r, spent
+
+
+def _cpu_rows(bench: str, r: dict, spent: dict, peer_name: str, pr: dict, peer_spent: dict) -> list[dict]:
+    "Per request: CPU ms of each part, aitrade and the peer, and the throughput those costs allow on this machine."
+    rows = []
+    for part in spent:
+        ours, theirs = spent[part] / max(r["n"], 1) * 1e3, peer_spent[part] / max(pr["n"], 1) * 1e3
+        rows.append(
+            row(bench, f"CPU ms per request: {part}", ours, peer_name, theirs, higher_is_better=False)
+        )
+    cores = os.cpu_count() or 1
+    total = sum(spent.values()) / max(r["n"], 1)
+    peer_total = sum(peer_spent.values()) / max(pr["n"], 1)
+    rows.append(row(bench, f"CPU ceiling req/s ({cores} cores / CPU per request)", cores / total if total else None,
+                    peer_name, cores / peer_total if peer_total else None))  # fmt: skip
+    return rows
+
+
 def _order_rows(hub, base: dict, where_ports, rates=(200.0, 1000.0)) -> list[dict]:
     "Orders at fixed rates (each a new client_order_id: a real order, pre-trade checks, audit) and closed loop."
     rows = []
@@ -305,8 +378,8 @@ def _order_rows(hub, base: dict, where_ports, rates=(200.0, 1000.0)) -> list[dic
                 continue
             tag = uuid.uuid4().hex[:8]
             extra = {"rate": orate} if orate else {"rate": None, "conns": 32}
-            r = load({**base, **extra, "method": "POST", "path": f"{P}/v1/orders", "port": port, "body": order, "tag": tag})  # fmt: skip
-            pr = load({**base, **extra, "method": "POST", "path": peer_path, "port": hub_port, "body": activity, "tag": tag})  # fmt: skip
+            r, spent = load_with_cpu(hub, {**base, **extra, "method": "POST", "path": f"{P}/v1/orders", "port": port, "body": order, "tag": tag})  # fmt: skip
+            pr, peer_spent = load_with_cpu(hub, {**base, **extra, "method": "POST", "path": peer_path, "port": hub_port, "body": activity, "tag": tag})  # fmt: skip
             ok = set(r["statuses"]) == {"201"}
             peer_name = f"JupyterHub POST /hub/api/users/<u>/activity ({where})"
             st = "" if ok else f" (statuses {r['statuses']})"
@@ -317,6 +390,7 @@ def _order_rows(hub, base: dict, where_ports, rates=(200.0, 1000.0)) -> list[dic
                 rows.append(
                     row(bench, "p99 ms", r["p99_ms"], peer_name, pr["p99_ms"], higher_is_better=False)
                 )
+                rows += _cpu_rows(bench, r, spent, peer_name, pr, peer_spent)
                 continue
             bench = f"api POST /v1/orders via {where} @{orate:.0f} rps"
             rows.append(row(bench, "p50 ms", r["p50_ms"], peer_name, pr["p50_ms"], higher_is_better=False))
