@@ -88,9 +88,8 @@ async def _loadgen(cfg: dict) -> dict:
     rate, duration, conns = cfg.get("rate"), float(cfg["duration"]), int(cfg["conns"])
     n_total = int(rate * duration) if rate else None
     lat, statuses, nxt = [], {}, [0]
-    ru0 = resource.getrusage(
-        resource.RUSAGE_SELF
-    )  # after the imports: the generator's CPU for the load alone
+    # the generator's CPU for the load alone, after its imports (`load_with_cpu`)
+    ru0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter() + 0.2
     t_end = t0 + duration
 
@@ -123,10 +122,7 @@ async def _loadgen(cfg: dict) -> dict:
     a = np.array(lat) * 1000
     ru = resource.getrusage(resource.RUSAGE_SELF)
     return {
-        "cpu_s": ru.ru_utime
-        + ru.ru_stime
-        - ru0.ru_utime
-        - ru0.ru_stime,  # for the CPU account (`load_with_cpu`)
+        "cpu_s": (ru.ru_utime + ru.ru_stime) - (ru0.ru_utime + ru0.ru_stime),
         "n": len(lat),
         "p50_ms": float(np.percentile(a, 50)) if a.size else None,
         "p99_ms": float(np.percentile(a, 99)) if a.size else None,
