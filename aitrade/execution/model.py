@@ -30,7 +30,7 @@ from ..store import Base, shared, unique
 # %% auto #0
 __all__ = ['STATES', 'TRANSITIONS', 'WORKING', 'OPTION_TYPES', 'QuoteSource', 'Strategy', 'Order', 'OrderEvent', 'Fill',
            'IllegalTransition', 'FourEyesViolation', 'DuplicateClientOrderId', 'OrderRequest', 'Quote', 'as_utc',
-           'marketdata_quote', 'underlying_quote', 'order_risk']
+           'marketdata_quote', 'underlying_quote', 'order_risk', 'warm']
 
 # %% ../../nbs/40_execution_model.ipynb #62fa95d9
 STATES: tuple[str, ...] = (
@@ -393,3 +393,11 @@ def order_risk(
     g = bsm_greeks(s, order.strike, T, quote.rate, quote.div_yield, vol, c, greeks=("vega",))
     vega = abs(float(g["vega"]) * qty * mult / 100.0)
     return dict(notional=abs(qty * mult * s), vega=vega, vol=vol, T=T)
+
+# %% ../../nbs/40_execution_model.ipynb #9fd35f00
+def warm() -> dict[str, float]:
+    "Run `order_risk` once on a made-up call (its kernels loaded or compiled, the calendar built); its estimate."
+    now = datetime.now(UTC)
+    expiry = (now + pd.Timedelta(days=30)).date()
+    request = OrderRequest("warm", "SPX", "buy", 1, "C", expiry, 100.0)
+    return order_risk(request, Quote(4.9, 5.1, 1, 1, 100.0, now, rate=0.01), now)
