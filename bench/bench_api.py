@@ -365,9 +365,11 @@ def _order_rows(hub, base: dict, where_ports, rates=(200.0, 1000.0)) -> list[dic
              "expiry": hub.expiry, "strike": 100.0}  # fmt: skip
     activity = {"last_activity": "2024-01-02T00:00:00Z"}
     peer_path = "/hub/api/users/bench-trader/activity"
-    # warm up, as the reads do: each worker's pricing kernels, pools and caches
-    load({**base, "method": "POST", "path": f"{P}/v1/orders", "port": where_ports[0][1], "body": order,
-          "tag": uuid.uuid4().hex[:8], "rate": 50, "duration": 2.0})  # fmt: skip
+    # warm up, as the reads do: each worker's pools and caches. Through each way in: the proxy keeps only a few
+    # connections to the API alive, and those may all have landed on one of its workers
+    for _, port, _ in where_ports:
+        load({**base, "method": "POST", "path": f"{P}/v1/orders", "port": port, "body": order,
+              "tag": uuid.uuid4().hex[:8], "rate": 50, "duration": 2.0})  # fmt: skip
     for orate in (*rates, None):
         for where, port, hub_port in where_ports:
             if orate is None and where != "proxy":
