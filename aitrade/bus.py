@@ -22,7 +22,7 @@ import threading
 import weakref
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -35,7 +35,8 @@ log = logging.getLogger("aitrade.bus")
 
 # %% auto #0
 __all__ = ['log', 'CHANGES', 'CHANGE_HOOKS', 'check_stream', 'encode_message', 'Subscription', 'Bus', 'Doorbell', 'SqliteBus',
-           'RedisBus', 'bus_path', 'get_bus', 'publish', 'ping', 'subscribe', 'publish_after_commit', 'unpublished']
+           'RedisBus', 'bus_path', 'get_bus', 'publish', 'publish_many', 'ping', 'subscribe', 'publish_after_commit',
+           'unpublished']
 
 # %% ../nbs/20_bus.ipynb #b6174038
 _STREAM_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,200}$")
@@ -110,6 +111,7 @@ class Bus(Protocol):
     "What every bus backend provides."
 
     def publish(self, stream: str, message: dict) -> str: ...
+    def publish_many(self, messages: Sequence[tuple[str, dict]]) -> list[str]: ...  # all or none, in order
     def subscribe(
         self, stream: str, last_id: str = "$", block_ms: int | None = None, count: int = 100
     ) -> Subscription: ...
@@ -234,16 +236,32 @@ class SqliteBus:
         return c
 
     def publish(self, stream: str, message: dict) -> str:
-        stream, payload = check_stream(stream), encode_message(message)
-        ms = time.time_ns() // 1_000_000
-        cur = self._conn().execute(
-            "INSERT INTO bus_entries (stream, ts_ms, payload) VALUES (?, ?, ?)", (stream, ms, payload)
-        )
-        self._n += 1
-        if self._n % self.trim_every == 0:
-            self.trim(stream, self.maxlen)
+        return self.publish_many([(stream, message)])[0]
+
+    def publish_many(self, messages: Sequence[tuple[str, dict]]) -> list[str]:
+        "Append `(stream, message)`s in one transaction (all or none, in order), then ring the readers once."
+        # all checked before any is written
+        rows = [(check_stream(s), encode_message(m)) for s, m in messages]
+        if not rows:
+            return []
+        ms, c = time.time_ns() // 1_000_000, self._conn()
+        insert = "INSERT INTO bus_entries (stream, ts_ms, payload) VALUES (?, ?, ?)"
+        if len(rows) == 1:  # autocommit: one statement is atomic
+            ids = [c.execute(insert, (rows[0][0], ms, rows[0][1])).lastrowid]
+        else:
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                ids = [c.execute(insert, (s, ms, p)).lastrowid for s, p in rows]
+                c.execute("COMMIT")
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+        before, self._n = self._n, self._n + len(rows)
+        if before // self.trim_every != self._n // self.trim_every:
+            for stream in dict.fromkeys(s for s, _ in rows):
+                self.trim(stream, self.maxlen)
         self.bell.ring()
-        return f"{ms}-{cur.lastrowid}"
+        return [f"{ms}-{i}" for i in ids]
 
     def trim(self, stream: str, maxlen: int) -> int:
         "Keep the newest `maxlen` entries of `stream`; return how many were deleted (remembering the last one)."
@@ -333,8 +351,17 @@ class RedisBus:
         return self.prefix + check_stream(stream)
 
     def publish(self, stream: str, message: dict) -> str:
-        key, payload = self._key(stream), encode_message(message)
-        return self.r.xadd(key, {"json": payload}, maxlen=self.maxlen, approximate=True).decode()
+        return self.publish_many([(stream, message)])[0]
+
+    def publish_many(self, messages: Sequence[tuple[str, dict]]) -> list[str]:
+        "Append `(stream, message)`s in one round trip (several: a MULTI/EXEC pipeline, all or none, in order)."
+        entries = [(self._key(s), encode_message(m)) for s, m in messages]  # all checked before any is sent
+        if len(entries) <= 1:
+            return [self.r.xadd(k, {"json": p}, maxlen=self.maxlen, approximate=True).decode() for k, p in entries]  # fmt: skip
+        pipe = self.r.pipeline(transaction=True)
+        for key, payload in entries:
+            pipe.xadd(key, {"json": payload}, maxlen=self.maxlen, approximate=True)
+        return [i.decode() for i in pipe.execute()]
 
     def _fetch(self, key: str, after: str, count: int, wait_ms: int) -> list[tuple[str, dict]]:
         kw = {"block": wait_ms} if wait_ms > 0 else {}
@@ -398,14 +425,22 @@ def get_bus() -> Bus:
 
 def publish(stream: str, message: dict) -> str:
     "Append `message` (a dict of JSON values) to `stream` on the platform bus; return its id."
-    mid = get_bus().publish(stream, message)
-    if stream == CHANGES:  # this process's own readers know at once, before any follower of the bus
-        for ref in list(CHANGE_HOOKS):
-            if (hook := ref()) is not None:
-                hook(str(message.get("family", "")))
-            else:
-                CHANGE_HOOKS.remove(ref)
-    return mid
+    return publish_many([(stream, message)])[0]
+
+
+def publish_many(
+    messages: Sequence[tuple[str, dict]],  # `(stream, message)` pairs
+) -> list[str]:
+    "Append the messages to the platform bus at once (all or none, in order; readers woken once); their ids."
+    ids = get_bus().publish_many(messages)
+    for stream, message in messages:
+        if stream == CHANGES:  # this process's own readers know at once, before any follower of the bus
+            for ref in list(CHANGE_HOOKS):
+                if (hook := ref()) is not None:
+                    hook(str(message.get("family", "")))
+                else:
+                    CHANGE_HOOKS.remove(ref)
+    return ids
 
 
 #: the stream that says which versioned data changed, `{"family": "limits"}`: readers that keep answers drop them
@@ -448,11 +483,10 @@ def publish_after_commit(
         @event.listens_for(session, "after_commit")
         def _flush(sess):
             msgs, sess.info[_LATER] = sess.info.get(_LATER, []), []
-            for s, m in msgs:
-                try:
-                    publish(s, m)
-                except Exception as e:  # the change is committed; a bus outage must not undo it
-                    log.warning("publishing to %s failed: %s", s, e)
+            try:  # one write and one wake-up for the transaction (a group commit's many fills)
+                publish_many(msgs)
+            except Exception as e:  # the change is committed; a bus outage must not undo it
+                log.warning("publishing %d messages (%s) failed: %s", len(msgs), ", ".join(dict.fromkeys(s for s, _ in msgs)), e)  # fmt: skip
 
         @event.listens_for(session, "after_rollback")
         def _drop(sess):

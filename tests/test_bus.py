@@ -105,6 +105,20 @@ def test_bad_input_names_the_field(backend):
         bus.subscribe("ok", "0", count=0)
 
 
+def test_publish_many_is_in_order_and_all_or_none(backend):
+    "Several messages at once (what a transaction committed) land in order on their streams; one bad, none lands."
+    _, b, new_stream = backend
+    s1, s2 = new_stream(), new_stream()
+    ids = b.publish_many([(s1, {"k": 1}), (s2, {"k": 2}), (s1, {"k": 3})])
+    key = [tuple(int(x) for x in i.split("-")) for i in ids]  # ids order the entries of one stream
+    assert len(ids) == 3 and key[0] < key[2]
+    assert [(i, m["k"]) for i, m in b.subscribe(s1, "0", block_ms=0)] == [(ids[0], 1), (ids[2], 3)]
+    assert [(i, m["k"]) for i, m in b.subscribe(s2, "0", block_ms=0)] == [(ids[1], 2)]
+    with pytest.raises(ValueError, match="message: must be a dict"):
+        b.publish_many([(s1, {"k": 4}), (s2, [5])])
+    assert (b.length(s1), b.length(s2), b.publish_many([])) == (2, 1, [])
+
+
 def test_two_processes_one_publishes_the_other_receives(backend, tmp_path):
     kind, _, new_stream = backend
     s, n = new_stream(), 25
