@@ -126,7 +126,7 @@ def _warm() -> None:
     "The pricing kernels compiled (or loaded) in the background, before the first `/smiles` or order needs them."
     t = time.monotonic()
     surfaces.warm()
-    execution.warm()  # the order path's scalar kernels and calendar: a worker's first order 0.75 s -> 40 ms here
+    execution.warm()  # the order path's scalar kernels and calendar: a worker's first order does not wait for them
     logging.getLogger("aitrade.api").info("pricing kernels ready in %.1f s", time.monotonic() - t)
 
 
