@@ -302,12 +302,13 @@ def _closed_loop_read(hub, base: dict, where: str, port: int, hub_port: int, nee
 def _cpu_parts(hub) -> dict[str, list[psutil.Process]]:
     "The processes a request crosses, by part: the API service (its supervisor and workers), the Hub, its proxy, PostgreSQL."
     listening = {c.pid for c in psutil.net_connections("tcp") if c.status == psutil.CONN_LISTEN and c.laddr.port == hub.api_port}  # fmt: skip
-    api = []  # the Hub's child that is, or started, a process listening on the API's port, and all it started
+    # the API: the Hub's child that is, or started, a process listening on its port, and all below it
+    api, tree = [], []
     for child in psutil.Process(hub.proc.pid).children():
         below = child.children(recursive=True)
+        tree += [child, *below]
         if listening & {child.pid, *(p.pid for p in below)}:
             api += [child, *below]
-    tree = psutil.Process(hub.proc.pid).children(recursive=True)
     return {
         "API service": api,
         "JupyterHub": [psutil.Process(hub.proc.pid)],
